@@ -1,0 +1,65 @@
+"""Environment construction: the only place that imports simulators.
+
+``Offline*-v0`` ids are built exactly as DSRL builds them: bullet-safety-gym's ``EnvironmentBuilder`` with the
+agent, task and world of the registry and the episode length as ``max_episode_steps``. Any other gymnasium id
+(including ``module:Class`` entry points) is passed to ``gymnasium.make``; its ``info`` must carry ``"cost"``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from o3srl.envs.registry import TASKS
+from o3srl.errors import O3SRLError
+
+_BUILDER_ENTRY_POINT = "bullet_safety_gym.envs.builder:EnvironmentBuilder"
+
+
+class EnvError(O3SRLError, RuntimeError):
+    """An environment could not be made (unknown id, missing simulator)."""
+
+
+def _gym() -> Any:
+    try:
+        import gymnasium
+    except ImportError as exc:  # pragma: no cover - gymnasium is a core dependency
+        raise EnvError("gymnasium is not installed: pip install 'gymnasium==0.28.1'") from exc
+    return gymnasium
+
+
+def register_offline_envs() -> None:
+    """Register the ``Offline*-v0`` ids with gymnasium (idempotent)."""
+    gym = _gym()
+    for spec in TASKS.values():
+        if spec.task_id in gym.envs.registry:
+            continue
+        gym.register(
+            id=spec.task_id,
+            entry_point=_BUILDER_ENTRY_POINT,
+            max_episode_steps=spec.max_episode_steps,
+            kwargs={"agent": spec.agent, "task": spec.task, "obstacles": {}, "world": dict(spec.world)},
+        )
+
+
+def make_env(env_id: str, **kwargs: Any) -> Any:
+    """Make one environment: a registered ``Offline*-v0`` task, any gymnasium id, or ``module:Class``."""
+    gym = _gym()
+    if env_id in TASKS:
+        try:
+            importlib.import_module("bullet_safety_gym")
+        except ImportError as exc:
+            raise EnvError("bullet-safety-gym is not installed: pip install 'bullet-safety-gym==1.4.0' pybullet") from exc
+        register_offline_envs()
+    elif ":" in env_id and env_id not in gym.envs.registry:
+        module_name, _, attr = env_id.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+            env_cls = getattr(module, attr)
+        except (ImportError, AttributeError) as exc:
+            raise EnvError(f"cannot import environment entry point {env_id!r}: {exc}") from exc
+        return env_cls(**kwargs)
+    try:
+        return gym.make(env_id, **kwargs)
+    except gym.error.Error as exc:
+        raise EnvError(f"cannot make environment {env_id!r}: {exc}") from exc
