@@ -13,11 +13,13 @@ from typing import Callable, Sequence
 
 from o3srl.errors import O3SRLError
 
-# name -> (module:function, one-line help). "data" holds its own subcommands.
+# name -> (module:function, one-line help). "data" holds its own subcommands. Commands in RAW_ARGV parse their
+# own arguments (``fn(argv, prog)``): ``train`` does, to put the chosen task's preset under the flags.
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("o3srl.train:cli_train", "train an algorithm (O3SRL by default) and evaluate the final policy"),
     "eval": ("o3srl.train:cli_eval", "re-evaluate the policy saved in a run directory"),
 }
+RAW_ARGV = {"o3srl.train:cli_train"}
 DATA_COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("o3srl.data.info:cli_info", "summarise a dataset file (episodes, returns, safe frontier, plot)"),
 }
@@ -54,8 +56,12 @@ def _dispatch(prog: str, table: dict[str, tuple[str, str]], argv: list[str], ext
         return 2
     import tyro
 
-    fn = _load(table[name][0])
-    result = tyro.cli(fn, args=rest, prog=f"{prog} {name}")
+    target = table[name][0]
+    fn = _load(target)
+    if target in RAW_ARGV:
+        result = fn(rest, f"{prog} {name}")
+    else:
+        result = tyro.cli(fn, args=rest, prog=f"{prog} {name}")
     return int(result) if isinstance(result, int) else 0
 
 

@@ -1,0 +1,171 @@
+"""TD3+BC (Fujimoto & Gu, 2021) with twin reward critics and twin cost critics.
+
+The oracle of O3SRL. It learns Q_r and Q_c separately, so the Q-function of the shaped reward
+``r − λ (c − b)`` is available for every λ by linearity (``o3srl.data.transforms.shaped_value``); λ is an input of
+the update, so one network set is warm-started across λ-arms.
+
+Losses (normalised observations, actions in [−1, 1], rewards scaled by ``reward_scale``, costs by ``cost_scale``):
+    a' = clip(π_targ(s') + clip(N(0, σ), −c, c), −1, 1)
+    y_r = r + γ (1 − terminal) min_i Q_r,i^targ(s', a')
+    y_c = c + γ (1 − terminal) max_i Q_c,i^targ(s', a')   (the larger cost estimate: conservative)
+    L_critic = Σ_i (Q_r,i(s, a) − y_r)² + (Q_c,i(s, a) − y_c)²
+    Q_λ(s, a) = Q_r,1(s, a) − λ (Q_c,1(s, a) − b / (1 − γ))
+    L_actor = −α / mean|Q_λ| · mean Q_λ(s, π(s)) + mean (π(s) − a)²        (every ``policy_delay`` steps)
+Timeouts are not terminals: both critics bootstrap through them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+
+from o3srl.data.sampler import Batch
+from o3srl.data.transforms import shaped_value
+from o3srl.nets import Actor, Critics
+
+Metrics = dict[str, jax.Array]
+
+
+@dataclass(frozen=True)
+class TD3BCConfig:
+    """TD3+BC hyperparameters (defaults from the TD3+BC paper; reward/cost scales as in OSRL)."""
+
+    hidden: tuple[int, ...] = (256, 256)
+    """Hidden layer widths of actor and critics."""
+    actor_lr: float = 3e-4
+    critic_lr: float = 3e-4
+    gamma: float = 0.99
+    tau: float = 0.005
+    """Polyak rate of the target networks."""
+    alpha: float = 2.5
+    """Weight of the Q term against behaviour cloning."""
+    policy_noise: float = 0.2
+    noise_clip: float = 0.5
+    policy_delay: int = 2
+    reward_scale: float = 0.1
+    cost_scale: float = 1.0
+    batch_size: int = 256
+
+
+class TD3BCState(flax.struct.PyTreeNode):
+    actor: Any
+    actor_target: Any
+    critic: Any  # {"reward": params, "cost": params}
+    critic_target: Any
+    actor_opt: Any
+    critic_opt: Any
+    step: jax.Array
+
+
+class TD3BC:
+    """Pure functions of :class:`TD3BCState`; the object only holds the static config and modules."""
+
+    name = "td3bc"
+
+    def __init__(self, config: TD3BCConfig, obs_dim: int, act_dim: int) -> None:
+        self.config = config
+        self.obs_dim, self.act_dim = obs_dim, act_dim
+        self.actor = Actor(config.hidden, act_dim)
+        self.critic = Critics(config.hidden, 2)
+        self.actor_tx = optax.adam(config.actor_lr)
+        self.critic_tx = optax.adam(config.critic_lr)
+
+    def init(self, key: jax.Array) -> TD3BCState:
+        k_actor, k_r, k_c = jax.random.split(key, 3)
+        obs = jnp.zeros((1, self.obs_dim))
+        act = jnp.zeros((1, self.act_dim))
+        actor = self.actor.init(k_actor, obs)
+        critic = {"reward": self.critic.init(k_r, obs, act), "cost": self.critic.init(k_c, obs, act)}
+        return TD3BCState(
+            actor=actor,
+            actor_target=actor,
+            critic=critic,
+            critic_target=critic,
+            actor_opt=self.actor_tx.init(actor),
+            critic_opt=self.critic_tx.init(critic),
+            step=jnp.zeros((), jnp.int32),
+        )
+
+    # ------------------------------------------------------------------ acting and values
+    def act(self, actor_params: Any, obs: jax.Array) -> jax.Array:
+        """Deterministic action in [−1, 1] for normalised observations."""
+        return self.actor.apply(actor_params, obs)
+
+    def policy_values(self, state: TD3BCState, obs: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """(Q_r, Q_c) of the current policy at ``obs``, in the critics' (scaled) units, averaged over the twins."""
+        a = self.act(state.actor, obs)
+        q_r = self.critic.apply(state.critic["reward"], obs, a).mean(axis=0)
+        q_c = self.critic.apply(state.critic["cost"], obs, a).mean(axis=0)
+        return q_r, q_c
+
+    # ------------------------------------------------------------------ losses
+    def critic_loss(
+        self, critic: Any, state: TD3BCState, batch: Batch, key: jax.Array
+    ) -> tuple[jax.Array, Metrics]:
+        cfg = self.config
+        noise = jnp.clip(cfg.policy_noise * jax.random.normal(key, batch.actions.shape), -cfg.noise_clip, cfg.noise_clip)
+        next_a = jnp.clip(self.actor.apply(state.actor_target, batch.next_obs) + noise, -1.0, 1.0)
+        not_done = 1.0 - batch.terminals
+        next_qr = self.critic.apply(state.critic_target["reward"], batch.next_obs, next_a).min(axis=0)
+        next_qc = self.critic.apply(state.critic_target["cost"], batch.next_obs, next_a).max(axis=0)
+        y_r = jax.lax.stop_gradient(cfg.reward_scale * batch.rewards + cfg.gamma * not_done * next_qr)
+        y_c = jax.lax.stop_gradient(cfg.cost_scale * batch.costs + cfg.gamma * not_done * next_qc)
+        q_r = self.critic.apply(critic["reward"], batch.obs, batch.actions)
+        q_c = self.critic.apply(critic["cost"], batch.obs, batch.actions)
+        loss_r = ((q_r - y_r) ** 2).mean(axis=1).sum()
+        loss_c = ((q_c - y_c) ** 2).mean(axis=1).sum()
+        return loss_r + loss_c, {
+            "loss/critic_reward": loss_r,
+            "loss/critic_cost": loss_c,
+            "q/reward": q_r.mean(),
+            "q/cost": q_c.mean(),
+        }
+
+    def actor_loss(
+        self, actor: Any, critic: Any, batch: Batch, lam: jax.Array, budget_step: float
+    ) -> tuple[jax.Array, Metrics]:
+        cfg = self.config
+        pi = self.actor.apply(actor, batch.obs)
+        q_r = self.critic.apply(critic["reward"], batch.obs, pi)[0]
+        q_c = self.critic.apply(critic["cost"], batch.obs, pi)[0]
+        q_lam = shaped_value(q_r, q_c, lam, cfg.cost_scale * budget_step, cfg.gamma)
+        weight = jax.lax.stop_gradient(cfg.alpha / (jnp.abs(q_lam).mean() + 1e-6))
+        bc = ((pi - batch.actions) ** 2).mean()
+        return -weight * q_lam.mean() + bc, {"loss/actor": -q_lam.mean(), "loss/bc": bc}
+
+    # ------------------------------------------------------------------ update
+    def update(
+        self, state: TD3BCState, batch: Batch, lam: jax.Array, budget_step: float, key: jax.Array
+    ) -> tuple[TD3BCState, Metrics]:
+        """One gradient step of the critics and, every ``policy_delay`` steps, of the actor and targets."""
+        cfg = self.config
+        (_, c_metrics), grads = jax.value_and_grad(self.critic_loss, has_aux=True)(state.critic, state, batch, key)
+        updates, critic_opt = self.critic_tx.update(grads, state.critic_opt, state.critic)
+        critic = optax.apply_updates(state.critic, updates)
+        state = state.replace(critic=critic, critic_opt=critic_opt)
+
+        def actor_step(s: TD3BCState) -> tuple[TD3BCState, Metrics]:
+            (_, a_metrics), a_grads = jax.value_and_grad(self.actor_loss, has_aux=True)(
+                s.actor, s.critic, batch, lam, budget_step
+            )
+            a_updates, actor_opt = self.actor_tx.update(a_grads, s.actor_opt, s.actor)
+            actor = optax.apply_updates(s.actor, a_updates)
+            s = s.replace(
+                actor=actor,
+                actor_opt=actor_opt,
+                actor_target=optax.incremental_update(actor, s.actor_target, cfg.tau),
+                critic_target=optax.incremental_update(s.critic, s.critic_target, cfg.tau),
+            )
+            return s, a_metrics
+
+        def skip(s: TD3BCState) -> tuple[TD3BCState, Metrics]:
+            nan = jnp.array(jnp.nan, jnp.float32)
+            return s, {"loss/actor": nan, "loss/bc": nan}
+
+        state, a_metrics = jax.lax.cond(state.step % cfg.policy_delay == 0, actor_step, skip, state)
+        return state.replace(step=state.step + 1), {**c_metrics, **a_metrics}

@@ -1,0 +1,83 @@
+"""Checkpoints: complete, versioned, atomic, and loadable without pickle.
+
+A checkpoint is one msgpack file (``flax.serialization``) holding the format version, the step, the whole learner
+state (network parameters, optimiser states, bandit state, RNG key), the normalisation statistics and the resolved
+config as JSON. Restoring needs a template state of the same structure, which the training code rebuilds from the
+config, so no code objects are ever deserialised.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from flax import serialization
+
+from o3srl.data.sampler import NormStats
+from o3srl.errors import O3SRLError
+from o3srl.io import atomic_write_bytes
+
+FORMAT_VERSION = 1
+CHECKPOINT_NAME = "checkpoint.msgpack"
+POLICY_NAME = "policy.msgpack"
+
+
+class CheckpointError(O3SRLError):
+    """A checkpoint is missing, of another format version, or does not match the run's config."""
+
+
+def _stats_dict(stats: NormStats) -> dict[str, np.ndarray]:
+    return {k: np.asarray(v) for k, v in stats._asdict().items()}
+
+
+def save_checkpoint(path: str | Path, *, step: int, state: Any, stats: NormStats, config_json: str) -> Path:
+    payload = {
+        "format_version": FORMAT_VERSION,
+        "step": step,
+        "state": serialization.to_state_dict(state),
+        "norm_stats": _stats_dict(stats),
+        "config": config_json,
+    }
+    return atomic_write_bytes(path, serialization.msgpack_serialize(payload))
+
+
+def read_payload(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"no checkpoint at {path}")
+    try:
+        payload = serialization.msgpack_restore(path.read_bytes())
+    except Exception as exc:  # msgpack raises several error types on a damaged file
+        raise CheckpointError(f"checkpoint {path} cannot be read ({exc})") from None
+    version = payload.get("format_version")
+    if version != FORMAT_VERSION:
+        raise CheckpointError(f"checkpoint {path} has format version {version}; this o3srl reads version {FORMAT_VERSION}")
+    return payload
+
+
+def load_checkpoint(path: str | Path, template: Any) -> tuple[int, Any, NormStats, dict[str, Any]]:
+    """Restore ``(step, state, norm_stats, config_dict)`` into the structure of ``template``."""
+    payload = read_payload(path)
+    try:
+        state = serialization.from_state_dict(template, payload["state"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"checkpoint {path} does not match the run's networks ({exc})") from None
+    return int(payload["step"]), state, stats_from_dict(payload["norm_stats"]), json.loads(payload["config"])
+
+
+def stats_from_dict(d: dict[str, Any]) -> NormStats:
+    return NormStats(**{k: np.asarray(d[k], np.float32) for k in NormStats._fields})
+
+
+def save_policy(path: str | Path, *, actor: Any, stats: NormStats, config_json: str, kind: str = "single") -> Path:
+    """The compact artefact ``load_policy`` reads: actor parameters (or a stack of them for a mixture) and stats."""
+    payload = {
+        "format_version": FORMAT_VERSION,
+        "kind": kind,
+        "actor": serialization.to_state_dict(actor),
+        "norm_stats": _stats_dict(stats),
+        "config": config_json,
+    }
+    return atomic_write_bytes(path, serialization.msgpack_serialize(payload))

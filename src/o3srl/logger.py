@@ -1,0 +1,76 @@
+"""Metric sinks. Algorithms return flat dicts with namespaced keys; sinks only write them somewhere."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, Protocol
+
+from o3srl.errors import O3SRLError
+
+METRICS_NAME = "metrics.jsonl"
+
+
+class Sink(Protocol):
+    def write(self, step: int, metrics: dict[str, float]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def _clean(value: Any) -> float | None:
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+class JsonlSink:
+    """One JSON object per line: ``{"step": …, "<namespace>/<name>": …}``; flushed and fsynced per row."""
+
+    def __init__(self, path: str | Path, resume_step: int | None = None) -> None:
+        self.path = Path(path)
+        if resume_step is not None and self.path.exists():
+            self._truncate_after(resume_step)
+        self._file = open(self.path, "a", encoding="utf-8")
+
+    def _truncate_after(self, step: int) -> None:
+        """On resume, drop rows logged after the checkpoint so the file matches an uninterrupted run."""
+        kept = [line for line in self.path.read_text(encoding="utf-8").splitlines()
+                if line.strip() and json.loads(line).get("step", 0) <= step]
+        from o3srl.io import atomic_write_text
+
+        atomic_write_text(self.path, "".join(line + "\n" for line in kept))
+
+    def write(self, step: int, metrics: dict[str, float]) -> None:
+        row = {"step": step, **{k: _clean(v) for k, v in sorted(metrics.items())}}
+        self._file.write(json.dumps(row) + "\n")
+        self._file.flush()
+        os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class TensorBoardSink:
+    def __init__(self, log_dir: str | Path) -> None:
+        try:
+            from tensorboardX import SummaryWriter
+        except ImportError as exc:
+            raise O3SRLError("TensorBoard logging needs the 'tensorboard' extra: pip install 'o3srl[tensorboard]'") from exc
+        self._writer = SummaryWriter(str(log_dir))
+
+    def write(self, step: int, metrics: dict[str, float]) -> None:
+        for key, value in metrics.items():
+            if math.isfinite(float(value)):
+                self._writer.add_scalar(key, float(value), step)
+        self._writer.flush()
+
+    def close(self) -> None:
+        self._writer.close()
+
+
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    path = Path(path)
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]

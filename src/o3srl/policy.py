@@ -1,0 +1,61 @@
+"""A trained policy as a plain callable ``obs -> action`` on raw (environment-scale) numpy arrays."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import serialization
+
+from o3srl.checkpoint import POLICY_NAME, read_payload, stats_from_dict
+from o3srl.data.sampler import NormStats, denormalize_action, normalize_obs
+from o3srl.errors import O3SRLError
+
+
+class Policy:
+    """Normalises observations, runs the actor and maps actions back to the environment's bounds.
+
+    Accepts one observation (shape (obs_dim,)) or a batch (shape (B, obs_dim)) and returns the same rank.
+    """
+
+    def __init__(self, act_fn: Callable[[Any, jax.Array], jax.Array], actor_params: Any, stats: NormStats) -> None:
+        self.actor_params = actor_params
+        self.stats = stats
+        self._act = jax.jit(act_fn)
+
+    @property
+    def obs_dim(self) -> int:
+        return int(self.stats.obs_mean.shape[0])
+
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        obs = np.asarray(obs, np.float32)
+        single = obs.ndim == 1
+        batch = obs[None] if single else obs
+        if batch.shape[-1] != self.obs_dim:
+            raise O3SRLError(f"policy expects observations of dim {self.obs_dim}, got shape {obs.shape}")
+        action = self._act(self.actor_params, jnp.asarray(normalize_obs(batch, self.stats)))
+        action = np.asarray(denormalize_action(np.asarray(action), self.stats), np.float32)
+        return action[0] if single else action
+
+
+def load_policy(run_dir: str | Path) -> Policy:
+    """Load the final policy written by ``o3srl train`` into ``run_dir``."""
+    from o3srl.algos.o3srl import make_oracle
+    from o3srl.config import from_dict
+
+    run_dir = Path(run_dir)
+    path = run_dir / POLICY_NAME
+    if not path.exists():
+        raise O3SRLError(f"{run_dir} holds no trained policy ({POLICY_NAME} is missing); has the run finished?")
+    payload = read_payload(path)
+    import json
+
+    cfg = from_dict(json.loads(payload["config"]))
+    stats = stats_from_dict(payload["norm_stats"])
+    oracle = make_oracle(cfg.oracle_name, cfg.td3bc, cfg.iql, stats.obs_mean.shape[0], stats.action_low.shape[0])
+    template = oracle.init(jax.random.PRNGKey(0)).actor
+    actor = serialization.from_state_dict(template, payload["actor"])
+    return Policy(oracle.act, actor, stats)

@@ -1,0 +1,367 @@
+"""The one training loop, shared by every algorithm.
+
+``run(cfg)``: load and validate the dataset, build the learner, train in compiled chunks of rounds, log metrics
+(console progress bar, ``metrics.jsonl``, optionally TensorBoard), checkpoint atomically, resume a killed run to the
+same result, save the final policy (the last iterate) and evaluate it in the simulator.
+
+Run directory layout::
+
+    config.json          the resolved config
+    run.json             dataset path and hash, reference scores, budget, package version
+    metrics.jsonl        one row per ``log_every`` steps (and evaluation rows)
+    checkpoint.msgpack   everything needed to continue
+    policy.msgpack       the final policy (what ``o3srl.load_policy`` reads)
+    eval.json            the final evaluation
+    bandit.png           arm probabilities and λ over training (O3SRL)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+
+from o3srl.config import TrainConfig, dumps, from_dict
+from o3srl.errors import ConfigError, O3SRLError
+from o3srl.io import atomic_write_text
+
+from tyro.conf import arg as tyro_arg
+
+@dataclass(frozen=True)
+class Problem:
+    """The dataset and the facts derived from it and from the task."""
+
+    dataset: Any  # OfflineDataset
+    dataset_path: str
+    dataset_sha256: str
+    env_id: str
+    reward_range: tuple[float, float]
+    reference: str  # "dsrl", "given" or "dataset"
+    episode_length: int
+    frontier: float
+
+
+def _sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _action_bounds(env_id: str) -> tuple[np.ndarray, np.ndarray, int]:
+    from o3srl.envs import make_env
+
+    env = make_env(env_id)
+    try:
+        space, obs_space = env.action_space, env.observation_space
+        return np.asarray(space.low, np.float32), np.asarray(space.high, np.float32), int(np.prod(obs_space.shape))
+    finally:
+        env.close()
+
+
+def load_problem(cfg: TrainConfig) -> Problem:
+    """Resolve the dataset file, validate it against the environment, and pick the reference scores."""
+    from o3srl.data.dataset import OfflineDataset, safe_frontier
+    from o3srl.envs.registry import DEFAULT_TASK, TASKS
+
+    env_id = cfg.env_id or cfg.task
+    spec = TASKS.get(env_id) or TASKS.get(cfg.task)
+    if cfg.dataset is not None:
+        path = cfg.dataset
+    elif cfg.task == DEFAULT_TASK:
+        from o3srl.data.generate import default_dataset
+
+        path = str(default_dataset())
+    else:
+        raise ConfigError(
+            f"no dataset given for task {cfg.task!r}: pass --dataset FILE.hdf5 (a DSRL file or one made by "
+            f"'o3srl data make {cfg.task}')"
+        )
+    low, high, obs_dim = _action_bounds(env_id)
+    dataset = OfflineDataset.load(path, action_low=low, action_high=high)
+    if dataset.obs_dim != obs_dim:
+        raise ConfigError(
+            f"dataset {path} has observations of dim {dataset.obs_dim} but environment {env_id!r} has dim {obs_dim}"
+        )
+    if cfg.reward_min is not None and cfg.reward_max is not None:
+        reward_range, reference = (cfg.reward_min, cfg.reward_max), "given"
+    elif spec is not None:
+        reward_range, reference = (spec.min_reward, spec.max_reward), "dsrl"
+    else:
+        ep = dataset.episodes
+        lo, hi = float(ep.reward_return.min()), float(ep.reward_return.max())
+        if hi <= lo:
+            raise ConfigError(f"dataset {path}: all episodes have the same reward; pass --reward-min/--reward-max")
+        reward_range, reference = (lo, hi), "dataset"
+    episode_length = cfg.episode_length or (spec.max_episode_steps if spec else int(dataset.episodes.length.max()))
+    return Problem(
+        dataset=dataset,
+        dataset_path=str(Path(path).resolve()),
+        dataset_sha256=_sha256(path),
+        env_id=env_id,
+        reward_range=reward_range,
+        reference=reference,
+        episode_length=episode_length,
+        frontier=safe_frontier(dataset.episodes, cfg.cost_limit),
+    )
+
+
+def build_learner(cfg: TrainConfig, problem: Problem) -> Any:
+    from o3srl.algos.o3srl import O3SRL, Setting, make_oracle
+
+    ds = problem.dataset
+    oracle = make_oracle(cfg.oracle_name, cfg.td3bc, cfg.iql, ds.obs_dim, ds.act_dim)
+    setting = Setting(
+        obs_dim=ds.obs_dim,
+        act_dim=ds.act_dim,
+        cost_limit=cfg.cost_limit,
+        episode_length=problem.episode_length,
+        total_steps=cfg.steps,
+        reward_abs_max=float(np.abs(ds["rewards"]).max()),
+        cost_abs_max=float(np.abs(ds["costs"]).max()),
+    )
+    fixed = None if cfg.algo == "o3srl" else cfg.fixed_lambda
+    return O3SRL(cfg.o3srl, oracle, setting, fixed_lambda=fixed)
+
+
+def _default_run_dir(cfg: TrainConfig) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    name = f"{cfg.task}-{cfg.algo}-k{cfg.cost_limit:g}-s{cfg.seed}-{stamp}"
+    return Path("runs") / name
+
+
+def _summarise(metrics: dict[str, Any]) -> dict[str, float]:
+    """Chunk metrics (stacked per round) → one row: means, plus the last λ and arm probabilities."""
+    row: dict[str, float] = {}
+    for key, values in metrics.items():
+        arr = np.asarray(values, np.float64)
+        if key.startswith("bandit/p/") or key == "bandit/lambda":
+            row[key] = float(arr[-1])
+            if key == "bandit/lambda":
+                row["bandit/lambda_mean"] = float(arr.mean())
+        elif key == "bandit/arm":
+            continue
+        else:
+            finite = arr[np.isfinite(arr)]
+            row[key] = float(finite.mean()) if finite.size else math.nan
+    return row
+
+
+def run(cfg: TrainConfig, *, resume_dir: str | None = None) -> dict[str, Any]:
+    """Train (or resume) one run and evaluate its final policy; returns the summary written to ``eval.json``."""
+    import jax
+
+    from o3srl.checkpoint import CHECKPOINT_NAME, POLICY_NAME, load_checkpoint, save_checkpoint, save_policy
+    from o3srl.data.sampler import compute_norm_stats, to_device
+    from o3srl.logger import METRICS_NAME, JsonlSink, Sink, TensorBoardSink
+
+    if resume_dir is not None:
+        run_dir = Path(resume_dir)
+        config_path = run_dir / "config.json"
+        if not config_path.exists():
+            raise O3SRLError(f"cannot resume {run_dir}: it has no config.json (is it a run directory?)")
+        cfg = from_dict(json.loads(config_path.read_text()))
+    cfg = cfg.resolved()
+    problem = load_problem(cfg)
+    learner = build_learner(cfg, problem)
+    low, high, _ = _action_bounds(problem.env_id)
+    stats = compute_norm_stats(problem.dataset, low, high, normalize_obs=cfg.normalize_obs)
+
+    if resume_dir is None:
+        run_dir = Path(cfg.run_dir) if cfg.run_dir else _default_run_dir(cfg)
+        if (run_dir / CHECKPOINT_NAME).exists():
+            raise O3SRLError(f"{run_dir} already holds a run; continue it with --resume {run_dir} or pick another --run-dir")
+        run_dir.mkdir(parents=True, exist_ok=True)
+    config_json = dumps(cfg)
+    atomic_write_text(run_dir / "config.json", config_json + "\n")
+    from o3srl import __version__
+
+    run_info = {
+        "dataset": problem.dataset_path,
+        "dataset_sha256": problem.dataset_sha256,
+        "env_id": problem.env_id,
+        "reward_reference": problem.reference,
+        "reward_range": list(problem.reward_range),
+        "episode_length": problem.episode_length,
+        "budget_per_step": learner.budget_step,
+        "budget_value": learner.budget_value / learner.oracle.config.cost_scale,
+        "arms": learner.arms.tolist(),
+        "bandit_learning_rate": learner.learning_rate,
+        "bandit_exploration": learner.exploration,
+        "safe_frontier": problem.frontier,
+        "o3srl_version": __version__,
+    }
+    atomic_write_text(run_dir / "run.json", json.dumps(run_info, indent=2) + "\n")
+
+    template = learner.init(jax.random.PRNGKey(cfg.seed))
+    step = 0
+    state = template
+    if resume_dir is not None and (run_dir / CHECKPOINT_NAME).exists():
+        step, state, stats, _ = load_checkpoint(run_dir / CHECKPOINT_NAME, template)
+    data = to_device(problem.dataset, stats)
+
+    sinks: list[Sink] = [JsonlSink(run_dir / METRICS_NAME, resume_step=step if resume_dir else None)]
+    if cfg.tensorboard:
+        sinks.append(TensorBoardSink(run_dir / "tb"))
+    run_rounds = jax.jit(learner.run_rounds, static_argnums=2)
+    m = cfg.o3srl.steps_per_round
+
+    bar = None
+    if cfg.progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=cfg.steps, initial=step, unit="step", desc=f"{cfg.algo} {cfg.task}", dynamic_ncols=True)
+    t_start = time.time()
+    try:
+        while step < cfg.steps:
+            n = min(cfg.log_every, cfg.steps - step)
+            state, metrics = run_rounds(state, data, n // m)
+            metrics = jax.device_get(metrics)
+            step += n
+            row = _summarise(metrics)
+            row["time/steps_per_second"] = n / max(time.time() - t_start, 1e-9)
+            t_start = time.time()
+            if cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.steps and cfg.eval_every_episodes > 0:
+                result = _evaluate(cfg, problem, learner, state, stats, cfg.eval_every_episodes)
+                row.update(result.metrics())
+            for sink in sinks:
+                sink.write(step, row)
+            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+                save_checkpoint(run_dir / CHECKPOINT_NAME, step=step, state=state, stats=stats, config_json=config_json)
+            if bar is not None:
+                bar.update(n)
+                post = {"λ": row.get("bandit/lambda_mean", float("nan")), "Ĉ": row.get("feedback/cost_estimate", float("nan"))}
+                bar.set_postfix({k: f"{v:.3g}" for k, v in post.items()})
+    finally:
+        if bar is not None:
+            bar.close()
+        for sink in sinks:
+            sink.close()
+
+    save_policy(run_dir / POLICY_NAME, actor=state.oracle.actor, stats=stats, config_json=config_json)
+    if cfg.algo == "o3srl":
+        from o3srl.plots import plot_bandit_history
+
+        plot_bandit_history(run_dir / METRICS_NAME, run_dir / "bandit.png", learner.arms.tolist())
+    summary: dict[str, Any] = {"run_dir": str(run_dir), "step": step, "algo": cfg.algo, "task": cfg.task,
+                               "cost_limit": cfg.cost_limit, "seed": cfg.seed, **run_info}
+    if cfg.eval_episodes > 0:
+        result = _evaluate(cfg, problem, learner, state, stats, cfg.eval_episodes)
+        summary.update(result.metrics())
+        summary["eval"] = result.to_dict()
+    atomic_write_text(run_dir / "eval.json", json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def _evaluate(cfg: TrainConfig, problem: Problem, learner: Any, state: Any, stats: Any, episodes: int) -> Any:
+    from o3srl.evaluate import evaluate
+    from o3srl.policy import Policy
+
+    policy = Policy(learner.act, state.oracle.actor, stats)
+    return evaluate(
+        policy,
+        problem.env_id,
+        episodes=episodes,
+        cost_limit=cfg.cost_limit,
+        seed=cfg.eval_seed,
+        num_envs=cfg.eval_envs,
+        reward_range=problem.reward_range,
+        reference=problem.reference,
+        frontier=problem.frontier if math.isfinite(problem.frontier) else None,
+    )
+
+
+# ---------------------------------------------------------------------- command line
+@dataclass(frozen=True)
+class TrainArgs:
+    """Train an agent (O3SRL with the TD3+BC oracle by default) and print the evaluated final policy."""
+
+    cfg: Annotated[TrainConfig, tyro_arg(name="")]
+    resume: str | None = None
+    """Continue the killed (or finished) run in this directory; its saved config is used and other flags ignored."""
+
+
+def _task_from_argv(argv: list[str]) -> str | None:
+    for i, arg in enumerate(argv):
+        if arg == "--task" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--task="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def cli_train(argv: list[str], prog: str = "o3srl train") -> int:
+    """``o3srl train``: the chosen task's preset fills the defaults; flags given on the command line win."""
+    import tyro
+
+    from o3srl.config import preset
+    from o3srl.envs.registry import DEFAULT_TASK
+
+    defaults = TrainArgs(cfg=preset(_task_from_argv(argv) or DEFAULT_TASK))
+    args = tyro.cli(TrainArgs, default=defaults, args=argv, prog=prog)
+    summary = run(args.cfg, resume_dir=args.resume)
+    print_summary(summary)
+    return 0
+
+
+def print_summary(summary: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{summary['algo']} on {summary['task']}  (κ = {summary['cost_limit']:g}, seed {summary['seed']})")
+    for col in ("episode reward", "episode cost", "normalized reward", "normalized cost", "safe"):
+        table.add_column(col, justify="right")
+    if "eval/reward" in summary:
+        safe = summary["eval/normalized_cost"] <= 1.0
+        table.add_row(
+            f"{summary['eval/reward']:.1f} ± {summary.get('eval/reward_std', float('nan')):.1f}",
+            f"{summary['eval/cost']:.2f} ± {summary.get('eval/cost_std', float('nan')):.2f}",
+            f"{summary['eval/normalized_reward']:.3f}",
+            f"{summary['eval/normalized_cost']:.3f}",
+            "[green]yes[/green]" if safe else "[red]NO[/red]",
+        )
+    console = Console()
+    console.print(table)
+    ref = summary["reward_reference"]
+    lo, hi = summary["reward_range"]
+    names = {"dsrl": "DSRL's reference scores", "dataset": "the dataset's own min/max episode reward",
+             "given": "the reference scores given on the command line"}
+    console.print(f"normalized reward uses {names.get(ref, ref)}: [{lo:g}, {hi:g}]; safe ⇔ normalized cost ≤ 1")
+    if "eval/frontier_fraction" in summary and summary["eval/frontier_fraction"] is not None:
+        console.print(f"reward / dataset safe frontier R*_data(κ) = {summary['eval/frontier_fraction']:.3f}")
+    console.print(f"run directory: {summary['run_dir']}")
+
+
+def cli_eval(run_dir: str, episodes: int = 20, cost_limit: float | None = None, seed: int = 10_000, envs: int = 4) -> int:
+    """Re-evaluate the policy saved in a run directory.
+
+    Args:
+        run_dir: a directory written by ``o3srl train``.
+        episodes: evaluation episodes.
+        cost_limit: κ for the normalised cost (default: the run's own).
+        seed: evaluation seed.
+        envs: environment copies stepped together.
+    """
+    from o3srl.evaluate import evaluate
+    from o3srl.policy import load_policy
+
+    path = Path(run_dir)
+    if not (path / "config.json").exists() or not (path / "run.json").exists():
+        raise O3SRLError(f"{run_dir} is not a run directory (config.json / run.json missing)")
+    cfg = from_dict(json.loads((path / "config.json").read_text()))
+    info = json.loads((path / "run.json").read_text())
+    kappa = cfg.cost_limit if cost_limit is None else cost_limit
+    result = evaluate(load_policy(path), info["env_id"], episodes=episodes, cost_limit=kappa, seed=seed,
+                      num_envs=envs, reward_range=tuple(info["reward_range"]), reference=info["reward_reference"])
+    summary = {"run_dir": str(path), "algo": cfg.algo, "task": cfg.task, "cost_limit": kappa, "seed": cfg.seed,
+               **info, **result.metrics()}
+    print_summary(summary)
+    return 0
