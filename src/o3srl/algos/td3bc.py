@@ -7,7 +7,9 @@ the update, so one network set is warm-started across λ-arms.
 Losses (normalised observations, actions in [−1, 1], rewards scaled by ``reward_scale``, costs by ``cost_scale``):
     a' = clip(π_targ(s') + clip(N(0, σ), −c, c), −1, 1)
     y_r = r + γ (1 − terminal) min_i Q_r,i^targ(s', a')
-    y_c = c + γ (1 − terminal) max_i Q_c,i^targ(s', a')   (the larger cost estimate: conservative)
+    y_c = c + γ (1 − terminal) mean_i Q_c,i^targ(s', π_targ(s'))
+          (by default the twins' mean at the unsmoothed target action: an unbiased cost of the deterministic policy;
+           ``cost_target="max"`` and ``cost_target_noise=True`` give the pessimistic variants)
     L_critic = Σ_i (Q_r,i(s, a) − y_r)² + (Q_c,i(s, a) − y_c)²
     Q_λ(s, a) = Q_r,1(s, a) − λ (Q_c,1(s, a) − b / (1 − γ))
     L_actor = −α / mean|Q_λ| · mean Q_λ(s, π(s)) + mean (π(s) − a)²        (every ``policy_delay`` steps)
@@ -17,7 +19,7 @@ Timeouts are not terminals: both critics bootstrap through them.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import flax.struct
 import jax
@@ -50,6 +52,11 @@ class TD3BCConfig:
     reward_scale: float = 0.1
     cost_scale: float = 1.0
     batch_size: int = 256
+    cost_target: Literal["max", "mean"] = "mean"
+    """How the twin cost critics combine in the cost target: "max" (pessimistic) or "mean"."""
+    cost_target_noise: bool = False
+    """Apply TD3's target-policy smoothing noise in the cost target too (biases the cost of a deterministic
+    policy upwards near a cost boundary)."""
 
 
 class TD3BCState(flax.struct.PyTreeNode):
@@ -109,10 +116,13 @@ class TD3BC:
     ) -> tuple[jax.Array, Metrics]:
         cfg = self.config
         noise = jnp.clip(cfg.policy_noise * jax.random.normal(key, batch.actions.shape), -cfg.noise_clip, cfg.noise_clip)
-        next_a = jnp.clip(self.actor.apply(state.actor_target, batch.next_obs) + noise, -1.0, 1.0)
+        target_a = self.actor.apply(state.actor_target, batch.next_obs)
+        next_a = jnp.clip(target_a + noise, -1.0, 1.0)
         not_done = 1.0 - batch.terminals
         next_qr = self.critic.apply(state.critic_target["reward"], batch.next_obs, next_a).min(axis=0)
-        next_qc = self.critic.apply(state.critic_target["cost"], batch.next_obs, next_a).max(axis=0)
+        cost_a = next_a if cfg.cost_target_noise else target_a
+        next_qcs = self.critic.apply(state.critic_target["cost"], batch.next_obs, cost_a)
+        next_qc = next_qcs.max(axis=0) if cfg.cost_target == "max" else next_qcs.mean(axis=0)
         y_r = jax.lax.stop_gradient(cfg.reward_scale * batch.rewards + cfg.gamma * not_done * next_qr)
         y_c = jax.lax.stop_gradient(cfg.cost_scale * batch.costs + cfg.gamma * not_done * next_qc)
         q_r = self.critic.apply(critic["reward"], batch.obs, batch.actions)

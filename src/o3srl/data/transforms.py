@@ -12,7 +12,7 @@ import numpy as np
 
 A = TypeVar("A")
 
-BudgetConvention = Literal["osrl", "discounted"]
+BudgetConvention = Literal["osrl", "average", "discounted"]
 
 
 def shaped_reward(reward: A, cost: A, lam: A | float, budget_step: float) -> A:
@@ -41,6 +41,8 @@ def budget_per_step(
     ``"osrl"``: assume the κ allowed cost units are spread evenly over the T steps of an episode (κ / T per step) and
     discount them as the critic does: the value threshold is ``κ (1 − γ^T) / ((1 − γ) T)`` (OSRL's ``qc_thres``), so
     ``b = κ (1 − γ^T) / T``.
+    ``"average"``: the κ / T average cost per step, ``b = κ / T``: the right budget for critics that bootstrap through
+    timeouts (as ours do), whose values are those of the stationary, infinite-horizon problem.
     ``"discounted"``: read κ itself as the limit on the discounted cost value, ``b = (1 − γ) κ``.
     The value threshold on ``Q_c`` is always ``b / (1 − γ)`` (:func:`budget_value`).
     """
@@ -48,13 +50,14 @@ def budget_per_step(
         raise ValueError(f"cost limit must be ≥ 0, got {cost_limit}")
     if not 0.0 <= gamma < 1.0:
         raise ValueError(f"gamma must be in [0, 1), got {gamma}")
-    if convention == "osrl":
+    if convention in ("osrl", "average"):
         if episode_length <= 0:
             raise ValueError(f"episode length must be positive, got {episode_length}")
-        return float(cost_limit * (1.0 - gamma**episode_length) / episode_length)
+        horizon = (1.0 - gamma**episode_length) if convention == "osrl" else 1.0
+        return float(cost_limit * horizon / episode_length)
     if convention == "discounted":
         return float((1.0 - gamma) * cost_limit)
-    raise ValueError(f"unknown budget convention {convention!r}; use 'osrl' or 'discounted'")
+    raise ValueError(f"unknown budget convention {convention!r}; use 'osrl', 'average' or 'discounted'")
 
 
 def budget_value(budget_step: float, gamma: float) -> float:
