@@ -1,0 +1,121 @@
+"""EXP3, EXP3-IX, Hedge and the arm feedback against hand-computed values."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from o3srl import bandits
+from o3srl.bandits import BanditState
+
+
+def _state(log_w):
+    return BanditState(log_weights=jnp.asarray(log_w, jnp.float32), rounds=jnp.zeros((), jnp.int32))
+
+
+def test_arm_grid():
+    assert bandits.arm_grid(5, 5.0) == [0.0, 1.25, 2.5, 3.75, 5.0]
+    assert bandits.arm_grid(2, 10.0) == [0.0, 10.0]
+    assert bandits.arm_grid(1, 3.0) == [3.0]
+    with pytest.raises(ValueError):
+        bandits.arm_grid(0, 1.0)
+
+
+def test_default_rates():
+    assert bandits.default_learning_rate(5, 10_000) == pytest.approx(math.sqrt(2 * math.log(5) / 50_000))
+    assert bandits.default_exploration(5, 10_000) == pytest.approx(math.sqrt(5 * math.log(5) / ((math.e - 1) * 10_000)))
+    assert bandits.default_exploration(5, 1) == 1.0
+
+
+def test_exp3_probabilities_hand_values():
+    # weights ∝ (1, e): softmax = (1/(1+e), e/(1+e)); mix γ = 0.2 over K = 2: p = 0.8 softmax + 0.1
+    p = bandits.arm_probabilities(_state([0.0, 1.0]), "exp3", 0.2)
+    s = 1 / (1 + math.e)
+    np.testing.assert_allclose(p, [0.8 * s + 0.1, 0.8 * (1 - s) + 0.1], rtol=1e-6)
+    p_ix = bandits.arm_probabilities(_state([0.0, 1.0]), "exp3ix", 0.2)
+    np.testing.assert_allclose(p_ix, [s, 1 - s], rtol=1e-6)
+
+
+def test_exp3_importance_weighted_update_hand_values():
+    probs = jnp.array([0.25, 0.75])
+    losses = jnp.array([0.5, 0.9])
+    # EXP3 pulls arm 0: w_0 −= η ℓ_0 / p_0 = 0.1 · 0.5 / 0.25 = 0.2 ; arm 1 untouched; then shift by the max.
+    new = bandits.update_bandit(_state([0.0, 0.0]), "exp3", jnp.array(0), losses, probs, 0.1, 0.2)
+    np.testing.assert_allclose(new.log_weights, [-0.2, 0.0], rtol=1e-6)
+    assert int(new.rounds) == 1
+    # EXP3-IX: denominator p_0 + γ_ix = 0.25 + 0.25: 0.1 · 0.5 / 0.5 = 0.1
+    new = bandits.update_bandit(_state([0.0, 0.0]), "exp3ix", jnp.array(0), losses, probs, 0.1, 0.25)
+    np.testing.assert_allclose(new.log_weights, [-0.1, 0.0], rtol=1e-6)
+    # Hedge: every arm, w −= η ℓ = (−0.05, −0.09), shifted by the max (−0.05): (0, −0.04)
+    new = bandits.update_bandit(_state([0.0, 0.0]), "hedge", jnp.array(0), losses, probs, 0.1, 0.0)
+    np.testing.assert_allclose(new.log_weights, [0.0, -0.04], rtol=1e-5, atol=1e-7)
+
+
+def test_lagrangian_feedback_hand_values():
+    lambdas = jnp.array([0.0, 2.5, 5.0])
+    # violation: Ĉ = 6, B = 4, scale max(4, 1) = 4 → g = 0.5 ; ℓ = ½ (1 − (λ/5) 0.5) = (0.5, 0.375, 0.25)
+    np.testing.assert_allclose(bandits.lagrangian_feedback(lambdas, 5.0, jnp.array(6.0), 4.0), [0.5, 0.375, 0.25])
+    # slack: Ĉ = 0 → g = −1 ; ℓ = ½ (1 + λ/5) = (0.5, 0.75, 1.0): λ = 0 is best
+    np.testing.assert_allclose(bandits.lagrangian_feedback(lambdas, 5.0, jnp.array(0.0), 4.0), [0.5, 0.75, 1.0])
+    # big violation clips at g = 1: ℓ = (0.5, 0.25, 0)
+    np.testing.assert_allclose(bandits.lagrangian_feedback(lambdas, 5.0, jnp.array(100.0), 4.0), [0.5, 0.25, 0.0])
+    # κ ≈ 0: the scale floor (min_scale = 1) keeps g finite: Ĉ = 0.5, B = 0 → g = 0.5
+    np.testing.assert_allclose(bandits.lagrangian_feedback(lambdas, 5.0, jnp.array(0.5), 0.0), [0.5, 0.375, 0.25])
+
+
+def test_shaped_feedback_hand_values():
+    lambdas = jnp.array([0.0, 1.0])
+    # L = R̂ − λ (Ĉ − B) = 2 − λ (3 − 1) = (2, 0); ℓ = ½ (1 + L / 4) = (0.75, 0.5)
+    np.testing.assert_allclose(bandits.shaped_feedback(lambdas, jnp.array(2.0), jnp.array(3.0), 1.0, 4.0), [0.75, 0.5])
+    # clipped into [0, 1]
+    out = bandits.shaped_feedback(lambdas, jnp.array(100.0), jnp.array(0.0), 0.0, 1.0)
+    assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0
+
+
+@pytest.mark.parametrize("kind", ["exp3", "exp3ix", "hedge"])
+def test_bandit_concentrates_on_best_arm_stochastic(kind):
+    """Bernoulli losses with means (0.7, 0.5, 0.2, 0.6): the bandit must put most mass on arm 2."""
+    means = jnp.array([0.7, 0.5, 0.2, 0.6])
+    rounds = 3000
+    eta = bandits.default_learning_rate(4, rounds) * 3
+    gamma = 0.05
+
+    def step(carry, key):
+        state = carry
+        k_arm, k_loss = jax.random.split(key)
+        probs = bandits.arm_probabilities(state, kind, gamma)
+        arm = bandits.draw_arm(k_arm, probs)
+        losses = jax.random.bernoulli(k_loss, means).astype(jnp.float32)
+        return bandits.update_bandit(state, kind, arm, losses, probs, eta, gamma), None
+
+    state, _ = jax.lax.scan(step, bandits.init_bandit(4), jax.random.split(jax.random.PRNGKey(0), rounds))
+    p = bandits.arm_probabilities(state, kind, gamma)
+    assert int(jnp.argmax(p)) == 2
+    assert float(p[2]) > 0.6
+
+
+def test_exp3_no_regret_against_a_switching_adversary():
+    """Arm 0 is better for the first third, arm 1 for the rest (so arm 1 is best in hindsight).
+
+    EXP3 is no-regret against the best fixed arm (not a tracking algorithm): its expected loss must stay within the
+    textbook bound sqrt(2 n K ln K) of arm 1's, and it must end on arm 1.
+    """
+    rounds, k = 3000, 2
+    eta = bandits.default_learning_rate(k, rounds)
+    switch = rounds // 3
+
+    def step(state, inp):
+        key, t = inp
+        probs = bandits.arm_probabilities(state, "exp3", 0.0)
+        arm = bandits.draw_arm(key, probs)
+        losses = jnp.where(t < switch, jnp.array([0.1, 0.9]), jnp.array([0.9, 0.1]))
+        return bandits.update_bandit(state, "exp3", arm, losses, probs, eta, 0.0), (probs, losses)
+
+    keys = jax.random.split(jax.random.PRNGKey(1), rounds)
+    _, (probs, losses) = jax.lax.scan(step, bandits.init_bandit(k), (keys, jnp.arange(rounds)))
+    expected_loss = float((probs * losses).sum())
+    best_fixed = float(losses.sum(axis=0).min())
+    assert expected_loss - best_fixed <= math.sqrt(2 * rounds * k * math.log(k))
+    assert float(probs[-100:, 1].mean()) > 0.8
