@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from o3srl.algos.iql import IQLConfig
 from o3srl.algos.o3srl import O3SRLConfig
+from o3srl.algos.o3srl_theory import TheoryConfig
 from o3srl.algos.td3bc import TD3BCConfig
 from o3srl.envs.registry import DEFAULT_TASK
 from o3srl.errors import ConfigError
@@ -28,6 +29,9 @@ class TrainConfig:
     """o3srl: EXP3 over λ-arms around the oracle; td3bc / iql: the oracle alone at --fixed-lambda."""
     oracle: Literal["td3bc", "iql"] = "td3bc"
     """The offline-RL oracle used by o3srl."""
+    variant: Literal["practical", "theory"] = "practical"
+    """o3srl only. practical: EXP3 over λ-arms, M steps per round, last iterate (Algorithm 2). theory: continuous λ
+    by projected OGD with FQE of every iterate, uniform mixture of iterates as output (Algorithm 1)."""
     task: str = DEFAULT_TASK
     """Task id. For Offline*-v0 ids the environment and DSRL's reference scores come from the registry."""
     dataset: str | None = None
@@ -73,6 +77,7 @@ class TrainConfig:
     o3srl: O3SRLConfig = field(default_factory=O3SRLConfig)
     td3bc: TD3BCConfig = field(default_factory=TD3BCConfig)
     iql: IQLConfig = field(default_factory=IQLConfig)
+    theory: TheoryConfig = field(default_factory=TheoryConfig)
 
     @property
     def oracle_name(self) -> str:
@@ -84,6 +89,14 @@ class TrainConfig:
         if cfg.quick:
             cfg = dataclasses.replace(cfg, steps=min(cfg.steps, 2_000), eval_episodes=min(cfg.eval_episodes, 5),
                                       log_every=min(cfg.log_every, 500), checkpoint_every=min(cfg.checkpoint_every, 1_000))
+        if cfg.algo == "o3srl" and cfg.variant == "theory":
+            if cfg.theory.iterations < 1 or cfg.steps % cfg.theory.iterations:
+                raise ConfigError(f"steps ({cfg.steps}) must be a multiple of theory.iterations ({cfg.theory.iterations})")
+            # One logged row and one checkpoint per iteration.
+            per = cfg.steps // cfg.theory.iterations
+            cfg = dataclasses.replace(cfg, log_every=per, checkpoint_every=per,
+                                      eval_every=cfg.eval_every and max(per, cfg.eval_every // per * per))
+            cfg = dataclasses.replace(cfg, o3srl=dataclasses.replace(cfg.o3srl, steps_per_round=per))
         m = cfg.o3srl.steps_per_round
         if cfg.steps < 1:
             raise ConfigError(f"steps must be ≥ 1, got {cfg.steps}")
@@ -152,7 +165,7 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 def from_dict(data: dict[str, Any]) -> TrainConfig:
     """Rebuild a :class:`TrainConfig` from its JSON form (as saved in a run directory)."""
     data = dict(data)
-    nested = {name: data.pop(name, {}) for name in ("o3srl", "td3bc", "iql")}
+    nested = {name: data.pop(name, {}) for name in ("o3srl", "td3bc", "iql", "theory")}
     flat_overrides = {k: v for k, v in data.items()}
     for head, sub in nested.items():
         for k, v in sub.items():

@@ -41,6 +41,37 @@ class Policy:
         return action[0] if single else action
 
 
+class MixturePolicy(Policy):
+    """The uniform mixture of several policies (the theory variant's output).
+
+    At the start of each episode one member is drawn uniformly and followed for the whole episode, so the mixture's
+    value is the average of the members' values. ``begin_episode(slot)`` draws the member of environment copy
+    ``slot`` (row ``slot`` of a batch); a row with no draw yet gets one on first use.
+    """
+
+    def __init__(self, act_fn: Callable[[Any, jax.Array], jax.Array], stacked_params: Any, stats: NormStats, seed: int = 0):
+        super().__init__(jax.vmap(act_fn, in_axes=(0, None)), stacked_params, stats)
+        self.num_members = int(jax.tree.leaves(stacked_params)[0].shape[0])
+        self._rng = np.random.default_rng(seed)
+        self._members: dict[int, int] = {}
+
+    def begin_episode(self, slot: int = 0) -> int:
+        self._members[slot] = int(self._rng.integers(self.num_members))
+        return self._members[slot]
+
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        obs = np.asarray(obs, np.float32)
+        single = obs.ndim == 1
+        batch = obs[None] if single else obs
+        if batch.shape[-1] != self.obs_dim:
+            raise O3SRLError(f"policy expects observations of dim {self.obs_dim}, got shape {obs.shape}")
+        every = np.asarray(self._act(self.actor_params, jnp.asarray(normalize_obs(batch, self.stats))))  # (members, B, act)
+        rows = np.arange(batch.shape[0])
+        chosen = np.array([self._members[i] if i in self._members else self.begin_episode(i) for i in rows])
+        action = np.asarray(denormalize_action(every[chosen, rows], self.stats), np.float32)
+        return action[0] if single else action
+
+
 def load_policy(run_dir: str | Path) -> Policy:
     """Load the final policy written by ``o3srl train`` into ``run_dir``."""
     from o3srl.algos.o3srl import make_oracle
@@ -57,5 +88,9 @@ def load_policy(run_dir: str | Path) -> Policy:
     stats = stats_from_dict(payload["norm_stats"])
     oracle = make_oracle(cfg.oracle_name, cfg.td3bc, cfg.iql, stats.obs_mean.shape[0], stats.action_low.shape[0])
     template = oracle.init(jax.random.PRNGKey(0)).actor
+    if payload.get("kind") == "mixture":
+        members = cfg.theory.iterations
+        stacked = jax.tree.map(lambda x: jnp.zeros((members, *x.shape), x.dtype), template)
+        return MixturePolicy(oracle.act, serialization.from_state_dict(stacked, payload["actor"]), stats, seed=cfg.eval_seed)
     actor = serialization.from_state_dict(template, payload["actor"])
     return Policy(oracle.act, actor, stats)

@@ -128,8 +128,25 @@ def build_learner(cfg: TrainConfig, problem: Problem) -> Any:
         reward_abs_max=float(np.abs(ds["rewards"]).max()),
         cost_abs_max=float(np.abs(ds["costs"]).max()),
     )
+    if cfg.algo == "o3srl" and cfg.variant == "theory":
+        from o3srl.algos.o3srl_theory import O3SRLTheory
+
+        return O3SRLTheory(cfg.theory, oracle, setting)
     fixed = None if cfg.algo == "o3srl" else cfg.fixed_lambda
     return O3SRL(cfg.o3srl, oracle, setting, fixed_lambda=fixed)
+
+
+def is_theory(cfg: TrainConfig) -> bool:
+    return cfg.algo == "o3srl" and cfg.variant == "theory"
+
+
+def make_policy(cfg: TrainConfig, learner: Any, state: Any, stats: Any) -> Any:
+    """The output policy: the last iterate, or (theory variant) the uniform mixture of the iterates."""
+    from o3srl.policy import MixturePolicy, Policy
+
+    if is_theory(cfg):
+        return MixturePolicy(learner.act, state.iterates, stats, seed=cfg.eval_seed)
+    return Policy(learner.act, state.oracle.actor, stats)
 
 
 def _default_run_dir(cfg: TrainConfig) -> Path:
@@ -212,7 +229,7 @@ def run(cfg: TrainConfig, *, resume_dir: str | None = None) -> dict[str, Any]:
     if cfg.tensorboard:
         sinks.append(TensorBoardSink(run_dir / "tb"))
     run_rounds = jax.jit(learner.run_rounds, static_argnums=2)
-    m = cfg.o3srl.steps_per_round
+    m = learner.steps_per_round
 
     bar = None
     if cfg.progress:
@@ -246,8 +263,11 @@ def run(cfg: TrainConfig, *, resume_dir: str | None = None) -> dict[str, Any]:
         for sink in sinks:
             sink.close()
 
-    save_policy(run_dir / POLICY_NAME, actor=state.oracle.actor, stats=stats, config_json=config_json)
-    if cfg.algo == "o3srl":
+    if is_theory(cfg):
+        save_policy(run_dir / POLICY_NAME, actor=state.iterates, stats=stats, config_json=config_json, kind="mixture")
+    else:
+        save_policy(run_dir / POLICY_NAME, actor=state.oracle.actor, stats=stats, config_json=config_json)
+    if cfg.algo == "o3srl" and not is_theory(cfg):
         from o3srl.plots import plot_bandit_history
 
         plot_bandit_history(run_dir / METRICS_NAME, run_dir / "bandit.png", learner.arms.tolist())
@@ -263,9 +283,8 @@ def run(cfg: TrainConfig, *, resume_dir: str | None = None) -> dict[str, Any]:
 
 def _evaluate(cfg: TrainConfig, problem: Problem, learner: Any, state: Any, stats: Any, episodes: int) -> Any:
     from o3srl.evaluate import evaluate
-    from o3srl.policy import Policy
 
-    policy = Policy(learner.act, state.oracle.actor, stats)
+    policy = make_policy(cfg, learner, state, stats)
     return evaluate(
         policy,
         problem.env_id,

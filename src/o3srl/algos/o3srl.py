@@ -103,6 +103,7 @@ class O3SRL:
         if config.steps_per_round < 1:
             raise ConfigError(f"steps_per_round (M) must be ≥ 1, got {config.steps_per_round}")
         self.fixed = fixed_lambda is not None
+        self.steps_per_round = config.steps_per_round
         self.arms = np.asarray(arms, np.float32)
         self.max_lambda = float(max(self.arms.max(), 1e-12))
         self.num_rounds = max(1, setting.total_steps // config.steps_per_round)
