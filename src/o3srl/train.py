@@ -46,6 +46,8 @@ class Problem:
     reference: str  # "dsrl", "given" or "dataset"
     episode_length: int
     frontier: float
+    action_low: np.ndarray
+    action_high: np.ndarray
 
 
 def _sha256(path: str) -> str:
@@ -70,10 +72,16 @@ def _action_bounds(env_id: str) -> tuple[np.ndarray, np.ndarray, int]:
 def load_problem(cfg: TrainConfig) -> Problem:
     """Resolve the dataset file, validate it against the environment, and pick the reference scores."""
     from o3srl.data.dataset import OfflineDataset, safe_frontier
+    from o3srl.envs.make import EnvError
     from o3srl.envs.registry import DEFAULT_TASK, TASKS
 
     env_id = cfg.env_id or cfg.task
     spec = TASKS.get(env_id) or TASKS.get(cfg.task)
+    try:
+        low, high, obs_dim = _action_bounds(env_id)
+    except EnvError as exc:
+        known = ", ".join(sorted(TASKS))
+        raise ConfigError(f"unknown task or environment {env_id!r} ({exc}); built-in tasks: {known}") from None
     if cfg.dataset is not None:
         path = cfg.dataset
     elif cfg.task == DEFAULT_TASK:
@@ -85,7 +93,6 @@ def load_problem(cfg: TrainConfig) -> Problem:
             f"no dataset given for task {cfg.task!r}: pass --dataset FILE.hdf5 (a DSRL file or one made by "
             f"'o3srl data make {cfg.task}')"
         )
-    low, high, obs_dim = _action_bounds(env_id)
     dataset = OfflineDataset.load(path, action_low=low, action_high=high)
     if dataset.obs_dim != obs_dim:
         raise ConfigError(
@@ -111,6 +118,8 @@ def load_problem(cfg: TrainConfig) -> Problem:
         reference=reference,
         episode_length=episode_length,
         frontier=safe_frontier(dataset.episodes, cfg.cost_limit),
+        action_low=low,
+        action_high=high,
     )
 
 
@@ -189,8 +198,7 @@ def run(cfg: TrainConfig, *, resume_dir: str | None = None) -> dict[str, Any]:
     cfg = cfg.resolved()
     problem = load_problem(cfg)
     learner = build_learner(cfg, problem)
-    low, high, _ = _action_bounds(problem.env_id)
-    stats = compute_norm_stats(problem.dataset, low, high, normalize_obs=cfg.normalize_obs)
+    stats = compute_norm_stats(problem.dataset, problem.action_low, problem.action_high, normalize_obs=cfg.normalize_obs)
 
     if resume_dir is None:
         run_dir = Path(cfg.run_dir) if cfg.run_dir else _default_run_dir(cfg)
