@@ -86,6 +86,14 @@ def test_killed_run_resumes_to_the_same_result(toy_file, tmp_path, monkeypatch, 
 
     a = serialization.msgpack_restore((tmp_path / "full" / "checkpoint.msgpack").read_bytes())
     b = serialization.msgpack_restore((tmp_path / "killed" / "checkpoint.msgpack").read_bytes())
+    for name in ("full", "killed"):
+        with np.load(tmp_path / name / "rounds.npz") as f:
+            assert f["round"].tolist() == list(range(1, 41))
+            if name == "full":
+                trace_full = {k: f[k] for k in f.files}
+            else:
+                for k in f.files:
+                    np.testing.assert_array_equal(f[k], trace_full[k], err_msg=k)
     flat_a = dict(_flatten(a["state"]))
     flat_b = dict(_flatten(b["state"]))
     assert flat_a.keys() == flat_b.keys()
@@ -139,7 +147,7 @@ def test_run_files(toy_file, tmp_path):
 
     run(small_config(toy_file, tmp_path / "r", steps=200))
     d = tmp_path / "r"
-    for name in ("config.json", "run.json", "metrics.jsonl", "checkpoint.msgpack", "policy.msgpack", "eval.json", "bandit.png"):
+    for name in ("config.json", "run.json", "metrics.jsonl", "rounds.npz", "checkpoint.msgpack", "policy.msgpack", "eval.json", "bandit.png"):
         assert (d / name).exists(), name
     cfg = json.loads((d / "config.json").read_text())
     assert cfg["o3srl"]["num_arms"] == 5 and cfg["td3bc"]["hidden"] == [32, 32]

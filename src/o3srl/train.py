@@ -164,6 +164,46 @@ def _default_run_dir(cfg: TrainConfig) -> Path:
     return Path("runs") / name
 
 
+TRACE_NAME = "rounds.npz"
+
+
+class RoundTrace:
+    """Every round's λ-player record (λ, pulled arm, its loss, arm probabilities, the critics' cost estimate).
+
+    Kept per round in ``rounds.npz`` (metrics.jsonl holds per-window summaries); saved with each checkpoint and
+    truncated to the checkpoint on resume, so a resumed run's trace equals an uninterrupted one's.
+    """
+
+    PREFIXES = ("bandit/", "feedback/", "theory/")
+
+    def __init__(self, columns: dict[str, list[np.ndarray]]) -> None:
+        self.columns = columns
+
+    @classmethod
+    def load(cls, path: Path, rounds: int) -> "RoundTrace":
+        if rounds == 0 or not path.exists():
+            return cls({})
+        with np.load(path) as f:
+            return cls({k.replace("__", "/"): [f[k][:rounds]] for k in f.files})
+
+    def extend(self, step: int, steps_per_round: int, metrics: dict[str, Any]) -> None:
+        n = len(next(iter(metrics.values())))
+        end = step // steps_per_round
+        self.columns.setdefault("round", []).append(np.arange(end - n + 1, end + 1))
+        for key, values in metrics.items():
+            if key.startswith(self.PREFIXES):
+                self.columns.setdefault(key, []).append(np.asarray(values, np.float32))
+
+    def save(self, path: Path) -> None:
+        import io
+
+        from o3srl.io import atomic_write_bytes
+
+        buf = io.BytesIO()
+        np.savez_compressed(buf, **{k.replace("/", "__"): np.concatenate(v) for k, v in self.columns.items()})
+        atomic_write_bytes(path, buf.getvalue())
+
+
 def _summarise(metrics: dict[str, Any]) -> dict[str, float]:
     """Chunk metrics (stacked per round) → one row: means, plus the last λ and arm probabilities."""
     row: dict[str, float] = {}
@@ -234,6 +274,7 @@ def run(cfg: TrainConfig, *, resume_dir: str | None = None) -> dict[str, Any]:
     data = to_device(problem.dataset, stats)
 
     sinks: list[Sink] = [JsonlSink(run_dir / METRICS_NAME, resume_step=step if resume_dir else None)]
+    trace = RoundTrace.load(run_dir / TRACE_NAME, rounds=step // learner.steps_per_round)
     if cfg.tensorboard:
         sinks.append(TensorBoardSink(run_dir / "tb"))
     run_rounds = jax.jit(learner.run_rounds, static_argnums=2)
@@ -251,6 +292,7 @@ def run(cfg: TrainConfig, *, resume_dir: str | None = None) -> dict[str, Any]:
             state, metrics = run_rounds(state, data, n // m)
             metrics = jax.device_get(metrics)
             step += n
+            trace.extend(step, learner.steps_per_round, metrics)
             row = _summarise(metrics)
             row["time/steps_per_second"] = n / max(time.time() - t_start, 1e-9)
             t_start = time.time()
@@ -260,6 +302,7 @@ def run(cfg: TrainConfig, *, resume_dir: str | None = None) -> dict[str, Any]:
             for sink in sinks:
                 sink.write(step, row)
             if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+                trace.save(run_dir / TRACE_NAME)
                 save_checkpoint(run_dir / CHECKPOINT_NAME, step=step, state=state, stats=stats, config_json=config_json)
             if bar is not None:
                 bar.update(n)
@@ -278,7 +321,7 @@ def run(cfg: TrainConfig, *, resume_dir: str | None = None) -> dict[str, Any]:
     if cfg.algo == "o3srl" and not is_theory(cfg):
         from o3srl.plots import plot_bandit_history
 
-        plot_bandit_history(run_dir / METRICS_NAME, run_dir / "bandit.png", learner.arms.tolist())
+        plot_bandit_history(run_dir / TRACE_NAME, run_dir / "bandit.png", learner.arms.tolist())
     summary: dict[str, Any] = {"run_dir": str(run_dir), "step": step, "algo": cfg.algo, "task": cfg.task,
                                "cost_limit": cfg.cost_limit, "seed": cfg.seed, **run_info}
     if cfg.eval_episodes > 0:
