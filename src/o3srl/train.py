@@ -399,7 +399,10 @@ def print_summary(summary: dict[str, Any]) -> None:
             "[green]yes[/green]" if safe else "[red]NO[/red]",
         )
     console = Console()
-    console.print(table)
+    if "eval/reward" in summary:
+        console.print(table)
+    else:
+        console.print("not evaluated (--eval-episodes 0); evaluate later with: o3srl eval RUN_DIR")
     ref = summary["reward_reference"]
     lo, hi = summary["reward_range"]
     names = {"dsrl": "DSRL's reference scores", "dataset": "the dataset's own min/max episode reward",

@@ -7,8 +7,10 @@ agent, task and world of the registry and the episode length as ``max_episode_st
 
 from __future__ import annotations
 
+import contextlib
 import importlib
-from typing import Any
+import sys
+from typing import Any, Iterator
 
 from o3srl.envs.registry import TASKS
 from o3srl.errors import O3SRLError
@@ -26,6 +28,22 @@ def _gym() -> Any:
     except ImportError as exc:  # pragma: no cover - gymnasium is a core dependency
         raise EnvError("gymnasium is not installed: pip install 'gymnasium==0.28.1'") from exc
     return gymnasium
+
+
+@contextlib.contextmanager
+def _process_streams() -> Iterator[None]:
+    """Point ``sys.stdout``/``sys.stderr`` at the process's own streams while pybullet starts.
+
+    bullet-safety-gym silences pybullet by redirecting the C-level stream named by ``sys.stdout.name``; under a
+    replaced ``sys.stdout`` (pytest's capture, Jupyter) that name is not a C symbol and the environment fails to build.
+    """
+    saved = sys.stdout, sys.stderr
+    sys.stdout = sys.__stdout__ or saved[0]
+    sys.stderr = sys.__stderr__ or saved[1]
+    try:
+        yield
+    finally:
+        sys.stdout, sys.stderr = saved
 
 
 def register_offline_envs() -> None:
@@ -47,10 +65,13 @@ def make_env(env_id: str, **kwargs: Any) -> Any:
     gym = _gym()
     if env_id in TASKS:
         try:
-            importlib.import_module("bullet_safety_gym")
+            with _process_streams():
+                importlib.import_module("bullet_safety_gym")
         except ImportError as exc:
             raise EnvError("bullet-safety-gym is not installed: pip install 'bullet-safety-gym==1.4.0' pybullet") from exc
         register_offline_envs()
+        with _process_streams():
+            return gym.make(env_id, **kwargs)
     elif ":" in env_id and env_id not in gym.envs.registry:
         module_name, _, attr = env_id.partition(":")
         try:
