@@ -77,3 +77,21 @@ def test_bad_input_is_one_clear_error(extra, message, capsys, tmp_path):
 def test_resume_of_a_non_run_directory(tmp_path, capsys):
     assert main(["train", "--resume", str(tmp_path)]) == 2
     assert "no config.json" in capsys.readouterr().err
+
+
+def test_eval_command_and_load_policy(toy_file, tmp_path, capsys):
+    import numpy as np
+
+    import o3srl
+
+    run_dir = tmp_path / "run"
+    assert main(["train", *TOY_ARGS, "--dataset", str(toy_file), "--steps", "100", "--log-every", "100",
+                 "--checkpoint-every", "100", "--eval-episodes", "2", "--run-dir", str(run_dir)]) == 0
+    first = capsys.readouterr().out
+    assert "normalized reward uses the dataset's own min/max" in first
+    assert main(["eval", str(run_dir), "--episodes", "2", "--cost-limit", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "κ = 1" in out and "safe" in out
+    policy = o3srl.load_policy(run_dir)
+    assert policy(np.zeros(1, np.float32)).shape == (1,)
+    assert main(["eval", str(tmp_path)]) == 2

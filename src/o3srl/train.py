@@ -32,6 +32,7 @@ from o3srl.config import TrainConfig, dumps, from_dict
 from o3srl.errors import ConfigError, O3SRLError
 from o3srl.io import atomic_write_text
 
+from tyro.conf import Positional
 from tyro.conf import arg as tyro_arg
 
 @dataclass(frozen=True)
@@ -413,7 +414,7 @@ def print_summary(summary: dict[str, Any]) -> None:
     console.print(f"run directory: {summary['run_dir']}")
 
 
-def cli_eval(run_dir: str, episodes: int = 20, cost_limit: float | None = None, seed: int = 10_000, envs: int = 4) -> int:
+def cli_eval(run_dir: Positional[str], episodes: int = 20, cost_limit: float | None = None, seed: int = 10_000, envs: int = 4) -> int:
     """Re-evaluate the policy saved in a run directory.
 
     Args:
@@ -432,8 +433,12 @@ def cli_eval(run_dir: str, episodes: int = 20, cost_limit: float | None = None, 
     cfg = from_dict(json.loads((path / "config.json").read_text()))
     info = json.loads((path / "run.json").read_text())
     kappa = cfg.cost_limit if cost_limit is None else cost_limit
+    frontier = info.get("safe_frontier") if kappa == cfg.cost_limit else None
+    if frontier is not None and not math.isfinite(frontier):
+        frontier = None
     result = evaluate(load_policy(path), info["env_id"], episodes=episodes, cost_limit=kappa, seed=seed,
-                      num_envs=envs, reward_range=tuple(info["reward_range"]), reference=info["reward_reference"])
+                      num_envs=envs, reward_range=tuple(info["reward_range"]), reference=info["reward_reference"],
+                      frontier=frontier)
     summary = {"run_dir": str(path), "algo": cfg.algo, "task": cfg.task, "cost_limit": kappa, "seed": cfg.seed,
                **info, **result.metrics()}
     print_summary(summary)
