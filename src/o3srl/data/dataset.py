@@ -21,6 +21,7 @@ from typing import Mapping
 import numpy as np
 
 from o3srl.errors import O3SRLError
+from o3srl.io import publish
 
 KEYS: tuple[str, ...] = (
     "observations",
@@ -218,7 +219,7 @@ class OfflineDataset:
                     np.savez_compressed(f, **self.arrays)
             else:
                 write_dsrl_hdf5(tmp, self.arrays)
-            os.replace(tmp, path)
+            publish(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
