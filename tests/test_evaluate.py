@@ -78,3 +78,13 @@ def test_ballrun_smoke():
                    episodes=2, cost_limit=5.0, seed=0, num_envs=2)
     assert res.reference == "dsrl" and res.reward_range == (26.34, 1327.4)
     assert np.all(res.episode_lengths == 100)
+
+
+def test_ballrun_evaluation_is_deterministic_for_a_seed():
+    def policy(obs):
+        return np.tile(np.array([[0.6, -0.2]], np.float32), (obs.shape[0], 1))
+
+    a = evaluate(policy, "OfflineBallRun-v0", episodes=3, cost_limit=5.0, seed=7, num_envs=3)
+    b = evaluate(policy, "OfflineBallRun-v0", episodes=3, cost_limit=5.0, seed=7, num_envs=1)
+    np.testing.assert_array_equal(a.episode_rewards, b.episode_rewards)
+    np.testing.assert_array_equal(a.episode_costs, b.episode_costs)

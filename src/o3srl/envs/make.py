@@ -12,6 +12,8 @@ import importlib
 import sys
 from typing import Any, Iterator
 
+import numpy as np
+
 from o3srl.envs.registry import TASKS
 from o3srl.errors import O3SRLError
 
@@ -46,6 +48,25 @@ def _process_streams() -> Iterator[None]:
         sys.stdout, sys.stderr = saved
 
 
+def _seeded_reset_wrapper(gym: Any, env: Any) -> Any:
+    """Make ``reset(seed=s)`` reproducible for bullet-safety-gym, whose resets ignore the seed and draw their
+    initial-state noise from numpy's global random state: that state is seeded with ``s`` for the reset only and
+    restored afterwards, so the caller's global random stream is left as it was."""
+
+    class SeededReset(gym.Wrapper):
+        def reset(self, *, seed: int | None = None, options: dict | None = None) -> Any:
+            if seed is None:
+                return self.env.reset(options=options)
+            saved = np.random.get_state()
+            np.random.seed(seed % (2**32))
+            try:
+                return self.env.reset(seed=seed, options=options)
+            finally:
+                np.random.set_state(saved)
+
+    return SeededReset(env)
+
+
 def register_offline_envs() -> None:
     """Register the ``Offline*-v0`` ids with gymnasium (idempotent)."""
     gym = _gym()
@@ -71,7 +92,7 @@ def make_env(env_id: str, **kwargs: Any) -> Any:
             raise EnvError("bullet-safety-gym is not installed: pip install 'bullet-safety-gym==1.4.0' pybullet") from exc
         register_offline_envs()
         with _process_streams():
-            return gym.make(env_id, **kwargs)
+            return _seeded_reset_wrapper(gym, gym.make(env_id, **kwargs))
     elif ":" in env_id and env_id not in gym.envs.registry:
         module_name, _, attr = env_id.partition(":")
         try:
