@@ -65,6 +65,13 @@ def test_lagrangian_feedback_hand_values():
     np.testing.assert_allclose(bandits.lagrangian_feedback(lambdas, 5.0, jnp.array(0.5), 0.0), [0.5, 0.375, 0.25])
 
 
+def test_ogd_lambda_step_hand_values():
+    # λ + η (V̂_c − B): 1 + 0.5 (6 − 4) = 2 ; slack: 1 + 0.5 (0 − 4) = −1 → projected to 0 ; overshoot: 4 + 0.5·4 → C = 5
+    assert float(bandits.ogd_lambda_step(jnp.array(1.0), jnp.array(6.0), 4.0, 0.5, 5.0)) == pytest.approx(2.0)
+    assert float(bandits.ogd_lambda_step(jnp.array(1.0), jnp.array(0.0), 4.0, 0.5, 5.0)) == 0.0
+    assert float(bandits.ogd_lambda_step(jnp.array(4.0), jnp.array(8.0), 4.0, 0.5, 5.0)) == 5.0
+
+
 def test_shaped_feedback_hand_values():
     lambdas = jnp.array([0.0, 1.0])
     # L = R̂ − λ (Ĉ − B) = 2 − λ (3 − 1) = (2, 0); ℓ = ½ (1 + L / 4) = (0.75, 0.5)

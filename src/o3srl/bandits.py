@@ -122,3 +122,13 @@ def shaped_feedback(
     """Losses of every arm from the whole Lagrangian ``R̂ − λ_k (Ĉ − B)``, in [0, 1] (see module docstring)."""
     lagrangian = reward_estimate - lambdas * (cost_estimate - budget)
     return 0.5 * (1.0 + jnp.clip(lagrangian / value_scale, -1.0, 1.0))
+
+
+def ogd_lambda_step(lam: jax.Array, cost_estimate: jax.Array, budget: float, learning_rate: float,
+                    max_lambda: float) -> jax.Array:
+    """Algorithm 1's continuous λ-player: projected online gradient descent on the loss ``−λ (V̂_c − B)``.
+
+    The gradient of the loss in λ is ``−(V̂_c − B)``, so the step is ``λ ← Π_[0, C](λ + η (V̂_c − B))``: λ rises
+    while the iterate is estimated to overspend the budget and falls (to 0 at most) while it has slack.
+    """
+    return jnp.clip(lam + learning_rate * (cost_estimate - budget), 0.0, max_lambda)

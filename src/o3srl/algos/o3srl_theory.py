@@ -24,6 +24,7 @@ import numpy as np
 import optax
 
 from o3srl.algos.iql import IQL
+from o3srl.bandits import ogd_lambda_step
 from o3srl.algos.td3bc import TD3BC
 from o3srl.data.sampler import DeviceData, sample_batch, sample_init_obs
 from o3srl.data.transforms import BudgetConvention, budget_per_step, budget_value
@@ -146,7 +147,7 @@ class O3SRLTheory:
         a0 = self.oracle.act(actor, s0)
         v_r = self.critic.apply(fqe["reward"], s0, a0).mean()
         v_c = self.critic.apply(fqe["cost"], s0, a0).mean()
-        new_lam = jnp.clip(state.lam + self.lambda_lr * (v_c - self.budget_value), 0.0, cfg.max_lambda)
+        new_lam = ogd_lambda_step(state.lam, v_c, self.budget_value, self.lambda_lr, cfg.max_lambda)
         iterates = jax.tree.map(lambda stack, leaf: stack.at[state.count].set(leaf), state.iterates, actor)
         metrics = {k: jnp.nanmean(v) for k, v in oracle_metrics.items()}
         metrics.update({
