@@ -17,7 +17,7 @@ import numpy as np
 from o3srl.envs.registry import TASKS
 from o3srl.errors import O3SRLError
 
-_BUILDER_ENTRY_POINT = "bullet_safety_gym.envs.builder:EnvironmentBuilder"
+_ENTRY_POINT = "o3srl.envs.make:build_offline_env"
 
 
 class EnvError(O3SRLError, RuntimeError):
@@ -67,17 +67,39 @@ def _seeded_reset_wrapper(gym: Any, env: Any) -> Any:
     return SeededReset(env)
 
 
+def build_offline_env(task_id: str) -> Any:
+    """Gymnasium entry point of the ``Offline*-v0`` ids: bullet-safety-gym's ``EnvironmentBuilder`` with the
+    registry's agent, task and world (exactly DSRL's construction), built under the process's own streams and
+    wrapped so that ``reset(seed=s)`` is reproducible. ``gymnasium.make`` adds the time limit on top."""
+    from o3srl.envs.registry import get_task
+
+    spec = get_task(task_id)
+    gym = _gym()
+    try:
+        with _process_streams():
+            builder = importlib.import_module("bullet_safety_gym.envs.builder")
+    except ImportError as exc:
+        raise EnvError("bullet-safety-gym is not installed: pip install 'bullet-safety-gym==1.4.0' pybullet") from exc
+    with _process_streams():
+        env = builder.EnvironmentBuilder(agent=spec.agent, task=spec.task, obstacles={}, world=dict(spec.world))
+    return _seeded_reset_wrapper(gym, env)
+
+
 def register_offline_envs() -> None:
-    """Register the ``Offline*-v0`` ids with gymnasium (idempotent)."""
+    """Register the ``Offline*-v0`` ids with gymnasium (idempotent).
+
+    Registration only records an entry-point string, so it imports no simulator; pybullet is loaded by the first
+    ``gymnasium.make`` of one of these ids. ``info["cost"]`` carries the per-step cost.
+    """
     gym = _gym()
     for spec in TASKS.values():
         if spec.task_id in gym.envs.registry:
             continue
         gym.register(
             id=spec.task_id,
-            entry_point=_BUILDER_ENTRY_POINT,
+            entry_point=_ENTRY_POINT,
             max_episode_steps=spec.max_episode_steps,
-            kwargs={"agent": spec.agent, "task": spec.task, "obstacles": {}, "world": dict(spec.world)},
+            kwargs={"task_id": spec.task_id},
         )
 
 
@@ -85,14 +107,8 @@ def make_env(env_id: str, **kwargs: Any) -> Any:
     """Make one environment: a registered ``Offline*-v0`` task, any gymnasium id, or ``module:Class``."""
     gym = _gym()
     if env_id in TASKS:
-        try:
-            with _process_streams():
-                importlib.import_module("bullet_safety_gym")
-        except ImportError as exc:
-            raise EnvError("bullet-safety-gym is not installed: pip install 'bullet-safety-gym==1.4.0' pybullet") from exc
         register_offline_envs()
-        with _process_streams():
-            return _seeded_reset_wrapper(gym, gym.make(env_id, **kwargs))
+        return gym.make(env_id, **kwargs)
     elif ":" in env_id and env_id not in gym.envs.registry:
         module_name, _, attr = env_id.partition(":")
         try:
