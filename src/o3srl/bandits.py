@@ -107,10 +107,11 @@ def update_bandit(
 
 
 def lagrangian_feedback(
-    lambdas: jax.Array, max_lambda: float, cost_estimate: jax.Array, budget: float, min_scale: float = 1.0
+    lambdas: jax.Array, max_lambda: float, cost_estimate: jax.Array, budget: float | jax.Array, min_scale: float = 1.0
 ) -> jax.Array:
     """Losses of every arm from the λ-dependent part of the Lagrangian, in [0, 1] (see module docstring)."""
-    scale = max(budget, min_scale)
+    # jnp.maximum (not max) so that the budget may be a traced value, e.g. one compiled loop for many budgets.
+    scale = jnp.maximum(budget, min_scale)
     g = jnp.clip((cost_estimate - budget) / scale, -1.0, 1.0)
     c = max(max_lambda, 1e-12)
     return 0.5 * (1.0 - (lambdas / c) * g)
