@@ -18,10 +18,14 @@ from o3srl.errors import O3SRLError
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("o3srl.train:cli_train", "train an algorithm (O3SRL by default) and evaluate the final policy"),
     "eval": ("o3srl.train:cli_eval", "re-evaluate the policy saved in a run directory"),
+    "bench": ("o3srl.bench:cli_bench", "run an experiment grid (GRID.toml); re-running skips finished cells"),
+    "report": ("o3srl.report:cli_report", "write a markdown report with tables and plots from a results file"),
 }
 RAW_ARGV = {"o3srl.train:cli_train"}
 DATA_COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("o3srl.data.info:cli_info", "summarise a dataset file (episodes, returns, safe frontier, plot)"),
+    "make": ("o3srl.data.make:cli_make", "make a DSRL-format dataset for a task by rolling out its behaviour zoo"),
+    "train-behaviour": ("o3srl.behaviour.zoo:cli_train_behaviour", "retrain a task's behaviour-policy zoo (PPO-Lag)"),
 }
 
 

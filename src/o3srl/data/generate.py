@@ -34,6 +34,21 @@ def data_dir() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "o3srl" / "datasets"
 
 
+def grid_cells(
+    costs: np.ndarray, rewards: np.ndarray, *, cost_bins: int, reward_bins: int, max_cost: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """The (cost, reward) grid of DSRL's filter: indices of the episodes with cost ≤ ``max_cost`` and, for each, its
+    cell in a ``cost_bins × reward_bins`` grid over [0, max_cost] × [min reward, max reward] of those episodes."""
+    ok = np.flatnonzero(costs <= max_cost)
+    if ok.size == 0:
+        return ok, ok
+    r = rewards[ok]
+    lo, hi = float(r.min()), float(r.max())
+    ci = np.minimum((costs[ok] / max(max_cost, 1e-12) * cost_bins).astype(int), cost_bins - 1)
+    ri = np.minimum(((r - lo) / max(hi - lo, 1e-12) * reward_bins).astype(int), reward_bins - 1)
+    return ok, ci * reward_bins + ri
+
+
 def grid_filter(
     costs: np.ndarray, rewards: np.ndarray, *, cost_bins: int, reward_bins: int, per_cell: int, max_cost: float,
     rng: np.random.Generator,
@@ -41,14 +56,9 @@ def grid_filter(
     """Indices of the episodes kept: cost ≤ ``max_cost``, then at most ``per_cell`` per cell of a
     ``cost_bins × reward_bins`` grid over [0, max_cost] × [min reward, max reward] (a random subset of a full cell),
     so dense regions of the reward–cost plane are thinned and sparse ones kept whole. Returned in ascending order."""
-    ok = np.flatnonzero(costs <= max_cost)
+    ok, cell = grid_cells(costs, rewards, cost_bins=cost_bins, reward_bins=reward_bins, max_cost=max_cost)
     if ok.size == 0:
         return ok
-    r = rewards[ok]
-    lo, hi = float(r.min()), float(r.max())
-    ci = np.minimum((costs[ok] / max(max_cost, 1e-12) * cost_bins).astype(int), cost_bins - 1)
-    ri = np.minimum(((r - lo) / max(hi - lo, 1e-12) * reward_bins).astype(int), reward_bins - 1)
-    cell = ci * reward_bins + ri
     keep: list[np.ndarray] = []
     for c in np.unique(cell):
         members = ok[cell == c]
@@ -56,6 +66,22 @@ def grid_filter(
             members = rng.choice(members, per_cell, replace=False)
         keep.append(members)
     return np.sort(np.concatenate(keep))
+
+
+def per_cell_for_target(
+    costs: np.ndarray, rewards: np.ndarray, *, target: int, cost_bins: int, reward_bins: int, max_cost: float
+) -> int:
+    """The smallest per-cell cap with which :func:`grid_filter` keeps at least ``target`` episodes (or all of them
+    when fewer are eligible): the cap that thins the densest cells most while still reaching the wanted size."""
+    _, cell = grid_cells(costs, rewards, cost_bins=cost_bins, reward_bins=reward_bins, max_cost=max_cost)
+    if cell.size == 0:
+        return 1
+    counts = np.bincount(cell)
+    counts = counts[counts > 0]
+    for cap in range(1, int(counts.max()) + 1):
+        if np.minimum(counts, cap).sum() >= target:
+            return cap
+    return int(counts.max())
 
 
 def _controller_params(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:

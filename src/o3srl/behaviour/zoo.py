@@ -1,0 +1,242 @@
+"""The behaviour-policy zoo: per task, PPO-Lagrangian members trained at several cost limits, with snapshots.
+
+The zoo is small (a few 64×64 actors per task), so it is committed inside the package under
+``o3srl/assets/zoo/<task>/``: one ``<member>.msgpack`` per member (flax msgpack, no pickle) holding its snapshots,
+a ``<member>.json`` with its config and training curve summary, and ``manifest.json`` listing the members. Making a
+dataset then needs only collection. ``o3srl data train-behaviour`` retrains members, one single-threaded process
+per member, so all members of all tasks can train side by side on a many-core machine.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from o3srl.envs.registry import TASKS, TaskSpec, get_task
+from o3srl.errors import O3SRLError
+from o3srl.io import atomic_write_bytes, atomic_write_text
+
+ZOO_VERSION = 1
+SINGLE_THREAD_XLA_FLAGS = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+
+
+class ZooError(O3SRLError, FileNotFoundError):
+    """The zoo of a task is missing or unreadable."""
+
+
+def zoo_dir() -> Path:
+    """The committed zoo inside the package."""
+    return Path(__file__).resolve().parent.parent / "assets" / "zoo"
+
+
+# Environment steps per member. Chosen so that one member fits in a few single-core minutes: Ball learns its best
+# behaviour within ~100k steps; the legged and flying agents get more (and are slower per step).
+DEFAULT_STEPS: dict[str, int] = {
+    "OfflineBallRun-v0": 300_000,
+    "OfflineBallCircle-v0": 300_000,
+    "OfflineCarRun-v0": 300_000,
+    "OfflineCarCircle-v0": 300_000,
+    "OfflineDroneRun-v0": 500_000,
+    "OfflineDroneCircle-v0": 500_000,
+    "OfflineAntRun-v0": 500_000,
+    "OfflineAntCircle-v0": 500_000,
+}
+
+
+def default_cost_limits(spec: TaskSpec) -> tuple[float, ...]:
+    """Cost limits from very safe (κ = 5) to the task's max cost, so the members' final policies span the frontier
+    and their early snapshots fill in the low-reward region."""
+    m = spec.max_cost
+    return (5.0, round(m / 4, 1), round(m / 2, 1), m)
+
+
+def member_name(cost_limit: float) -> str:
+    return f"ppolag-k{cost_limit:g}"
+
+
+@dataclass(frozen=True)
+class Member:
+    """One trained zoo member as loaded for collection."""
+
+    task_id: str
+    name: str
+    cost_limit: float
+    snapshots: tuple[dict[str, Any], ...]
+
+
+def _to_state_dict(snapshots: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    return {str(i): {k: (np.asarray(v) if isinstance(v, (int, float)) else v) for k, v in s.items()}
+            for i, s in enumerate(snapshots)}
+
+
+def save_member(directory: Path, result: Any) -> Path:
+    """Write one trained member (``TrainResult``) as ``<member>.msgpack`` + ``<member>.json`` (atomic)."""
+    from flax import serialization
+
+    from o3srl.behaviour.ppo_lag import config_dict
+
+    cfg = result.config
+    directory.mkdir(parents=True, exist_ok=True)
+    name = member_name(cfg.cost_limit)
+    blob = serialization.msgpack_serialize(_to_state_dict(result.snapshots))
+    atomic_write_bytes(directory / f"{name}.msgpack", blob)
+    tail = [r for r in result.history[-5:] if "rollout/episode_reward" in r]
+    meta = {
+        "zoo_version": ZOO_VERSION,
+        "task": cfg.task_id,
+        "name": name,
+        "algorithm": "ppo-lagrangian",
+        "cost_limit": cfg.cost_limit,
+        "config": config_dict(cfg),
+        "seconds": round(result.seconds, 1),
+        "snapshots": [
+            {"step": int(s["step"]), "episode_reward": _num(s["episode_reward"]), "episode_cost": _num(s["episode_cost"]),
+             "lambda": _num(s["lambda"])}
+            for s in result.snapshots
+        ],
+        "final_episode_reward": _num(np.mean([r["rollout/episode_reward"] for r in tail])) if tail else None,
+        "final_episode_cost": _num(np.mean([r["rollout/episode_cost"] for r in tail])) if tail else None,
+    }
+    atomic_write_text(directory / f"{name}.json", json.dumps(meta, indent=2) + "\n")
+    return directory / f"{name}.msgpack"
+
+
+def _num(x: Any) -> float | None:
+    x = float(x)
+    return None if not np.isfinite(x) else round(x, 3)
+
+
+def write_manifest(directory: Path, task_id: str) -> Path:
+    """(Re)build ``manifest.json`` from the member sidecars present, so separately trained members join the zoo."""
+    members = []
+    for meta_path in sorted(directory.glob("ppolag-*.json")):
+        meta = json.loads(meta_path.read_text())
+        members.append({k: meta[k] for k in ("name", "algorithm", "cost_limit", "seconds", "final_episode_reward",
+                                             "final_episode_cost")} | {"snapshots": len(meta["snapshots"])})
+    members.sort(key=lambda m: m["cost_limit"])
+    manifest = {"zoo_version": ZOO_VERSION, "task": task_id, "members": members}
+    return atomic_write_text(directory / "manifest.json", json.dumps(manifest, indent=2) + "\n")
+
+
+def load_zoo(task_id: str, directory: str | os.PathLike[str] | None = None) -> list[Member]:
+    """The members of ``task_id``'s zoo (from the package unless ``directory``, a zoo root, is given)."""
+    from flax import serialization
+
+    spec = get_task(task_id)
+    root = Path(directory) if directory is not None else zoo_dir()
+    manifest_path = root / spec.task_id / "manifest.json"
+    if not manifest_path.exists():
+        raise ZooError(
+            f"no behaviour zoo for {spec.task_id} in {root}: train one with `o3srl data train-behaviour {spec.task_id}`"
+        )
+    manifest = json.loads(manifest_path.read_text())
+    members = []
+    for entry in manifest["members"]:
+        blob = (root / spec.task_id / f"{entry['name']}.msgpack").read_bytes()
+        state = serialization.msgpack_restore(blob)
+        snaps = tuple(state[str(i)] for i in range(len(state)))
+        members.append(Member(spec.task_id, entry["name"], float(entry["cost_limit"]), snaps))
+    if not members:
+        raise ZooError(f"the behaviour zoo of {spec.task_id} in {root} has no members")
+    return members
+
+
+# ---------------------------------------------------------------------------------------------------- training
+def _train_member(job: tuple[str, float, int, int, str]) -> dict[str, Any]:
+    """Train and save one member (runs in a worker process, single-threaded)."""
+    from o3srl.behaviour.ppo_lag import PPOLagConfig, train_ppo_lag
+
+    task_id, cost_limit, steps, seed, out = job
+    config = PPOLagConfig(task_id, cost_limit=cost_limit, total_steps=steps, seed=seed)
+    result = train_ppo_lag(config)
+    save_member(Path(out) / task_id, result)
+    tail = [r for r in result.history[-5:] if "rollout/episode_reward" in r]
+    return {"task": task_id, "member": member_name(cost_limit), "seconds": round(result.seconds, 1),
+            "reward": float(np.mean([r["rollout/episode_reward"] for r in tail])) if tail else float("nan"),
+            "cost": float(np.mean([r["rollout/episode_cost"] for r in tail])) if tail else float("nan")}
+
+
+def train_zoo(
+    tasks: Sequence[str],
+    *,
+    cost_limits: Sequence[float] | None = None,
+    steps: int | None = None,
+    workers: int = 1,
+    seed: int = 0,
+    out: str | os.PathLike[str] | None = None,
+) -> list[dict[str, Any]]:
+    """Train every member of every task in ``tasks`` and write the zoo (members + manifests) under ``out``.
+
+    Members run in ``workers`` spawned processes, each pinned to one XLA thread (several threads per process only
+    contend when every core already runs a member); the longest jobs start first so the wall time is close to
+    max(longest member, total work / workers).
+    """
+    specs = [get_task(t) for t in tasks]
+    root = Path(out) if out is not None else zoo_dir()
+    jobs = []
+    for spec in specs:
+        limits = tuple(cost_limits) if cost_limits else default_cost_limits(spec)
+        n = steps if steps is not None else DEFAULT_STEPS[spec.task_id]
+        jobs += [(spec.task_id, float(k), int(n), seed, str(root)) for k in limits]
+    cost_per_step = {"Ball": 1.0, "RaceCar": 3.5, "Drone": 2.0, "Ant": 4.0}
+    jobs.sort(key=lambda j: -j[2] * cost_per_step[get_task(j[0]).agent])
+    t0 = time.time()
+    results: list[dict[str, Any]] = []
+    if workers <= 1:
+        for job in jobs:
+            results.append(_train_member(job))
+            print(_line(results[-1], t0), flush=True)
+    else:
+        os.environ["XLA_FLAGS"] = SINGLE_THREAD_XLA_FLAGS  # inherited by the spawned workers before they import jax
+        ctx = mp.get_context("spawn")
+        with ctx.Pool(min(workers, len(jobs)), maxtasksperchild=1) as pool:
+            for res in pool.imap_unordered(_train_member, jobs):
+                results.append(res)
+                print(_line(res, t0), flush=True)
+    for spec in specs:
+        write_manifest(root / spec.task_id, spec.task_id)
+    return results
+
+
+def _line(res: dict[str, Any], t0: float) -> str:
+    return (f"[{time.time() - t0:7.1f}s] {res['task']} {res['member']}: {res['seconds']:.0f}s, "
+            f"final episode reward {res['reward']:.1f}, cost {res['cost']:.1f}")
+
+
+def cli_train_behaviour(
+    tasks: tuple[str, ...],
+    /,
+    cost_limits: tuple[float, ...] = (),
+    steps: int | None = None,
+    workers: int = 1,
+    seed: int = 0,
+    out: str | None = None,
+) -> int:
+    """Retrain the behaviour-policy zoo of one or more tasks (``all`` for the 8 Bullet tasks).
+
+    Args:
+        tasks: task ids, e.g. OfflineBallRun-v0 OfflineCarRun-v0, or ``all``.
+        cost_limits: the members' cost limits (default: 5, max cost / 4, max cost / 2, max cost).
+        steps: environment steps per member (default: per task, 300k–500k).
+        workers: members trained side by side, one single-threaded process each.
+        seed: training seed of every member.
+        out: zoo root to write (default: the package's ``o3srl/assets/zoo``).
+    """
+    names = list(TASKS) if list(tasks) == ["all"] else list(tasks)
+    if not names:
+        raise O3SRLError("name at least one task (or `all`)")
+    t0 = time.time()
+    train_zoo(names, cost_limits=cost_limits or None, steps=steps, workers=workers, seed=seed, out=out)
+    print(f"zoo written under {Path(out) if out else zoo_dir()} in {time.time() - t0:.0f}s", flush=True)
+    return 0
+
+
+__all__ = ["DEFAULT_STEPS", "Member", "ZooError", "cli_train_behaviour", "default_cost_limits", "load_zoo",
+           "member_name", "save_member", "train_zoo", "write_manifest", "zoo_dir"]

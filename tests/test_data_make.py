@@ -1,0 +1,146 @@
+"""Behaviour zoo and ``o3srl data make``: PPO-Lagrangian maths, a tiny training run, collection, determinism,
+resumability and the grid filter's sizing."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from o3srl.behaviour.ppo_lag import LagrangeState, PPOLagConfig, gae, snapshot_action, train_ppo_lag, update_lagrange
+from o3srl.behaviour.zoo import ZooError, load_zoo, save_member, write_manifest
+from o3srl.data import OfflineDataset
+from o3srl.data.generate import grid_cells, grid_filter, per_cell_for_target
+from o3srl.data.make import MakeConfig, MakeError, make_dataset
+from o3srl.envs import UnknownTaskError
+
+TASK = "OfflineBallRun-v0"
+
+
+# ---------------------------------------------------------------------------------------------------- maths
+def test_gae_hand_example():
+    # One environment, three steps, episode ends after step 1 (done) and a new one runs at step 2.
+    rewards = np.array([[1.0], [2.0], [3.0]])
+    values = np.array([[0.5], [1.0], [2.0]])
+    dones = np.array([[0.0], [1.0], [0.0]])
+    adv, ret = gae(rewards, values, np.array([4.0]), dones, gamma=0.5, lam=0.5)
+    # t=2: δ = 3 + 0.5·4 − 2 = 3, A = 3. t=1 (done): δ = 2 − 1 = 1, A = 1.
+    # t=0: δ = 1 + 0.5·1 − 0.5 = 1, A = 1 + 0.25·1 = 1.25.
+    np.testing.assert_allclose(adv[:, 0], [1.25, 1.0, 3.0])
+    np.testing.assert_allclose(ret[:, 0], [1.75, 2.0, 5.0])
+
+
+def test_lagrange_updates_hand_example():
+    pid = PPOLagConfig(TASK, cost_limit=10.0, total_steps=4096, kp=0.1, ki=0.01, kd=0.01)
+    s = update_lagrange(LagrangeState(), 30.0, pid)  # error 20: P = 2, I = 0.2, no derivative yet
+    assert s.value == pytest.approx(2.2) and s.integral == pytest.approx(0.2)
+    s = update_lagrange(s, 35.0, pid)  # error 25: P = 2.5, I = 0.45, D = 0.01·5
+    assert s.value == pytest.approx(2.5 + 0.45 + 0.05)
+    s = update_lagrange(s, 0.0, pid)  # error −10: P = −1, I = 0.35 → clipped at 0
+    assert s.value == 0.0 and s.integral == pytest.approx(0.35)
+    grad = PPOLagConfig(TASK, cost_limit=10.0, total_steps=4096, lagrangian="gradient", lambda_lr=0.05)
+    assert update_lagrange(LagrangeState(1.0), 30.0, grad).value == pytest.approx(2.0)
+    assert update_lagrange(LagrangeState(0.2), 0.0, grad).value == 0.0
+
+
+def test_per_cell_for_target_hand_example():
+    # Max cost 10, 2 × 2 grid. Cells: (low cost, low reward) holds 0, 1, 2; (low, high) holds 3; (high, high) 4, 5;
+    # episode 6 is above the max cost.
+    costs = np.array([0.0, 1.0, 2.0, 3.0, 9.0, 8.0, 12.0])
+    rewards = np.array([0.0, 0.5, 1.0, 4.0, 4.0, 3.5, 4.0])
+    ok, cell = grid_cells(costs, rewards, cost_bins=2, reward_bins=2, max_cost=10.0)
+    assert ok.tolist() == [0, 1, 2, 3, 4, 5] and cell.tolist() == [0, 0, 0, 1, 3, 3]
+    kw = dict(cost_bins=2, reward_bins=2, max_cost=10.0)
+    # Counts per cell (3, 1, 2): cap 1 keeps 3, cap 2 keeps 5, cap 3 keeps 6.
+    assert per_cell_for_target(costs, rewards, target=3, **kw) == 1
+    assert per_cell_for_target(costs, rewards, target=4, **kw) == 2
+    assert per_cell_for_target(costs, rewards, target=6, **kw) == 3
+    assert per_cell_for_target(costs, rewards, target=100, **kw) == 3
+    keep = grid_filter(costs, rewards, per_cell=2, rng=np.random.default_rng(0), **kw)
+    assert len(keep) == 5 and 6 not in keep and {3, 4, 5} <= set(keep.tolist())
+
+
+# ---------------------------------------------------------------------------------------------------- zoo
+@pytest.fixture(scope="module")
+def tiny_zoo(tmp_path_factory):
+    """Two PPO-Lagrangian members trained for 256 steps each (2 envs × 64 steps × 2 iterations)."""
+    root = tmp_path_factory.mktemp("zoo")
+    results = []
+    for kappa in (5.0, 40.0):
+        cfg = PPOLagConfig(TASK, cost_limit=kappa, total_steps=256, num_envs=2, rollout_len=64, epochs=2,
+                           minibatches=2, snapshots=2)
+        result = train_ppo_lag(cfg)
+        save_member(root / TASK, result)
+        results.append(result)
+    write_manifest(root / TASK, TASK)
+    return root, results
+
+
+def test_tiny_training_run_has_finite_losses_and_loadable_snapshots(tiny_zoo):
+    root, results = tiny_zoo
+    for result in results:
+        assert len(result.history) == 2 and len(result.snapshots) == 2
+        for row in result.history:
+            assert np.isfinite(row["loss/policy"]) and np.isfinite(row["loss/value"])
+    members = load_zoo(TASK, root)
+    assert [m.cost_limit for m in members] == [5.0, 40.0]
+    snap = members[0].snapshots[-1]
+    np.testing.assert_array_equal(snap["actor"]["l0"]["w"], results[0].snapshots[-1]["actor"]["l0"]["w"])
+    action = snapshot_action(snap, np.zeros((3, 7)))
+    assert action.shape == (3, 2) and np.all(np.abs(action) <= 1.0)
+    manifest = json.loads((root / TASK / "manifest.json").read_text())
+    assert [m["name"] for m in manifest["members"]] == ["ppolag-k5", "ppolag-k40"]
+
+
+def test_missing_zoo_and_unknown_task_are_clear_errors(tmp_path):
+    with pytest.raises(ZooError, match="train-behaviour"):
+        load_zoo(TASK, tmp_path)
+    with pytest.raises(UnknownTaskError):
+        make_dataset(MakeConfig("OfflineBallSprint-v0"), tmp_path / "x.hdf5")
+
+
+# ---------------------------------------------------------------------------------------------------- data make
+def _make(tmp_path, zoo_root, name, **kw):
+    config = MakeConfig(TASK, episodes=kw.pop("episodes", 8), seed=kw.pop("seed", 3), target=6, chunk_episodes=3)
+    return make_dataset(config, tmp_path / name, zoo=str(zoo_root), progress=False, **kw)
+
+
+def test_tiny_make_writes_dsrl_file_and_sidecar(tmp_path, tiny_zoo):
+    path = _make(tmp_path, tiny_zoo[0], "a.hdf5")
+    ds = OfflineDataset.load(path, action_low=-1.0, action_high=1.0)
+    side = json.loads((tmp_path / "a.hdf5.json").read_text())
+    assert ds.obs_dim == 7 and ds.act_dim == 2 and np.all(ds.episodes.length == 100)
+    assert side["episodes_collected"] == 8 and side["episodes_kept"] == len(ds.episodes) >= 6
+    assert side["transitions"] == len(ds) and np.all(ds.episodes.cost_return <= 80)
+    assert sum(z["episodes_collected"] for z in side["zoo"]) == 8
+    assert not (tmp_path / "a.hdf5.partial").exists()
+    import h5py
+
+    with h5py.File(path) as f:
+        assert sorted(f.keys()) == sorted(["observations", "next_observations", "actions", "rewards", "costs",
+                                           "terminals", "timeouts"])
+        assert f["terminals"].dtype == bool and f["observations"].dtype == np.float32
+        assert f["rewards"].compression == "gzip"
+
+
+def test_collection_is_deterministic_and_resumable(tmp_path, tiny_zoo):
+    whole = _make(tmp_path, tiny_zoo[0], "whole.hdf5")
+    assert _make(tmp_path, tiny_zoo[0], "again.hdf5") is not None
+    # Interrupted after one chunk: the partial directory keeps it and a rerun finishes the same file.
+    assert _make(tmp_path, tiny_zoo[0], "resumed.hdf5", max_chunks=1) is None
+    assert len(list((tmp_path / "resumed.hdf5.partial").glob("chunk-*.npz"))) == 1
+    resumed = _make(tmp_path, tiny_zoo[0], "resumed.hdf5")
+    sha = {p: json.loads((tmp_path / f"{p}.hdf5.json").read_text())["sha256"] for p in ("whole", "again", "resumed")}
+    assert sha["whole"] == sha["again"] == sha["resumed"]
+    assert json.loads((tmp_path / "resumed.hdf5.json").read_text())["chunks_resumed"] == 1
+    assert whole.read_bytes() == resumed.read_bytes()
+    other = _make(tmp_path, tiny_zoo[0], "other.hdf5", seed=4)
+    assert json.loads((tmp_path / "other.hdf5.json").read_text())["sha256"] != sha["whole"]
+    assert other.exists()
+
+
+def test_stale_partial_directory_is_refused(tmp_path, tiny_zoo):
+    assert _make(tmp_path, tiny_zoo[0], "p.hdf5", max_chunks=1) is None
+    with pytest.raises(MakeError, match="different collection"):
+        _make(tmp_path, tiny_zoo[0], "p.hdf5", seed=99)
