@@ -99,6 +99,8 @@ class Cell:
     cost_limit: float
     seed: int
     config: "TrainConfig"
+    order: tuple[int, int] = (0, 0)
+    """(task index, algorithm index) in the grid file: the report lays its tables out in this order."""
 
     @property
     def run_dir(self) -> Path:
@@ -346,8 +348,8 @@ def parse_grid(data: dict[str, Any], *, name: str, path: str = "<grid>", results
 
     cells: list[Cell] = []
     seen_used = [False] * len(per_cell)
-    for task in tasks:
-        for alg, (label, alg_overrides) in algorithms.items():
+    for ti, task in enumerate(tasks):
+        for ai, (alg, (label, alg_overrides)) in enumerate(algorithms.items()):
             for kappa in kappas:
                 for seed in seeds:
                     cid = cell_id(task, alg, kappa, seed)
@@ -375,7 +377,7 @@ def parse_grid(data: dict[str, Any], *, name: str, path: str = "<grid>", results
                         raise ConfigError(f"cell {cid}: {exc}") from None
                     if cfg.eval_episodes < 1:
                         raise ConfigError(f"cell {cid}: eval_episodes must be ≥ 1 in a grid (each cell ends with an evaluation)")
-                    cells.append(Cell(cid, task, alg, label, kappa, seed, cfg))
+                    cells.append(Cell(cid, task, alg, label, kappa, seed, cfg, order=(ti, ai)))
     for j, used in enumerate(seen_used):
         if not used:
             raise ConfigError(f"per_cell[{j}] matches no cell of the grid")
@@ -534,7 +536,8 @@ def _now() -> str:
 
 def _base_row(cell: Cell, grid_name: str) -> dict[str, Any]:
     return {"schema": SCHEMA_VERSION, "cell_id": cell.cell_id, "grid": grid_name, "task": cell.task,
-            "algorithm": cell.algorithm, "label": cell.label, "cost_limit": cell.cost_limit, "seed": cell.seed}
+            "algorithm": cell.algorithm, "label": cell.label, "cost_limit": cell.cost_limit, "seed": cell.seed,
+            "order": list(cell.order)}
 
 
 def execute_cell(cell: Cell, grid_name: str) -> dict[str, Any]:
