@@ -248,6 +248,8 @@ class TrainResult:
     snapshots: list[dict[str, Any]] = field(default_factory=list)
     history: list[dict[str, float]] = field(default_factory=list)
     seconds: float = 0.0
+    cpu_seconds: float = 0.0
+    """Process CPU time: the machine-independent cost of the run on a shared machine."""
 
 
 def _snapshot(params: Params, obs_rms: RunningMoments, step: int, row: dict[str, float]) -> dict[str, Any]:
@@ -278,7 +280,7 @@ def train_ppo_lag(
         def env_factory() -> Any:
             return make_env(config.task_id)
 
-    t0 = time.time()
+    t0, cpu0 = time.time(), time.process_time()
     envs = [env_factory() for _ in range(config.num_envs)]
     obs_dim = int(np.prod(envs[0].observation_space.shape))
     act_dim = int(np.prod(envs[0].action_space.shape))
@@ -380,6 +382,7 @@ def train_ppo_lag(
         for env in envs:
             env.close()
     result.seconds = time.time() - t0
+    result.cpu_seconds = time.process_time() - cpu0
     return result
 
 

@@ -96,6 +96,7 @@ def save_member(directory: Path, result: Any) -> Path:
         "cost_limit": cfg.cost_limit,
         "config": config_dict(cfg),
         "seconds": round(result.seconds, 1),
+        "cpu_seconds": round(result.cpu_seconds, 1),
         "snapshots": [
             {"step": int(s["step"]), "episode_reward": _num(s["episode_reward"]), "episode_cost": _num(s["episode_cost"]),
              "lambda": _num(s["lambda"])}
@@ -118,8 +119,9 @@ def write_manifest(directory: Path, task_id: str) -> Path:
     members = []
     for meta_path in sorted(directory.glob("ppolag-*.json")):
         meta = json.loads(meta_path.read_text())
-        members.append({k: meta[k] for k in ("name", "algorithm", "cost_limit", "seconds", "final_episode_reward",
-                                             "final_episode_cost")} | {"snapshots": len(meta["snapshots"])})
+        members.append({k: meta.get(k) for k in ("name", "algorithm", "cost_limit", "seconds", "cpu_seconds",
+                                                 "final_episode_reward", "final_episode_cost")}
+                       | {"snapshots": len(meta["snapshots"])})
     members.sort(key=lambda m: m["cost_limit"])
     manifest = {"zoo_version": ZOO_VERSION, "task": task_id, "members": members}
     return atomic_write_text(directory / "manifest.json", json.dumps(manifest, indent=2) + "\n")
@@ -155,10 +157,21 @@ def _train_member(job: tuple[str, float, int, int, str]) -> dict[str, Any]:
 
     task_id, cost_limit, steps, seed, out = job
     config = PPOLagConfig(task_id, cost_limit=cost_limit, total_steps=steps, seed=seed)
-    result = train_ppo_lag(config)
+    every = max(1, config.iterations // 10)
+
+    def log(row: dict[str, float]) -> None:
+        # A line every tenth of the run, so a background log shows the learning curve of each member.
+        if int(row["step"]) // (config.num_envs * config.rollout_len) % every == 0:
+            print(f"  {task_id} {member_name(cost_limit)} step {int(row['step'])}: "
+                  f"reward {row.get('rollout/episode_reward', float('nan')):.1f} "
+                  f"cost {row.get('rollout/episode_cost', float('nan')):.1f} λ {row['lagrange/lambda']:.2f} "
+                  f"({row['time/seconds']:.0f}s)", flush=True)
+
+    result = train_ppo_lag(config, log=log)
     save_member(Path(out) / task_id, result)
     tail = [r for r in result.history[-5:] if "rollout/episode_reward" in r]
     return {"task": task_id, "member": member_name(cost_limit), "seconds": round(result.seconds, 1),
+            "cpu_seconds": round(result.cpu_seconds, 1),
             "reward": float(np.mean([r["rollout/episode_reward"] for r in tail])) if tail else float("nan"),
             "cost": float(np.mean([r["rollout/episode_cost"] for r in tail])) if tail else float("nan")}
 
@@ -206,7 +219,8 @@ def train_zoo(
 
 
 def _line(res: dict[str, Any], t0: float) -> str:
-    return (f"[{time.time() - t0:7.1f}s] {res['task']} {res['member']}: {res['seconds']:.0f}s, "
+    return (f"[{time.time() - t0:7.1f}s] {res['task']} {res['member']}: {res['seconds']:.0f}s "
+            f"({res.get('cpu_seconds', float('nan')):.0f}s CPU), "
             f"final episode reward {res['reward']:.1f}, cost {res['cost']:.1f}")
 
 

@@ -1,0 +1,234 @@
+"""Make the DSRL-like datasets of some tasks, measure them, and write ``docs/datasets.md``.
+
+    python benchmarks/make_datasets.py OfflineBallRun-v0 OfflineCarRun-v0 --workers 2
+    python benchmarks/make_datasets.py --report-only          # rewrite the page from docs/datasets/summary.json
+
+For each task: ``o3srl data make`` (resumable; timed), then from the written file the episode count, the fraction
+of episodes with cost ≤ 5 / 10 / 20 / 40, the safe frontier R*_data(κ), and a scatter plot on DSRL's axes (cost
+return on x, reward return on y) under ``docs/datasets/<task>.png``. Measurements accumulate in
+``docs/datasets/summary.json`` so that tasks made at different times share one page; only tasks actually generated
+appear on it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from o3srl.data.dataset import OfflineDataset, safe_frontier
+from o3srl.data.generate import data_dir
+from o3srl.data.make import MakeConfig, make_dataset
+from o3srl.envs.registry import TASKS, get_task
+from o3srl.io import atomic_write_bytes, atomic_write_text
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
+FIGURES = DOCS / "datasets"
+SUMMARY = FIGURES / "summary.json"
+KAPPAS = (5.0, 10.0, 20.0, 40.0)
+
+# Read off DSRL's own figure of its Bullet data (approximate, ±5 %): the best reward at cost ≈ 0 and the best
+# reward overall. Used only to compare shapes.
+DSRL_FIGURE: dict[str, tuple[float, float]] = {
+    "OfflineBallRun-v0": (450, 1320),
+    "OfflineBallCircle-v0": (620, 880),
+    "OfflineCarRun-v0": (570, 575),
+    "OfflineCarCircle-v0": (420, 530),
+    "OfflineDroneRun-v0": (420, 680),
+    "OfflineDroneCircle-v0": (680, 1000),
+    "OfflineAntRun-v0": (690, 960),
+    "OfflineAntCircle-v0": (250, 460),
+}
+
+
+def measure(task: str, path: Path) -> dict[str, Any]:
+    spec = get_task(task)
+    ds = OfflineDataset.load(path)
+    ep = ds.episodes
+    side = json.loads(Path(str(path) + ".json").read_text())
+    row: dict[str, Any] = {
+        "task": task,
+        "episodes": len(ep),
+        "transitions": len(ds),
+        "dsrl_episodes": spec.dsrl_num_trajectories,
+        "episodes_collected": side["episodes_collected"],
+        "max_cost": spec.max_cost,
+        "reward_max": float(ep.reward_return.max()),
+        "reward_min": float(ep.reward_return.min()),
+        "fraction_within": {f"{k:g}": float(np.mean(ep.cost_return <= k + 1e-9)) for k in KAPPAS},
+        "frontier": {f"{k:g}": _nan_none(safe_frontier(ep, k)) for k in (0.0, *KAPPAS, spec.max_cost)},
+        "sha256": side["sha256"],
+        "generator": side["generator"],
+        "seed": side["seed"],
+        "zoo": side["zoo"],
+    }
+    _scatter(task, ep.cost_return, ep.reward_return, spec.max_cost, FIGURES / f"{task}.png")
+    return row
+
+
+def _nan_none(x: float) -> float | None:
+    return None if math.isnan(x) else round(x, 1)
+
+
+def _scatter(task: str, costs: np.ndarray, rewards: np.ndarray, max_cost: float, out: Path) -> None:
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.2, 3.4), dpi=110)
+    ax.scatter(costs, rewards, s=7, color="#3b5ba5", alpha=0.7, linewidths=0)
+    grid = np.linspace(0, max_cost, 200)
+    order = np.argsort(costs)
+    best = np.maximum.accumulate(rewards[order])
+    last = np.searchsorted(costs[order], grid, side="right") - 1  # last episode with cost ≤ κ
+    frontier = np.where(last >= 0, best[np.maximum(last, 0)], np.nan)
+    ax.step(grid, frontier, where="post", color="#e07b00", lw=1.2, label="safe frontier R*(κ)")
+    ax.set_xlabel("cost return")
+    ax.set_ylabel("reward return")
+    ax.set_title(task.replace("Offline", "").replace("-v0", ""), fontsize=10)
+    ax.set_xlim(-0.02 * max_cost, 1.02 * max_cost)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=7)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    atomic_write_bytes(out, buf.getvalue())
+
+
+def _fmt(x: float | None, digits: int = 0) -> str:
+    return "–" if x is None else f"{x:.{digits}f}"
+
+
+def render(summary: dict[str, Any]) -> str:
+    rows = [summary["tasks"][t] for t in TASKS if t in summary["tasks"]]
+    lines = [
+        "# Datasets",
+        "",
+        "DSRL's files cannot be downloaded on every machine, so o3srl makes DSRL-like datasets locally: the same file",
+        "format (one flat gzip HDF5 file with `observations`, `next_observations`, `actions`, `rewards`, `costs`,",
+        "`terminals`, `timeouts`) and the same character — one point per episode on the (cost return, reward return)",
+        "plane, covering cost 0 up to the task's max cost, with the best reward rising with cost.",
+        "",
+        "## How the data is made",
+        "",
+        "1. **Behaviour zoo** (`o3srl data train-behaviour TASK`, committed under `src/o3srl/assets/zoo/<task>/`).",
+        "   Per task, PPO-Lagrangian (`src/o3srl/behaviour/ppo_lag.py`: Gaussian actor, reward and cost value heads,",
+        "   GAE for both, PID-Lagrangian multiplier on the episode cost) is trained online at four cost limits",
+        "   κ ∈ {5, max/4, max/2, max}. Six snapshots are kept along each run: early snapshots act poorly, late ones",
+        "   are good at their own κ. DSRL instead recorded every episode of one TRPO-Lagrangian run whose limit was",
+        "   swept over 10–54 M steps; the snapshots play the role of that sweep at a tiny fraction of the cost.",
+        "2. **Collection** (`o3srl data make TASK`). Episode i is played by a random (member, snapshot) with",
+        "   Gaussian action noise of scale σ_i ~ U(0, 0.6) (actions in [−1, 1]); everything about episode i comes",
+        "   from `SeedSequence([seed, i])`, so a seed gives the same file whatever the number of workers, and",
+        "   collection is saved in chunks so an interrupted run resumes.",
+        "3. **Filter** (as DSRL): episodes above the task's max cost are dropped, then a 20 × 20 grid over",
+        "   [0, max cost] × [min reward, max reward] caps the episodes per cell; the cap is the smallest that keeps",
+        "   DSRL's trajectory count (or everything, when fewer were collected), so dense regions are thinned and",
+        "   sparse ones kept whole.",
+        "",
+        "Each file has a sidecar `<file>.json`: generator version, seeds, zoo members and how many episodes each",
+        "contributed, counts, grid-filter settings, sha256 and seconds. The files live in the data directory",
+        "(`$O3SRL_DATA_DIR`, default `~/.cache/o3srl/datasets`) and are not committed; this page and",
+        "`docs/datasets/summary.json` are. `o3srl data info FILE --plot out.png` summarises any file.",
+        "",
+        "The built-in default dataset of `o3srl train` (OfflineBallRun-v0 from scripted controllers,",
+        "`src/o3srl/data/generate.py`) is separate and unchanged.",
+        "",
+        "## Summary",
+        "",
+        "R*(κ) is the dataset's safe frontier: the best episode reward among episodes with cost ≤ κ.",
+        "",
+        "| task | episodes (DSRL) | collected | % cost ≤ 5 | ≤ 10 | ≤ 20 | ≤ 40 | R*(0) | R*(5) | R*(10) | R*(20) | R*(40) | best reward (at ≤ max cost) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        f, fr = r["fraction_within"], r["frontier"]
+        lines.append(
+            f"| {r['task']} | {r['episodes']} ({r['dsrl_episodes']}) | {r['episodes_collected']} | "
+            + " | ".join(f"{100 * f[k]:.0f}" for k in ("5", "10", "20", "40")) + " | "
+            + " | ".join(_fmt(fr[k]) for k in ("0", "5", "10", "20", "40"))
+            + f" | {_fmt(r['reward_max'])} |"
+        )
+    lines += ["", "## Comparison with DSRL's figure", "",
+              "DSRL's numbers are read off its published reward–cost figure (approximate).", "",
+              "| task | R*(0) here | R*(0) DSRL | best here | best DSRL |", "|---|---|---|---|---|"]
+    for r in rows:
+        d0, dbest = DSRL_FIGURE[r["task"]]
+        lines.append(f"| {r['task']} | {_fmt(r['frontier']['0'])} | ≈ {d0:.0f} | {_fmt(r['reward_max'])} | "
+                     f"≈ {dbest:.0f} |")
+    notes = summary.get("notes", {})
+    lines += [""]
+    for r in rows:
+        lines += [f"### {r['task']}", "", f"![{r['task']}](datasets/{r['task']}.png)", ""]
+        timing = r.get("timing", {})
+        zoo = ", ".join(f"{z['name']} ({z['episodes_kept']} kept)" for z in r["zoo"])
+        lines += [
+            f"- {r['episodes']} episodes kept of {r['episodes_collected']} collected ({r['transitions']} transitions);"
+            f" DSRL has {r['dsrl_episodes']}. Zoo: {zoo}.",
+            f"- Collection: {timing.get('make_seconds', '–')} s with {timing.get('workers', '–')} worker(s) on "
+            f"{timing.get('machine', '–')}; zoo training: {timing.get('zoo_seconds', '–')} s of member time.",
+            f"- sha256 `{r['sha256'][:16]}…`, generator `{r['generator']}`, seed {r['seed']}.",
+        ]
+        if r["task"] in notes:
+            lines += [f"- {notes[r['task']]}"]
+        lines += [""]
+    missing = [t for t in TASKS if t not in summary["tasks"]]
+    if missing:
+        lines += ["## Not generated yet", "",
+                  "These tasks have no measured dataset on this page yet: " + ", ".join(missing) + ".", ""]
+    return "\n".join(lines)
+
+
+def _zoo_seconds(task: str) -> float | None:
+    from o3srl.behaviour.zoo import zoo_dir
+
+    manifest = zoo_dir() / task / "manifest.json"
+    if not manifest.exists():
+        return None
+    return round(sum(m["seconds"] for m in json.loads(manifest.read_text())["members"]), 0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("tasks", nargs="*", help="task ids (default: none; with --report-only just rewrite the page)")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--episodes", type=int, default=None)
+    parser.add_argument("--report-only", action="store_true")
+    args = parser.parse_args()
+    summary = json.loads(SUMMARY.read_text()) if SUMMARY.exists() else {"tasks": {}, "notes": {}}
+    for task in ([] if args.report_only else args.tasks):
+        path = data_dir() / f"{task}.hdf5"
+        t0 = time.time()
+        make_dataset(MakeConfig(task, episodes=args.episodes, seed=args.seed), path, workers=args.workers)
+        seconds = round(time.time() - t0, 1)
+        row = measure(task, path)
+        side = json.loads(Path(str(path) + ".json").read_text())
+        row["timing"] = {"make_seconds": seconds if side["chunks_resumed"] == 0 else f"{seconds} (resumed)",
+                         "workers": args.workers, "zoo_seconds": _zoo_seconds(task),
+                         "machine": f"{platform.machine()} {_cores()} cores, shared"}
+        summary["tasks"][task] = row
+        atomic_write_text(SUMMARY, json.dumps(summary, indent=2) + "\n")
+        print(f"{task}: {row['episodes']} episodes, {seconds}s", flush=True)
+    atomic_write_text(DOCS / "datasets.md", render(summary))
+
+
+def _cores() -> int:
+    import os
+
+    return os.cpu_count() or 0
+
+
+if __name__ == "__main__":
+    main()
