@@ -63,6 +63,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Literal
 
 from tyro.conf import Positional
+from tyro.conf import arg as tyro_arg
 
 from o3srl.errors import ConfigError, O3SRLError
 
@@ -866,7 +867,7 @@ def run_grid(grid: Grid, *, executor: Literal["local", "ray"] = "local", workers
 
 # ---------------------------------------------------------------------------------------------------- command line
 def cli_bench(
-    grid: Positional[str],
+    grid: Positional[typing.Annotated[str, tyro_arg(metavar="GRID.toml")]],
     executor: Literal["local", "ray"] = "local",
     workers: int | None = None,
     address: str | None = None,

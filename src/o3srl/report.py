@@ -26,10 +26,11 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Literal, Mapping, Sequence
+from typing import Annotated, Any, Iterable, Literal, Mapping, Sequence
 
 import numpy as np
 from tyro.conf import Positional
+from tyro.conf import arg as tyro_arg
 
 from o3srl.errors import O3SRLError
 
@@ -547,7 +548,7 @@ def write_report(results_path: str | Path, out: str | Path | None = None, *, tit
     return md_path
 
 
-def cli_report(results: Positional[str], out: str | None = None, title: str | None = None, reps: int = 2000,
+def cli_report(results: Positional[Annotated[str, tyro_arg(metavar="RESULTS.jsonl")]], out: str | None = None, title: str | None = None, reps: int = 2000,
                digits: int = 2) -> int:
     """Write a markdown report (tables per cost limit, aggregate statistics, plots) from a results file.
 
