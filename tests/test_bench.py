@@ -209,6 +209,13 @@ def test_changed_config_of_a_finished_cell_is_refused(local_run):
         run_grid(parse_grid(data, name="toy"), workers=1, progress=False)
 
 
+def test_missing_datasets_are_reported_before_anything_is_written(tmp_path):
+    data = toy_grid(tmp_path / "absent.hdf5", tmp_path)
+    with pytest.raises(ConfigError, match="dataset file.s. missing: .*absent.hdf5 .task toy."):
+        run_grid(parse_grid(data, name="toy"), workers=1, progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_half_finished_cell_resumes(local_run, tmp_path, monkeypatch):
     from o3srl import logger
     from o3srl.train import run

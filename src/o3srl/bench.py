@@ -808,14 +808,22 @@ def run_grid(grid: Grid, *, executor: Literal["local", "ray"] = "local", workers
     workers = (os.cpu_count() or 1) if workers is None else workers
     if workers < 0:
         raise ConfigError(f"workers must be ≥ 0, got {workers}")
+    if executor not in ("local", "ray"):
+        raise ConfigError(f"unknown executor {executor!r}; use 'local' or 'ray'")
     t0 = time.time()
-    writer = ResultsWriter(grid.results)
-    try:
+
+    def plan() -> list[Cell]:
         rows = read_rows(grid.results)
         done = finished_rows(rows)
         pending = [c for c in grid.cells if c.cell_id not in done]
         check_consistency(grid, rows, pending)
-        check_datasets(pending)
+        return pending
+
+    # Check first, without creating anything, so that bad input leaves no files behind; plan again under the lock.
+    check_datasets(plan())
+    writer = ResultsWriter(grid.results)
+    try:
+        pending = plan()
         summary = BenchSummary(total=len(grid.cells), skipped=len(grid.cells) - len(pending))
         bar = None
         if progress:
@@ -850,10 +858,8 @@ def run_grid(grid: Grid, *, executor: Literal["local", "ray"] = "local", workers
             if pending:
                 if executor == "local":
                     _run_local(pending, grid.name, workers, max_retries, on_final)
-                elif executor == "ray":
-                    _run_ray(pending, grid.name, address, max_retries, on_final)
                 else:
-                    raise ConfigError(f"unknown executor {executor!r}; use 'local' or 'ray'")
+                    _run_ray(pending, grid.name, address, max_retries, on_final)
         finally:
             if bar is not None:
                 bar.close()
