@@ -356,7 +356,8 @@ def solve_episodic_lp(cmdp: CMDP, cost_limit: float) -> Optimum:
         return Optimum(np.zeros((horizon, s, a)), math.nan, math.nan, math.nan, False)
     d = res.x.reshape(horizon, s * a)
     pi = np.stack([_occupancy_policy(d[t], s, a) for t in range(horizon)])
-    return Optimum(pi, float(-res.fun), float(np.tile(cmdp.costs.ravel(), horizon) @ res.x), float(-res.ineqlin.marginals[0]), True)
+    cost = float(np.tile(cmdp.costs.ravel(), horizon) @ res.x)
+    return Optimum(pi, float(-res.fun), cost, float(-res.ineqlin.marginals[0]), True)
 
 
 # ----------------------------------------------------------------------------------------------------------- data
@@ -378,7 +379,8 @@ def sample_dataset(cmdp: CMDP, behaviour: np.ndarray, episodes: int, seed: int) 
     """
     rng = np.random.default_rng(seed)
     s_cum = np.cumsum(cmdp.initial)
-    state = np.minimum(np.searchsorted(s_cum, rng.uniform(size=episodes) * s_cum[-1], side="right"), cmdp.num_states - 1)
+    state = np.searchsorted(s_cum, rng.uniform(size=episodes) * s_cum[-1], side="right")
+    state = np.minimum(state, cmdp.num_states - 1)
     pi_cum = np.cumsum(behaviour, axis=1)
     p_cum = np.cumsum(cmdp.transitions, axis=2)
     cols: dict[str, list[np.ndarray]] = {k: [] for k in ("observations", "actions", "next_observations")}
@@ -465,7 +467,8 @@ def init_oracle(counts: np.ndarray, min_count: int = 1) -> OracleState:
     s, a = counts.shape
     allowed = counts >= min_count
     allowed[~allowed.any(1)] = True
-    logits = np.where(allowed, np.log(np.maximum(counts, 1.0) / np.maximum(counts.sum(1, keepdims=True), 1.0)), _OUTSIDE)
+    freq = np.maximum(counts, 1.0) / np.maximum(counts.sum(1, keepdims=True), 1.0)
+    logits = np.where(allowed, np.log(freq), _OUTSIDE)
     return OracleState(jnp.zeros((s, a)), jnp.zeros((s, a)), jnp.asarray(logits, jnp.float32))
 
 
@@ -594,7 +597,9 @@ def _practical(
     return o, trace, bandits.arm_probabilities(b, bandit, exploration)
 
 
-def run_practical(model: CMDP, counts: np.ndarray, cost_limit: float, config: TabularConfig, seed: int) -> PracticalResult:
+def run_practical(
+    model: CMDP, counts: np.ndarray, cost_limit: float, config: TabularConfig, seed: int
+) -> PracticalResult:
     """Tabular O3SRL, Algorithm 2, on an empirical model: returns the last iterate and the λ-player's trace."""
     arms = resolve_arms(config)
     k = len(arms)
@@ -687,7 +692,9 @@ def run_theory(model: CMDP, counts: np.ndarray, cost_limit: float, config: Tabul
     b_step = budget_per_step(cost_limit, model.gamma, model.horizon, config.budget_convention)
     budget = budget_value(b_step, model.gamma)
     spread = max(np.abs(model.costs).max() / (1.0 - model.gamma) - budget, budget, 1e-6)
-    lr = config.lambda_lr if config.lambda_lr is not None else config.max_lambda / (spread * math.sqrt(config.iterations))
+    lr = config.lambda_lr
+    if lr is None:
+        lr = config.max_lambda / (spread * math.sqrt(config.iterations))
     f = jnp.float32
     pols, lams, v_r, v_c = _theory(
         _as_model(model, counts, config.min_count), init_oracle(counts, config.min_count), model.gamma, f(b_step),
