@@ -6,8 +6,8 @@ every number an O3SRL run produces can be compared with the exact answer. This m
 * the CMDP type and two generators: a gridworld with hazard cells and randomly drawn CMDPs;
 * exact policy evaluation (a linear solve) and the T-step episodic evaluation DSRL reports;
 * the constrained optimum by LP (HiGHS), the best *deterministic* feasible policy by MILP (the practical variant's
-  last iterate is deterministic, so its fair reference is the MILP, not the LP), and the finite-horizon LP for the
-  undiscounted episodic problem;
+  last iterate is a best response to one λ, deterministic or nearly so, while the LP optimum mixes two policies),
+  and the finite-horizon LP for the undiscounted episodic problem;
 * offline datasets drawn from a behaviour policy, in DSRL's keys, and the empirical model estimated from them;
 * tabular O3SRL, practical (EXP3 over λ-arms, M warm-started oracle steps per round, last iterate) and theoretical
   (projected OGD on λ with exact evaluation on the empirical model, uniform mixture of iterates), reusing the
@@ -299,8 +299,8 @@ def solve_deterministic(cmdp: CMDP, budget: float, time_limit: float = 120.0) ->
     """The best deterministic feasible policy, by a MILP: binary z(s, a) picks one action per state, and
     ``d(s, a) ≤ z(s, a) / (1 − γ)`` lets only the picked action carry occupancy.
 
-    The practical variant outputs a deterministic last iterate, and the LP optimum is in general stochastic, so
-    this is the reference that variant can actually reach. If the solver stops at ``time_limit`` seconds, the best
+    The practical variant's last iterate is (nearly) deterministic, and the LP optimum is in general stochastic,
+    so this is the reference a last iterate can at best reach. If the solver stops at ``time_limit`` seconds, the best
     policy found so far is returned (a lower bound on the deterministic optimum).
     """
     s, a = cmdp.num_states, cmdp.num_actions
