@@ -2,9 +2,10 @@
 
 DSRL recorded every episode of a long Lagrangian training run and thinned them with a grid filter on the
 (cost return, reward return) plane. Here each episode i is played by one (member, snapshot) of the task's zoo, drawn
-at random, with Gaussian action noise of a per-episode scale σ_i ~ U(0, noise_max): the snapshots spread episodes
-along training (low to high reward) and across cost limits (safe to unsafe), the noise spreads them around each
-policy. Episodes above the task's max cost are dropped and the grid filter thins dense cells down to about DSRL's
+at random, with Gaussian action noise of a per-episode scale σ_i ~ U(0, noise_max), and in half of the episodes a
+second random snapshot takes over at a random step: the snapshots spread episodes along training (low to high
+reward) and across cost limits (safe to unsafe), the switches fill the plane between them, and the noise spreads
+episodes around each policy. Episodes above the task's max cost are dropped and the grid filter thins dense cells down to about DSRL's
 trajectory count, as DSRL did.
 
 Reproducible and resumable: everything about episode i (policy, σ_i, action noise, reset seed) is drawn from
@@ -54,6 +55,8 @@ class MakeConfig:
     """Episodes kept by the grid filter (default: DSRL's trajectory count for the task)."""
     noise_max: float = 0.6
     """Per-episode action-noise scale σ_i ~ U(0, noise_max) (actions live in [−1, 1])."""
+    switch_prob: float = 0.5
+    """Probability that a second zoo policy takes over at a random step of the episode."""
     cost_bins: int = 20
     reward_bins: int = 20
     chunk_episodes: int = 25
@@ -70,13 +73,26 @@ class EpisodePlan:
     snapshot: int
     noise: float
     reset_seed: int
+    second_member: int
+    second_snapshot: int
+    switch_step: int
+    """Step at which the second policy takes over (the episode length when there is no switch)."""
 
 
-def plan_episode(policies: Sequence[tuple[int, int]], seed: int, index: int, noise_max: float) -> EpisodePlan:
-    """Draw episode ``index``'s policy, noise scale and reset seed from ``SeedSequence([seed, index])`` alone."""
+def plan_episode(
+    policies: Sequence[tuple[int, int]], seed: int, index: int, noise_max: float, horizon: int, switch_prob: float
+) -> EpisodePlan:
+    """Draw episode ``index``'s policies, switch step, noise scale and reset seed from ``SeedSequence([seed, index])``
+    alone. With probability ``switch_prob`` a second (member, snapshot) takes over at a uniform step: the episode's
+    reward and cost then fall between those of the two policies, filling the plane between the members' clusters
+    as the gradual limit sweep of DSRL's training run did."""
     rng = np.random.default_rng([seed, index, 0])
     member, snapshot = policies[int(rng.integers(len(policies)))]
-    return EpisodePlan(member, snapshot, float(rng.uniform(0.0, noise_max)), int(rng.integers(0, 2**31 - 1)))
+    noise = float(rng.uniform(0.0, noise_max))
+    reset_seed = int(rng.integers(0, 2**31 - 1))
+    second, second_snap = policies[int(rng.integers(len(policies)))]
+    switch = int(rng.integers(1, horizon)) if rng.uniform() < switch_prob else horizon
+    return EpisodePlan(member, snapshot, noise, reset_seed, second, second_snap, switch)
 
 
 def _policies(members: Sequence[Any]) -> list[tuple[int, int]]:
@@ -84,7 +100,7 @@ def _policies(members: Sequence[Any]) -> list[tuple[int, int]]:
 
 
 def collect_episodes(
-    task_id: str, members: Sequence[Any], seed: int, indices: range, noise_max: float
+    task_id: str, members: Sequence[Any], seed: int, indices: range, noise_max: float, switch_prob: float = 0.5
 ) -> dict[str, np.ndarray]:
     """Play episodes ``indices`` on one fresh environment; DSRL arrays plus per-episode ``member``/``snapshot``/
     ``noise`` columns (prefixed ``episode_``)."""
@@ -92,31 +108,35 @@ def collect_episodes(
     from o3srl.envs import make_env
 
     policies = _policies(members)
+    horizon = get_task(task_id).max_episode_steps
     env = make_env(task_id)
     cols: dict[str, list[np.ndarray]] = {k: [] for k in KEYS}
-    meta: dict[str, list[float]] = {"episode_member": [], "episode_snapshot": [], "episode_noise": []}
+    meta: dict[str, list[float]] = {"episode_member": [], "episode_snapshot": [], "episode_noise": [], "episode_switch": []}
     try:
         for i in indices:
-            plan = plan_episode(policies, seed, i, noise_max)
-            snap = members[plan.member].snapshots[plan.snapshot]
+            plan = plan_episode(policies, seed, i, noise_max, horizon, switch_prob)
+            first = members[plan.member].snapshots[plan.snapshot]
+            second = members[plan.second_member].snapshots[plan.second_snapshot]
             noise_rng = np.random.default_rng([seed, i, 1])
             obs, _ = env.reset(seed=plan.reset_seed)
             ep: dict[str, list[Any]] = {k: [] for k in KEYS}
-            done = False
+            done, t = False, 0
             while not done:
                 obs = np.asarray(obs, np.float64).reshape(-1)
+                snap = first if t < plan.switch_step else second
                 action = snapshot_action(snap, obs[None])[0] + plan.noise * noise_rng.normal(size=env.action_space.shape)
                 action = np.clip(action, -1.0, 1.0).astype(np.float32)
                 nxt, reward, terminated, truncated, info = env.step(action)
                 for key, value in zip(KEYS, (obs, np.asarray(nxt, np.float64).reshape(-1), action, reward,
                                              info["cost"], terminated, truncated)):
                     ep[key].append(value)
-                obs, done = nxt, bool(terminated or truncated)
+                obs, done, t = nxt, bool(terminated or truncated), t + 1
             for key in KEYS:
                 cols[key].append(np.asarray(ep[key]))
             meta["episode_member"].append(plan.member)
             meta["episode_snapshot"].append(plan.snapshot)
             meta["episode_noise"].append(plan.noise)
+            meta["episode_switch"].append(plan.switch_step)
     finally:
         env.close()
     out = {k: np.concatenate(v) for k, v in cols.items()}
@@ -128,14 +148,14 @@ def collect_episodes(
 _WORKER_ZOO: dict[tuple[str, str | None], list[Any]] = {}
 
 
-def _collect_chunk(job: tuple[str, str | None, int, int, int, float, str]) -> int:
+def _collect_chunk(job: tuple[str, str | None, int, int, int, float, float, str]) -> int:
     """Worker: play one chunk and save it atomically; returns its number of episodes."""
     from o3srl.behaviour.zoo import load_zoo
 
-    task_id, zoo, seed, start, stop, noise_max, path = job
+    task_id, zoo, seed, start, stop, noise_max, switch_prob, path = job
     if (task_id, zoo) not in _WORKER_ZOO:
         _WORKER_ZOO[(task_id, zoo)] = load_zoo(task_id, zoo)
-    arrays = collect_episodes(task_id, _WORKER_ZOO[(task_id, zoo)], seed, range(start, stop), noise_max)
+    arrays = collect_episodes(task_id, _WORKER_ZOO[(task_id, zoo)], seed, range(start, stop), noise_max, switch_prob)
     buf = io.BytesIO()
     np.savez(buf, **arrays)
     atomic_write_bytes(path, buf.getvalue())
@@ -192,7 +212,7 @@ def make_dataset(
     starts = list(range(0, episodes, config.chunk_episodes))
     chunk_path = [partial / f"chunk-{c:05d}.npz" for c in range(len(starts))]
     jobs = [(spec.task_id, zoo, config.seed, s, min(s + config.chunk_episodes, episodes), config.noise_max,
-             str(chunk_path[c])) for c, s in enumerate(starts) if not chunk_path[c].exists()]
+             config.switch_prob, str(chunk_path[c])) for c, s in enumerate(starts) if not chunk_path[c].exists()]
     resumed = len(starts) - len(jobs)
     if max_chunks is not None:
         jobs = jobs[:max_chunks]
@@ -250,11 +270,14 @@ def make_dataset(
     sidecar = {
         "task": spec.task_id,
         "generator": GENERATOR_VERSION,
-        "behaviour": "PPO-Lagrangian zoo snapshots with per-episode Gaussian action noise σ ~ U(0, noise_max)",
+        "behaviour": "PPO-Lagrangian zoo snapshots with per-episode Gaussian action noise σ ~ U(0, noise_max); "
+                     "with probability switch_prob a second snapshot takes over at a uniform step",
         "seed": config.seed,
         "episode_seeds": "episode i: policy, noise and reset seed from numpy SeedSequence([seed, i, 0]); "
                          "action noise from SeedSequence([seed, i, 1]); grid filter from SeedSequence([seed, 2])",
         "noise_max": config.noise_max,
+        "switch_prob": config.switch_prob,
+        "episodes_switched": int((arrays["episode_switch"] < spec.max_episode_steps).sum()),
         "episodes_collected": int(len(ep)),
         "episodes_above_max_cost": int((ep.cost_return > spec.max_cost).sum()),
         "episodes_kept": int(len(kept)),
@@ -287,6 +310,7 @@ def cli_make(
     workers: int = 1,
     target: int | None = None,
     noise_max: float = 0.6,
+    switch_prob: float = 0.5,
     zoo: str | None = None,
     quiet: bool = False,
 ) -> int:
@@ -300,10 +324,12 @@ def cli_make(
         workers: processes collecting chunks side by side.
         target: episodes kept by the grid filter (default: DSRL's trajectory count).
         noise_max: largest per-episode action-noise scale.
+        switch_prob: probability that a second zoo policy takes over at a random step of an episode.
         zoo: zoo root to use instead of the one in the package.
         quiet: no progress bar.
     """
-    config = MakeConfig(task=task, episodes=episodes, seed=seed, target=target, noise_max=noise_max)
+    config = MakeConfig(task=task, episodes=episodes, seed=seed, target=target, noise_max=noise_max,
+                        switch_prob=switch_prob)
     path = make_dataset(config, out, workers=workers, zoo=zoo, progress=not quiet)
     assert path is not None
     side = json.loads(Path(str(path) + ".json").read_text())
