@@ -144,3 +144,12 @@ def test_stale_partial_directory_is_refused(tmp_path, tiny_zoo):
     assert _make(tmp_path, tiny_zoo[0], "p.hdf5", max_chunks=1) is None
     with pytest.raises(MakeError, match="different collection"):
         _make(tmp_path, tiny_zoo[0], "p.hdf5", seed=99)
+
+
+def test_cli_reports_unknown_task_in_one_line(capsys):
+    from o3srl.cli import main
+
+    assert main(["data", "make", "OfflineBallSprint-v0", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: unknown task 'OfflineBallSprint-v0'")
+    assert main(["data", "train-behaviour", "OfflineBallSprint-v0"]) == 2
