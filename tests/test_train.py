@@ -195,3 +195,36 @@ def test_dataset_env_mismatch(tmp_path, arrays):
     with pytest.raises(O3SRLError, match="actions|dim"):
         run(small_config(path, tmp_path / "x"))
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("task", ["OfflineBallRun-v0", "OfflineCarCircle-v0", "OfflineDroneRun-v0", "OfflineAntCircle-v0"])
+def test_registered_tasks_need_no_simulator_to_train(task, monkeypatch, tmp_path):
+    """load_problem takes a registered task's shapes and [−1, 1] bounds from the registry (training machines need no
+    simulator); they must be what the simulator itself reports."""
+    from o3srl import train
+    from o3srl.envs.registry import TASKS
+
+    low, high, obs_dim = train._action_bounds(task)
+    spec = TASKS[task]
+    assert obs_dim == spec.obs_dim
+    np.testing.assert_array_equal(low, -np.ones(spec.act_dim, np.float32))
+    np.testing.assert_array_equal(high, np.ones(spec.act_dim, np.float32))
+    if task == "OfflineBallRun-v0":
+        from o3srl.data import OfflineDataset
+
+        n = 20
+        rng = np.random.default_rng(0)
+        arrays = {
+            "observations": rng.normal(size=(n, spec.obs_dim)), "next_observations": rng.normal(size=(n, spec.obs_dim)),
+            "actions": rng.uniform(-1, 1, (n, spec.act_dim)), "rewards": np.ones(n), "costs": np.zeros(n),
+            "terminals": np.zeros(n, bool), "timeouts": np.arange(n) % 10 == 9,
+        }
+        path = OfflineDataset(arrays).save(tmp_path / "ballrun.hdf5")
+
+        def no_simulator(env_id):
+            raise AssertionError("the simulator was built")
+
+        monkeypatch.setattr(train, "_action_bounds", no_simulator)
+        problem = train.load_problem(TrainConfig(dataset=str(path)))
+        assert problem.dataset.obs_dim == spec.obs_dim and problem.action_low.shape == (spec.act_dim,)
+        assert problem.reference == "dsrl" and problem.episode_length == spec.max_episode_steps

@@ -78,11 +78,18 @@ def load_problem(cfg: TrainConfig) -> Problem:
 
     env_id = cfg.env_id or cfg.task
     spec = TASKS.get(env_id) or TASKS.get(cfg.task)
-    try:
-        low, high, obs_dim = _action_bounds(env_id)
-    except EnvError as exc:
-        known = ", ".join(sorted(TASKS))
-        raise ConfigError(f"unknown task or environment {env_id!r} ({exc}); built-in tasks: {known}") from None
+    if env_id in TASKS:
+        # Registered Bullet tasks: shapes from the registry and bullet-safety-gym's [−1, 1] actions (checked against
+        # the simulator in tests/test_envs.py), so training needs no simulator; only evaluation does.
+        obs_dim = TASKS[env_id].obs_dim
+        low = np.full(TASKS[env_id].act_dim, -1.0, np.float32)
+        high = np.full(TASKS[env_id].act_dim, 1.0, np.float32)
+    else:
+        try:
+            low, high, obs_dim = _action_bounds(env_id)
+        except EnvError as exc:
+            known = ", ".join(sorted(TASKS))
+            raise ConfigError(f"unknown task or environment {env_id!r} ({exc}); built-in tasks: {known}") from None
     if cfg.dataset is not None:
         path = cfg.dataset
     elif cfg.task == DEFAULT_TASK:

@@ -57,6 +57,9 @@ class TD3BCConfig:
     cost_target_noise: bool = False
     """Apply TD3's target-policy smoothing noise in the cost target too (biases the cost of a deterministic
     policy upwards near a cost boundary)."""
+    cost_floor: bool = False
+    """Read the cost critics through max(Q_c, 0) in the cost target, the actor loss and the policy's cost estimate:
+    costs are non-negative, so a negative Q_c is extrapolation error that the actor could otherwise exploit."""
 
 
 class TD3BCState(flax.struct.PyTreeNode):
@@ -107,8 +110,11 @@ class TD3BC:
         """(Q_r, Q_c) of the current policy at ``obs``, in the critics' (scaled) units, averaged over the twins."""
         a = self.act(state.actor, obs)
         q_r = self.critic.apply(state.critic["reward"], obs, a).mean(axis=0)
-        q_c = self.critic.apply(state.critic["cost"], obs, a).mean(axis=0)
+        q_c = self._floor(self.critic.apply(state.critic["cost"], obs, a).mean(axis=0))
         return q_r, q_c
+
+    def _floor(self, q_c: jax.Array) -> jax.Array:
+        return jnp.maximum(q_c, 0.0) if self.config.cost_floor else q_c
 
     # ------------------------------------------------------------------ losses
     def critic_loss(
@@ -122,7 +128,7 @@ class TD3BC:
         next_qr = self.critic.apply(state.critic_target["reward"], batch.next_obs, next_a).min(axis=0)
         cost_a = next_a if cfg.cost_target_noise else target_a
         next_qcs = self.critic.apply(state.critic_target["cost"], batch.next_obs, cost_a)
-        next_qc = next_qcs.max(axis=0) if cfg.cost_target == "max" else next_qcs.mean(axis=0)
+        next_qc = self._floor(next_qcs.max(axis=0) if cfg.cost_target == "max" else next_qcs.mean(axis=0))
         y_r = jax.lax.stop_gradient(cfg.reward_scale * batch.rewards + cfg.gamma * not_done * next_qr)
         y_c = jax.lax.stop_gradient(cfg.cost_scale * batch.costs + cfg.gamma * not_done * next_qc)
         q_r = self.critic.apply(critic["reward"], batch.obs, batch.actions)
@@ -142,7 +148,7 @@ class TD3BC:
         cfg = self.config
         pi = self.actor.apply(actor, batch.obs)
         q_r = self.critic.apply(critic["reward"], batch.obs, pi)[0]
-        q_c = self.critic.apply(critic["cost"], batch.obs, pi)[0]
+        q_c = self._floor(self.critic.apply(critic["cost"], batch.obs, pi)[0])
         q_lam = shaped_value(q_r, q_c, lam, cfg.cost_scale * budget_step, cfg.gamma)
         weight = jax.lax.stop_gradient(cfg.alpha / (jnp.abs(q_lam).mean() + 1e-6))
         bc = ((pi - batch.actions) ** 2).mean()
