@@ -48,6 +48,30 @@ DSRL_FIGURE: dict[str, tuple[float, float]] = {
 }
 
 
+# What the plots show next to DSRL's figure; written after looking at each generated task's plot.
+NOTES: dict[str, str] = {
+    "OfflineBallRun-v0": (
+        "Same shape as DSRL's: a flat frontier near 460 up to cost ≈ 25, then rising roughly linearly to ≈ 1250 at "
+        "cost 80 (DSRL ≈ 450 → ≈ 1320), with the cloud below it. Unlike DSRL, early snapshots (and some noisy "
+        "episodes) give negative rewards at low cost; DSRL's lowest episode reward is about 26."
+    ),
+    "OfflineBallCircle-v0": (
+        "Covers cost 0 to 80 evenly with a dense band between 400 and 700 and scattered low-reward episodes, like "
+        "DSRL's. The frontier is flatter than DSRL's: the κ = 5 member already reaches ≈ 690 at cost ≈ 0 (DSRL ≈ "
+        "620), but the unsafe members stop at ≈ 750 where DSRL reaches ≈ 880 around cost 50–60."
+    ),
+    "OfflineCarRun-v0": (
+        "Very close to DSRL's figure: a flat top band at ≈ 570 over the whole cost range, reached already at cost 0, "
+        "and a column of low-reward safe episodes at cost 0 (ours reach below 0, DSRL's stop near 200)."
+    ),
+    "OfflineCarCircle-v0": (
+        "Same rising shape as DSRL's (frontier ≈ 256 at cost 0, ≈ 430 at 40, ≈ 500 at 80–100) and the same wide "
+        "cloud; the safe end is lower than DSRL's (≈ 420 at cost 0) because the κ = 5 member was still improving "
+        "when its 300k-step budget ended."
+    ),
+}
+
+
 def measure(task: str, path: Path) -> dict[str, Any]:
     spec = get_task(task)
     ds = OfflineDataset.load(path)
@@ -167,17 +191,17 @@ def render(summary: dict[str, Any]) -> str:
         d0, dbest = DSRL_FIGURE[r["task"]]
         lines.append(f"| {r['task']} | {_fmt(r['frontier']['0'])} | ≈ {d0:.0f} | {_fmt(r['reward_max'])} | "
                      f"≈ {dbest:.0f} |")
-    notes = summary.get("notes", {})
+    notes = NOTES
     lines += [""]
     for r in rows:
         lines += [f"### {r['task']}", "", f"![{r['task']}](datasets/{r['task']}.png)", ""]
         timing = r.get("timing", {})
-        zoo = ", ".join(f"{z['name']} ({z['episodes_kept']} kept)" for z in r["zoo"])
+        zoo = ", ".join(f"{z['name']} {z['episodes_kept']}" for z in r["zoo"])
         lines += [
             f"- {r['episodes']} episodes kept of {r['episodes_collected']} collected ({r['transitions']} transitions);"
-            f" DSRL has {r['dsrl_episodes']}. Zoo: {zoo}.",
+            f" DSRL has {r['dsrl_episodes']}. Kept episodes by the zoo member that started them: {zoo}.",
             f"- Collection: {timing.get('make_seconds', '–')} s with {timing.get('workers', '–')} worker(s) on "
-            f"{timing.get('machine', '–')}; zoo training: {timing.get('zoo_seconds', '–')} s of member time.",
+            f"{timing.get('machine', '–')}; zoo training: {_zoo_time(r['task'])}.",
             f"- sha256 `{r['sha256'][:16]}…`, generator `{r['generator']}`, seed {r['seed']}.",
         ]
         if r["task"] in notes:
@@ -188,6 +212,23 @@ def render(summary: dict[str, Any]) -> str:
         lines += ["## Not generated yet", "",
                   "These tasks have no measured dataset on this page yet: " + ", ".join(missing) + ".", ""]
     return "\n".join(lines)
+
+
+def _zoo_time(task: str) -> str:
+    """Member times from the zoo manifest: wall seconds summed over members (each single-threaded, several run
+    side by side on a shared machine) and, where recorded, CPU seconds — the machine-independent cost."""
+    from o3srl.behaviour.zoo import zoo_dir
+
+    manifest = zoo_dir() / task / "manifest.json"
+    if not manifest.exists():
+        return "–"
+    members = json.loads(manifest.read_text())["members"]
+    wall = sum(m["seconds"] for m in members)
+    cpu = [m.get("cpu_seconds") for m in members]
+    text = f"{len(members)} members, {wall:.0f} s wall summed over members"
+    if all(c is not None for c in cpu):
+        text += f", {sum(cpu):.0f} s CPU"
+    return text
 
 
 def _zoo_seconds(task: str) -> float | None:
@@ -207,7 +248,7 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=None)
     parser.add_argument("--report-only", action="store_true")
     args = parser.parse_args()
-    summary = json.loads(SUMMARY.read_text()) if SUMMARY.exists() else {"tasks": {}, "notes": {}}
+    summary = json.loads(SUMMARY.read_text()) if SUMMARY.exists() else {"tasks": {}}
     for task in ([] if args.report_only else args.tasks):
         path = data_dir() / f"{task}.hdf5"
         t0 = time.time()
@@ -219,6 +260,8 @@ def main() -> None:
                          "workers": args.workers, "zoo_seconds": _zoo_seconds(task),
                          "machine": f"{platform.machine()} {_cores()} cores, shared"}
         summary["tasks"][task] = row
+        # The sidecar (hash, counts, seeds) is committed beside the page; the data file itself is not.
+        atomic_write_text(FIGURES / f"{task}.hdf5.json", Path(str(path) + ".json").read_text())
         atomic_write_text(SUMMARY, json.dumps(summary, indent=2) + "\n")
         print(f"{task}: {row['episodes']} episodes, {seconds}s", flush=True)
     atomic_write_text(DOCS / "datasets.md", render(summary))
