@@ -197,7 +197,9 @@ def train_zoo(
     for spec in specs:
         limits = tuple(cost_limits) if cost_limits else default_cost_limits(spec)
         n = steps if steps is not None else DEFAULT_STEPS[spec.task_id]
-        jobs += [(spec.task_id, float(k), int(n), seed, str(root)) for k in limits]
+        # Each member gets its own seed: with one shared seed, members whose cost stays under both limits (λ = 0)
+        # would play identical runs until their multipliers diverge.
+        jobs += [(spec.task_id, float(k), int(n), seed + int(round(10 * k)), str(root)) for k in limits]
     cost_per_step = {"Ball": 1.0, "RaceCar": 3.5, "Drone": 2.0, "Ant": 4.0}
     jobs.sort(key=lambda j: -j[2] * cost_per_step[get_task(j[0]).agent])
     t0 = time.time()
@@ -240,7 +242,7 @@ def cli_train_behaviour(
         cost_limits: the members' cost limits (default: 5, max cost / 4, max cost / 2, max cost).
         steps: environment steps per member (default: per task, 300k–500k).
         workers: members trained side by side, one single-threaded process each.
-        seed: training seed of every member.
+        seed: base training seed (member with cost limit κ uses seed + round(10 κ)).
         out: zoo root to write (default: the package's ``o3srl/assets/zoo``).
     """
     names = list(TASKS) if list(tasks) == ["all"] else list(tasks)
