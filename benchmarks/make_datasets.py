@@ -69,6 +69,17 @@ NOTES: dict[str, str] = {
         "cloud; the safe end is lower than DSRL's (≈ 420 at cost 0) because the κ = 5 member was still improving "
         "when its 300k-step budget ended."
     ),
+    "OfflineDroneRun-v0": (
+        "Close to DSRL's shape: a flat frontier at ≈ 430 from cost 0 to ≈ 45, rising to ≈ 570 at cost 80 and ≈ 800 "
+        "at 140 (DSRL ≈ 420 → ≈ 680), with a dense cloud from 200 to 600 below it. Costs between 80 and 110 are "
+        "sparser than DSRL's because no member's limit lies there."
+    ),
+    "OfflineDroneCircle-v0": (
+        "Not yet DSRL-like. Safe episodes reach ≈ 565 at cost 0 (DSRL ≈ 680), but the two unsafe members "
+        "(κ = 50, 100) had not learned within 500k steps (final training rewards ≈ 170 and ≈ 130), so the dataset "
+        "lacks DSRL's rising high-cost band (800–1000 at cost 60–100) and holds a dense low-reward cluster instead. "
+        "A longer zoo training for the unsafe members is the fix."
+    ),
 }
 
 
@@ -184,6 +195,11 @@ def render(summary: dict[str, Any]) -> str:
             + " | ".join(_fmt(fr[k]) for k in ("0", "5", "10", "20", "40"))
             + f" | {_fmt(r['reward_max'])} |"
         )
+    lines += ["", "Regenerate (the zoo is committed, so training is optional):", "", "```",
+              "o3srl data train-behaviour OfflineCarCircle-v0 --workers 2   # optional: retrain the zoo",
+              "o3srl data make OfflineCarCircle-v0 --workers 2              # collect, filter, write + sidecar",
+              "python benchmarks/make_datasets.py OfflineCarCircle-v0       # make, measure, rewrite this page",
+              "```"]
     lines += ["", "## Comparison with DSRL's figure", "",
               "DSRL's numbers are read off its published reward–cost figure (approximate).", "",
               "| task | R*(0) here | R*(0) DSRL | best here | best DSRL |", "|---|---|---|---|---|"]
@@ -225,7 +241,9 @@ def _zoo_time(task: str) -> str:
     members = json.loads(manifest.read_text())["members"]
     wall = sum(m["seconds"] for m in members)
     cpu = [m.get("cpu_seconds") for m in members]
-    text = f"{len(members)} members, {wall:.0f} s wall summed over members"
+    steps = {json.loads((manifest.parent / f"{m['name']}.json").read_text())["config"]["total_steps"] for m in members}
+    text = (f"{len(members)} members × {'/'.join(f'{n // 1000}k' for n in sorted(steps))} steps, "
+            f"{wall:.0f} s wall summed over members")
     if all(c is not None for c in cpu):
         text += f", {sum(cpu):.0f} s CPU"
     return text
