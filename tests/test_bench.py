@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from o3srl.bench import (ResultsWriter, config_differences, finished_rows, load_grid, parse_grid, read_rows,
-                         run_grid)
+                         run_grid, select_tasks)
 from o3srl.errors import ConfigError, O3SRLError
 
 TOY = "o3srl.envs.toy:ToyRunEnv"
@@ -95,6 +95,13 @@ def test_cells_layers_and_ids(tmp_path, monkeypatch):
     f = cells["OfflineBallRun-v0__fixed__k5__s0"]
     assert f.config.algo == "td3bc" and f.config.fixed_lambda == 5.0 and isinstance(f.config.fixed_lambda, float)
     assert f.config.steps == 1000 and f.config.o3srl.num_arms == 5 and f.order == (0, 1)
+
+    ball = select_tasks(grid, ["OfflineBallRun-v0"])
+    assert len(ball.cells) == 8 and {c.task for c in ball.cells} == {"OfflineBallRun-v0"}
+    assert [c.cell_id for c in ball.cells] == [c.cell_id for c in grid.cells if c.task == "OfflineBallRun-v0"]
+    assert ball.results == grid.results and ball.runs_dir == grid.runs_dir
+    with pytest.raises(ConfigError, match="'OfflineAntRun-v0' are not in grid 'g'"):
+        select_tasks(grid, ["OfflineAntRun-v0"])
 
 
 BAD_GRIDS = [

@@ -60,7 +60,7 @@ import typing
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Literal
+from typing import Any, Callable, Iterable, Literal, Sequence
 
 from tyro.conf import Positional
 from tyro.conf import arg as tyro_arg
@@ -400,6 +400,18 @@ def load_grid(path: str | os.PathLike[str], *, results: str | None = None, runs_
         return parse_grid(data, name=p.stem, path=str(p), results=results, runs_dir=runs_dir)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
+
+
+def select_tasks(grid: Grid, tasks: Sequence[str]) -> Grid:
+    """The part of ``grid`` on the given tasks only: run a grid task by task (as their datasets become available)
+    or spread it over machines that share nothing but the results file's rows."""
+    known = list(dict.fromkeys(c.task for c in grid.cells))
+    unknown = [t for t in tasks if t not in known]
+    if unknown:
+        raise ConfigError(f"task(s) {', '.join(map(repr, unknown))} are not in grid {grid.name!r} "
+                          f"(its tasks: {', '.join(known)})")
+    wanted = set(tasks)
+    return dataclasses.replace(grid, cells=tuple(c for c in grid.cells if c.task in wanted))
 
 
 # ---------------------------------------------------------------------------------------------------- results file
@@ -882,6 +894,7 @@ def cli_bench(
     runs_dir: str | None = None,
     dry_run: bool = False,
     csv: bool = True,
+    tasks: tuple[str, ...] = (),
 ) -> int:
     """Run an experiment grid (tasks × algorithms × cost limits × seeds); re-running skips finished cells.
 
@@ -895,8 +908,11 @@ def cli_bench(
         runs_dir: where the cells' run directories go (default: the grid's 'runs_dir').
         dry_run: validate the grid and list the cells with their state, without running anything.
         csv: also write RESULTS.csv next to the JSONL file.
+        tasks: run only the cells of these tasks (default: all of the grid's tasks); other rows stay as they are.
     """
     loaded = load_grid(grid, results=results, runs_dir=runs_dir)
+    if tasks:
+        loaded = select_tasks(loaded, tasks)
     if dry_run:
         states = cell_states(loaded, read_rows(loaded.results))
         for cell in loaded.cells:
