@@ -1,6 +1,7 @@
 """Make the DSRL-like datasets of some tasks, measure them, and write ``docs/datasets.md``.
 
     python benchmarks/make_datasets.py OfflineBallRun-v0 OfflineCarRun-v0 --workers 2
+    python benchmarks/make_datasets.py --measure-only OfflineAntRun-v0   # files made by `o3srl data make`
     python benchmarks/make_datasets.py --report-only          # rewrite the page from docs/datasets/summary.json
 
 For each task: ``o3srl data make`` (resumable; timed), then from the written file the episode count, the fraction
@@ -16,7 +17,6 @@ import argparse
 import json
 import math
 import platform
-import time
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,17 @@ DSRL_FIGURE: dict[str, tuple[float, float]] = {
     "OfflineAntRun-v0": (690, 960),
     "OfflineAntCircle-v0": (250, 460),
 }
+
+
+# How the times below were taken (from the training and collection logs of the runs that made this page).
+TIMES_NOTE: list[str] = [
+    "All times were taken on a 2-core x86_64 machine shared with other users' jobs (load average 2–7 throughout),",
+    "so wall times are inflated; CPU seconds are the machine-independent cost. Zoo members run one single-threaded",
+    "process each, two side by side. Training runs: Ball + Car tasks (16 members) 1728 s wall; Drone tasks",
+    "(8 members × 500k steps) 1070 s wall; Ant tasks (8 members × 300k steps, a reduced budget for this machine)",
+    "ANT_WALL. Collection used 2 workers. The last column is what one task costs on two otherwise idle cores",
+    "(zoo CPU split over two cores, plus the measured collection wall time); CarRun's members predate CPU timing.",
+]
 
 
 # What the plots show next to DSRL's figure; written after looking at each generated task's plot.
@@ -163,10 +174,15 @@ def render(summary: dict[str, Any]) -> str:
         "   κ ∈ {5, max/4, max/2, max}. Six snapshots are kept along each run: early snapshots act poorly, late ones",
         "   are good at their own κ. DSRL instead recorded every episode of one TRPO-Lagrangian run whose limit was",
         "   swept over 10–54 M steps; the snapshots play the role of that sweep at a tiny fraction of the cost.",
+        "   The committed members were trained with one shared seed, so members whose episode cost never reached",
+        "   their limit (λ stays 0) are identical (AntRun's κ = 37.5, 75 and 150); retraining now gives each member",
+        "   its own seed.",
         "2. **Collection** (`o3srl data make TASK`). Episode i is played by a random (member, snapshot) with",
-        "   Gaussian action noise of scale σ_i ~ U(0, 0.6) (actions in [−1, 1]); everything about episode i comes",
-        "   from `SeedSequence([seed, i])`, so a seed gives the same file whatever the number of workers, and",
-        "   collection is saved in chunks so an interrupted run resumes.",
+        "   Gaussian action noise of scale σ_i ~ U(0, 0.6) (actions in [−1, 1]); in half of the episodes a second",
+        "   random snapshot takes over at a uniformly drawn step, which fills the plane between the members'",
+        "   clusters much as DSRL's gradual limit sweep did. Everything about episode i comes from",
+        "   `SeedSequence([seed, i])`, so a seed gives the same file whatever the number of workers, and collection",
+        "   is saved in chunks so an interrupted run resumes.",
         "3. **Filter** (as DSRL): episodes above the task's max cost are dropped, then a 20 × 20 grid over",
         "   [0, max cost] × [min reward, max reward] caps the episodes per cell; the cap is the smallest that keeps",
         "   DSRL's trajectory count (or everything, when fewer were collected), so dense regions are thinned and",
@@ -223,6 +239,16 @@ def render(summary: dict[str, Any]) -> str:
         if r["task"] in notes:
             lines += [f"- {notes[r['task']]}"]
         lines += [""]
+    lines += ["## Measured times", "", *TIMES_NOTE, "",
+              "| task | zoo | zoo CPU s (sum) | collection s (wall) | zoo CPU / 2 + collection |",
+              "|---|---|---|---|---|"]
+    for r in rows:
+        cpu = _zoo_cpu(r["task"])
+        make_s = r.get("timing", {}).get("make_seconds")
+        both = (f"{(cpu / 2 + make_s) / 60:.1f} min" if cpu is not None and isinstance(make_s, (int, float))
+                else "–")
+        lines.append(f"| {r['task']} | {_zoo_time(r['task'])} | {_fmt(cpu)} | {make_s} | {both} |")
+    lines += [""]
     missing = [t for t in TASKS if t not in summary["tasks"]]
     if missing:
         lines += ["## Not generated yet", "",
@@ -249,6 +275,16 @@ def _zoo_time(task: str) -> str:
     return text
 
 
+def _zoo_cpu(task: str) -> float | None:
+    from o3srl.behaviour.zoo import zoo_dir
+
+    manifest = zoo_dir() / task / "manifest.json"
+    if not manifest.exists():
+        return None
+    cpu = [m.get("cpu_seconds") for m in json.loads(manifest.read_text())["members"]]
+    return None if any(c is None for c in cpu) else float(sum(cpu))
+
+
 def _zoo_seconds(task: str) -> float | None:
     from o3srl.behaviour.zoo import zoo_dir
 
@@ -265,17 +301,21 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--episodes", type=int, default=None)
     parser.add_argument("--report-only", action="store_true")
+    parser.add_argument("--measure-only", action="store_true",
+                        help="measure files already made by `o3srl data make` (times and workers from their sidecars)")
     args = parser.parse_args()
     summary = json.loads(SUMMARY.read_text()) if SUMMARY.exists() else {"tasks": {}}
     for task in ([] if args.report_only else args.tasks):
         path = data_dir() / f"{task}.hdf5"
-        t0 = time.time()
-        make_dataset(MakeConfig(task, episodes=args.episodes, seed=args.seed), path, workers=args.workers)
-        seconds = round(time.time() - t0, 1)
-        row = measure(task, path)
+        if not args.measure_only:
+            make_dataset(MakeConfig(task, episodes=args.episodes, seed=args.seed), path, workers=args.workers)
+        elif not path.exists():
+            raise SystemExit(f"{path} does not exist: make it first with 'o3srl data make {task}'")
         side = json.loads(Path(str(path) + ".json").read_text())
+        seconds = side["seconds"]
+        row = measure(task, path)
         row["timing"] = {"make_seconds": seconds if side["chunks_resumed"] == 0 else f"{seconds} (resumed)",
-                         "workers": args.workers, "zoo_seconds": _zoo_seconds(task),
+                         "workers": side["workers"], "zoo_seconds": _zoo_seconds(task),
                          "machine": f"{platform.machine()} {_cores()} cores, shared"}
         summary["tasks"][task] = row
         # The sidecar (hash, counts, seeds) is committed beside the page; the data file itself is not.
