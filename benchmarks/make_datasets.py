@@ -256,42 +256,45 @@ def render(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _zoo_time(task: str) -> str:
-    """Member times from the zoo manifest: wall seconds summed over members (each single-threaded, several run
-    side by side on a shared machine) and, where recorded, CPU seconds — the machine-independent cost."""
+def _zoo_members(task: str) -> tuple[Path, list[dict[str, Any]]] | None:
+    """The zoo manifest's directory and members of ``task`` (None when the task has no zoo)."""
     from o3srl.behaviour.zoo import zoo_dir
 
     manifest = zoo_dir() / task / "manifest.json"
     if not manifest.exists():
+        return None
+    return manifest.parent, json.loads(manifest.read_text())["members"]
+
+
+def _zoo_time(task: str) -> str:
+    """Member times from the zoo manifest: wall seconds summed over members (each single-threaded, several run
+    side by side on a shared machine) and, where recorded, CPU seconds — the machine-independent cost."""
+    zoo = _zoo_members(task)
+    if zoo is None:
         return "–"
-    members = json.loads(manifest.read_text())["members"]
+    directory, members = zoo
     wall = sum(m["seconds"] for m in members)
-    cpu = [m.get("cpu_seconds") for m in members]
-    steps = {json.loads((manifest.parent / f"{m['name']}.json").read_text())["config"]["total_steps"] for m in members}
+    cpu = _zoo_cpu(task)
+    steps = {json.loads((directory / f"{m['name']}.json").read_text())["config"]["total_steps"] for m in members}
     text = (f"{len(members)} members × {'/'.join(f'{n // 1000}k' for n in sorted(steps))} steps, "
             f"{wall:.0f} s wall summed over members")
-    if all(c is not None for c in cpu):
-        text += f", {sum(cpu):.0f} s CPU"
+    if cpu is not None:
+        text += f", {cpu:.0f} s CPU"
     return text
 
 
 def _zoo_cpu(task: str) -> float | None:
-    from o3srl.behaviour.zoo import zoo_dir
-
-    manifest = zoo_dir() / task / "manifest.json"
-    if not manifest.exists():
+    """CPU seconds summed over the zoo's members (None if any member predates CPU timing)."""
+    zoo = _zoo_members(task)
+    if zoo is None:
         return None
-    cpu = [m.get("cpu_seconds") for m in json.loads(manifest.read_text())["members"]]
+    cpu = [m.get("cpu_seconds") for m in zoo[1]]
     return None if any(c is None for c in cpu) else float(sum(cpu))
 
 
 def _zoo_seconds(task: str) -> float | None:
-    from o3srl.behaviour.zoo import zoo_dir
-
-    manifest = zoo_dir() / task / "manifest.json"
-    if not manifest.exists():
-        return None
-    return round(sum(m["seconds"] for m in json.loads(manifest.read_text())["members"]), 0)
+    zoo = _zoo_members(task)
+    return None if zoo is None else round(sum(m["seconds"] for m in zoo[1]), 0)
 
 
 def main() -> None:
