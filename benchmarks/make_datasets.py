@@ -50,12 +50,12 @@ DSRL_FIGURE: dict[str, tuple[float, float]] = {
 
 # How the times below were taken (from the training and collection logs of the runs that made this page).
 TIMES_NOTE: list[str] = [
-    "All times were taken on a 2-core x86_64 machine shared with other users' jobs (load average 2–7 throughout),",
-    "so wall times are inflated; CPU seconds are the machine-independent cost. Zoo members run one single-threaded",
-    "process each, two side by side. Training runs: Ball + Car tasks (16 members) 1728 s wall; Drone tasks",
-    "(8 members × 500k steps) 1070 s wall; Ant tasks (8 members × 300k steps, a reduced budget for this machine)",
-    "ANT_WALL. Collection used 2 workers. The last column is what one task costs on two otherwise idle cores",
-    "(zoo CPU split over two cores, plus the measured collection wall time); CarRun's members predate CPU timing.",
+    "All times were taken on 2-core x86_64 machines shared with other jobs (load average 2–7 throughout), so wall",
+    "times are inflated; CPU seconds are the machine-independent cost. Zoo members train as one single-threaded",
+    "process each, two side by side; the Ant members got 300k steps instead of the 500k default (a reduced budget",
+    "for this machine). Collection ran with the number of worker processes shown. The last column estimates one",
+    "task on two otherwise idle cores: the zoo's CPU seconds split over two cores plus the collection wall time",
+    "scaled to two workers. CarRun's members predate CPU timing.",
 ]
 
 
@@ -240,14 +240,15 @@ def render(summary: dict[str, Any]) -> str:
             lines += [f"- {notes[r['task']]}"]
         lines += [""]
     lines += ["## Measured times", "", *TIMES_NOTE, "",
-              "| task | zoo | zoo CPU s (sum) | collection s (wall) | zoo CPU / 2 + collection |",
-              "|---|---|---|---|---|"]
+              "| task | zoo | zoo CPU s (sum) | collection s (wall) | workers | estimate on 2 idle cores |",
+              "|---|---|---|---|---|---|"]
     for r in rows:
         cpu = _zoo_cpu(r["task"])
-        make_s = r.get("timing", {}).get("make_seconds")
-        both = (f"{(cpu / 2 + make_s) / 60:.1f} min" if cpu is not None and isinstance(make_s, (int, float))
-                else "–")
-        lines.append(f"| {r['task']} | {_zoo_time(r['task'])} | {_fmt(cpu)} | {make_s} | {both} |")
+        timing = r.get("timing", {})
+        make_s, workers = timing.get("make_seconds"), timing.get("workers", 2)
+        both = (f"{(cpu / 2 + make_s * workers / 2) / 60:.1f} min"
+                if cpu is not None and isinstance(make_s, (int, float)) else "–")
+        lines.append(f"| {r['task']} | {_zoo_time(r['task'])} | {_fmt(cpu)} | {make_s} | {workers} | {both} |")
     lines += [""]
     missing = [t for t in TASKS if t not in summary["tasks"]]
     if missing:
