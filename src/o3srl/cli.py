@@ -27,6 +27,14 @@ DATA_COMMANDS: dict[str, tuple[str, str]] = {
     "make": ("o3srl.data.make:cli_make", "make a DSRL-format dataset for a task by rolling out its behaviour zoo"),
     "train-behaviour": ("o3srl.behaviour.zoo:cli_train_behaviour", "retrain a task's behaviour-policy zoo (PPO-Lag)"),
 }
+EXTRAS_COMMANDS: dict[str, tuple[str, str]] = {
+    "install": ("o3srl.envs.extras:cli_install", "install an optional simulator (safety-gymnasium) into this Python"),
+}
+GROUPS: dict[str, tuple[dict[str, tuple[str, str]], str]] = {
+    "data": (DATA_COMMANDS, "dataset commands"),
+    "extras": (EXTRAS_COMMANDS, "optional simulators"),
+}
+"""Command groups: ``o3srl GROUP COMMAND ...``."""
 
 
 def _load(target: str) -> Callable[..., object]:
@@ -48,8 +56,8 @@ def _dispatch(prog: str, table: dict[str, tuple[str, str]], argv: list[str], ext
         print(_usage(prog, table, extra))
         return 0 if argv else 2
     name, rest = argv[0], argv[1:]
-    if name == "data" and prog == "o3srl":
-        return _dispatch("o3srl data", DATA_COMMANDS, rest)
+    if name in GROUPS and prog == "o3srl":
+        return _dispatch(f"o3srl {name}", GROUPS[name][0], rest)
     if name == "--version":
         from o3srl import __version__
 
@@ -73,7 +81,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``o3srl`` console script; returns the exit status."""
     args = list(sys.argv[1:] if argv is None else argv)
     try:
-        return _dispatch("o3srl", COMMANDS, args, extra={"data": "dataset commands: " + ", ".join(DATA_COMMANDS)})
+        groups = {name: f"{doc}: " + ", ".join(table) for name, (table, doc) in GROUPS.items()}
+        return _dispatch("o3srl", COMMANDS, args, extra=groups)
     except O3SRLError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -79,8 +79,9 @@ def load_problem(cfg: TrainConfig) -> Problem:
     env_id = cfg.env_id or cfg.task
     spec = TASKS.get(env_id) or TASKS.get(cfg.task)
     if env_id in TASKS:
-        # Registered Bullet tasks: shapes from the registry and bullet-safety-gym's [−1, 1] actions (checked against
-        # the simulator in tests/test_envs.py), so training needs no simulator; only evaluation does.
+        # Registered tasks: shapes from the registry and the simulators' [−1, 1] actions (checked against the
+        # simulators in tests/test_envs.py and tests/test_safety_gymnasium.py), so training needs no simulator;
+        # only evaluation does.
         obs_dim = TASKS[env_id].obs_dim
         low = np.full(TASKS[env_id].act_dim, -1.0, np.float32)
         high = np.full(TASKS[env_id].act_dim, 1.0, np.float32)
@@ -235,6 +236,8 @@ def run(cfg: TrainConfig, *, resume_dir: str | None = None) -> dict[str, Any]:
 
     from o3srl.checkpoint import CHECKPOINT_NAME, POLICY_NAME, load_checkpoint, save_checkpoint, save_policy
     from o3srl.data.sampler import compute_norm_stats, to_device
+    from o3srl.envs.make import simulator_missing
+    from o3srl.envs.registry import TASKS
     from o3srl.logger import METRICS_NAME, JsonlSink, Sink, TensorBoardSink
 
     if resume_dir is not None:
@@ -245,6 +248,11 @@ def run(cfg: TrainConfig, *, resume_dir: str | None = None) -> dict[str, Any]:
         cfg = from_dict(json.loads(config_path.read_text()))
     cfg = cfg.resolved()
     problem = load_problem(cfg)
+    if cfg.eval_episodes > 0 and problem.env_id in TASKS:
+        # An optional simulator that is missing would only fail at the evaluation, after the whole training.
+        reason = simulator_missing(TASKS[problem.env_id])
+        if reason is not None:
+            raise O3SRLError(f"{reason} (or pass --eval-episodes 0 to train without evaluating)")
     learner = build_learner(cfg, problem)
     stats = compute_norm_stats(problem.dataset, problem.action_low, problem.action_high, normalize_obs=cfg.normalize_obs)
 

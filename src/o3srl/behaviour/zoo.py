@@ -19,7 +19,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from o3srl.envs.registry import TASKS, TaskSpec, get_task
+from o3srl.envs.registry import BULLET_TASKS, TaskSpec, get_task
 from o3srl.errors import O3SRLError
 from o3srl.io import atomic_write_bytes, atomic_write_text
 
@@ -47,6 +47,22 @@ DEFAULT_STEPS: dict[str, int] = {
     "OfflineDroneCircle-v0": 500_000,
     "OfflineAntRun-v0": 500_000,
     "OfflineAntCircle-v0": 500_000,
+    # Safety-Gymnasium velocity tasks (optional extra): 1000-step episodes, so a member sees only a few hundred
+    # episodes in this budget; its snapshots still span poor to good running at its own speed limit.
+    "OfflineAntVelocityGymnasium-v1": 1_000_000,
+    "OfflineHalfCheetahVelocityGymnasium-v1": 1_000_000,
+    "OfflineHopperVelocityGymnasium-v1": 1_000_000,
+    "OfflineSwimmerVelocityGymnasium-v1": 1_000_000,
+    "OfflineWalker2dVelocityGymnasium-v1": 1_000_000,
+}
+
+# Seconds per environment step relative to Ball (measured on PPO-Lagrangian training), used only to start the
+# longest members first when several train side by side.
+RELATIVE_STEP_COST: dict[tuple[str, str], float] = {
+    ("bullet", "Ball"): 1.0,
+    ("bullet", "RaceCar"): 3.5,
+    ("bullet", "Drone"): 2.0,
+    ("bullet", "Ant"): 4.0,
 }
 
 
@@ -191,7 +207,13 @@ def train_zoo(
     contend when every core already runs a member); the longest jobs start first so the wall time is close to
     max(longest member, total work / workers).
     """
+    from o3srl.envs.make import simulator_missing
+
     specs = [get_task(t) for t in tasks]
+    for spec in specs:
+        reason = simulator_missing(spec)
+        if reason is not None:
+            raise O3SRLError(reason)
     root = Path(out) if out is not None else zoo_dir()
     jobs = []
     for spec in specs:
@@ -200,8 +222,7 @@ def train_zoo(
         # Each member gets its own seed: with one shared seed, members whose cost stays under both limits (λ = 0)
         # would play identical runs until their multipliers diverge.
         jobs += [(spec.task_id, float(k), int(n), seed + int(round(10 * k)), str(root)) for k in limits]
-    cost_per_step = {"Ball": 1.0, "RaceCar": 3.5, "Drone": 2.0, "Ant": 4.0}
-    jobs.sort(key=lambda j: -j[2] * cost_per_step[get_task(j[0]).agent])
+    jobs.sort(key=lambda j: -j[2] * _step_cost(get_task(j[0])))
     t0 = time.time()
     results: list[dict[str, Any]] = []
     if workers <= 1:
@@ -218,6 +239,10 @@ def train_zoo(
     for spec in specs:
         write_manifest(root / spec.task_id, spec.task_id)
     return results
+
+
+def _step_cost(spec: TaskSpec) -> float:
+    return RELATIVE_STEP_COST.get((spec.simulator, spec.agent), 1.0)
 
 
 def _line(res: dict[str, Any], t0: float) -> str:
@@ -237,15 +262,18 @@ def cli_train_behaviour(
 ) -> int:
     """Retrain the behaviour-policy zoo of one or more tasks (``all`` for the 8 Bullet tasks).
 
+    The Safety-Gymnasium velocity tasks (``Offline*VelocityGymnasium-v1``) need the optional simulator
+    (``o3srl extras install safety-gymnasium``) and have no committed zoo unless one was trained.
+
     Args:
         tasks: task ids, e.g. OfflineBallRun-v0 OfflineCarRun-v0, or ``all``.
         cost_limits: the members' cost limits (default: 5, max cost / 4, max cost / 2, max cost).
-        steps: environment steps per member (default: per task, 300k–500k).
+        steps: environment steps per member (default: per task, 300k–500k for Bullet, 1M for velocity tasks).
         workers: members trained side by side, one single-threaded process each.
         seed: base training seed (member with cost limit κ uses seed + round(10 κ)).
         out: zoo root to write (default: the package's ``o3srl/assets/zoo``).
     """
-    names = list(TASKS) if list(tasks) == ["all"] else list(tasks)
+    names = list(BULLET_TASKS) if list(tasks) == ["all"] else list(tasks)
     if not names:
         raise O3SRLError("name at least one task (or `all`)")
     t0 = time.time()

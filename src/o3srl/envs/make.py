@@ -1,20 +1,24 @@
 """Environment construction: the only place that imports simulators.
 
-``Offline*-v0`` ids are built exactly as DSRL builds them: bullet-safety-gym's ``EnvironmentBuilder`` with the
-agent, task and world of the registry and the episode length as ``max_episode_steps``. Any other gymnasium id
-(including ``module:Class`` entry points) is passed to ``gymnasium.make``; its ``info`` must carry ``"cost"``.
+The registry's ids are built exactly as DSRL builds them, with the episode length as ``max_episode_steps``:
+Bullet tasks (``Offline*-v0``) with bullet-safety-gym's ``EnvironmentBuilder`` and the registry's agent, task and
+world; Safety-Gymnasium tasks (``Offline*Gymnasium-v1``, an optional extra) as safety-gymnasium's own environment
+class, with its 6-tuple ``step`` turned into gymnasium's 5-tuple and the cost moved into ``info["cost"]``. Any
+other gymnasium id (including ``module:Class`` entry points) is passed to ``gymnasium.make``; its ``info`` must
+carry ``"cost"``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import importlib
+import importlib.util
 import sys
 from typing import Any, Iterator
 
 import numpy as np
 
-from o3srl.envs.registry import TASKS
+from o3srl.envs.registry import TASKS, TaskSpec
 from o3srl.errors import O3SRLError
 
 _ENTRY_POINT = "o3srl.envs.make:build_offline_env"
@@ -67,14 +71,60 @@ def _seeded_reset_wrapper(gym: Any, env: Any) -> Any:
     return SeededReset(env)
 
 
+def _safety_gymnasium_wrapper(gym: Any, env: Any) -> Any:
+    """Gymnasium's 5-tuple ``step`` for a safety-gymnasium environment, whose ``step`` returns
+    ``(obs, reward, cost, terminated, truncated, info)``: the cost goes to ``info["cost"]``, as every other task
+    of the project reports it. Seeded resets are already reproducible (MuJoCo environments reseed their own
+    generator on ``reset(seed=s)``)."""
+
+    class CostInInfo(gym.Wrapper):
+        def step(self, action: Any) -> tuple[Any, float, bool, bool, dict]:
+            obs, reward, cost, terminated, truncated, info = self.env.step(action)
+            info["cost"] = float(cost)
+            return obs, float(reward), bool(terminated), bool(truncated), info
+
+    return CostInInfo(env)
+
+
+def simulator_missing(spec: TaskSpec) -> str | None:
+    """Why ``spec``'s simulator cannot be loaded (one line naming the command that installs it), or ``None``.
+    Checked without importing the simulator, so callers can fail before hours of training rather than after."""
+    if spec.simulator == "safety_gymnasium" and importlib.util.find_spec("safety_gymnasium") is None:
+        from o3srl.envs.extras import INSTALL_COMMAND
+
+        return f"{spec.task_id} needs the optional Safety-Gymnasium simulator: run `{INSTALL_COMMAND}`"
+    return None
+
+
+def _build_safety_gymnasium(gym: Any, spec: TaskSpec) -> Any:
+    reason = simulator_missing(spec)
+    if reason is not None:
+        raise EnvError(reason)
+    from o3srl.envs.extras import INSTALL_COMMAND
+
+    try:
+        importlib.import_module("safety_gymnasium")  # registers the Safety* ids with gymnasium
+    except Exception as exc:  # an unpatched install fails inside its own dataclasses (ValueError) or numpy calls
+        raise EnvError(f"safety-gymnasium is installed but cannot be imported ({type(exc).__name__}: {exc}); "
+                       f"run `{INSTALL_COMMAND}` to install the supported version and patch it") from exc
+    from gymnasium.envs.registration import load_env_creator
+
+    # The bare environment class, as DSRL instantiates it: gymnasium.make adds the time limit and checks on top.
+    env_class = load_env_creator(gym.envs.registry[spec.simulator_id].entry_point)
+    return _safety_gymnasium_wrapper(gym, env_class())
+
+
 def build_offline_env(task_id: str) -> Any:
-    """Gymnasium entry point of the ``Offline*-v0`` ids: bullet-safety-gym's ``EnvironmentBuilder`` with the
-    registry's agent, task and world (exactly DSRL's construction), built under the process's own streams and
-    wrapped so that ``reset(seed=s)`` is reproducible. ``gymnasium.make`` adds the time limit on top."""
+    """Gymnasium entry point of the registry's ids. Bullet tasks: bullet-safety-gym's ``EnvironmentBuilder`` with
+    the registry's agent, task and world (exactly DSRL's construction), built under the process's own streams and
+    wrapped so that ``reset(seed=s)`` is reproducible. Safety-Gymnasium tasks: the simulator's environment class
+    with the cost in ``info``. ``gymnasium.make`` adds the time limit on top."""
     from o3srl.envs.registry import get_task
 
     spec = get_task(task_id)
     gym = _gym()
+    if spec.simulator == "safety_gymnasium":
+        return _build_safety_gymnasium(gym, spec)
     try:
         with _process_streams():
             builder = importlib.import_module("bullet_safety_gym.envs.builder")
@@ -86,10 +136,10 @@ def build_offline_env(task_id: str) -> Any:
 
 
 def register_offline_envs() -> None:
-    """Register the ``Offline*-v0`` ids with gymnasium (idempotent).
+    """Register the registry's ids with gymnasium (idempotent), the optional Safety-Gymnasium ones included.
 
-    Registration only records an entry-point string, so it imports no simulator; pybullet is loaded by the first
-    ``gymnasium.make`` of one of these ids. ``info["cost"]`` carries the per-step cost.
+    Registration only records an entry-point string, so it imports no simulator; pybullet (or safety-gymnasium) is
+    loaded by the first ``gymnasium.make`` of one of these ids. ``info["cost"]`` carries the per-step cost.
     """
     gym = _gym()
     for spec in TASKS.values():
@@ -104,9 +154,12 @@ def register_offline_envs() -> None:
 
 
 def make_env(env_id: str, **kwargs: Any) -> Any:
-    """Make one environment: a registered ``Offline*-v0`` task, any gymnasium id, or ``module:Class``."""
+    """Make one environment: a registered task, any gymnasium id, or ``module:Class``."""
     gym = _gym()
     if env_id in TASKS:
+        reason = simulator_missing(TASKS[env_id])
+        if reason is not None:
+            raise EnvError(reason)
         register_offline_envs()
         return gym.make(env_id, **kwargs)
     elif ":" in env_id and env_id not in gym.envs.registry:
