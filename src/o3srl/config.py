@@ -33,7 +33,8 @@ class TrainConfig:
     """o3srl only. practical: EXP3 over λ-arms, M steps per round, last iterate (Algorithm 2). theory: continuous λ
     by projected OGD with FQE of every iterate, uniform mixture of iterates as output (Algorithm 1)."""
     task: str = DEFAULT_TASK
-    """Task id. For Offline*-v0 ids the environment and DSRL's reference scores come from the registry."""
+    """Task id. For the registry's ids (Offline*-v0, Offline*VelocityGymnasium-v1) the environment and DSRL's
+    reference scores come from the registry."""
     dataset: str | None = None
     """A DSRL-format .hdf5/.npz file. Default: the built-in dataset of the default task."""
     env_id: str | None = None

@@ -86,10 +86,14 @@ def _safety_gymnasium_wrapper(gym: Any, env: Any) -> Any:
     return CostInInfo(env)
 
 
+def _importable(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
 def simulator_missing(spec: TaskSpec) -> str | None:
     """Why ``spec``'s simulator cannot be loaded (one line naming the command that installs it), or ``None``.
     Checked without importing the simulator, so callers can fail before hours of training rather than after."""
-    if spec.simulator == "safety_gymnasium" and importlib.util.find_spec("safety_gymnasium") is None:
+    if spec.simulator == "safety_gymnasium" and not _importable("safety_gymnasium"):
         from o3srl.envs.extras import INSTALL_COMMAND
 
         return f"{spec.task_id} needs the optional Safety-Gymnasium simulator: run `{INSTALL_COMMAND}`"
