@@ -47,13 +47,13 @@ DEFAULT_STEPS: dict[str, int] = {
     "OfflineDroneCircle-v0": 500_000,
     "OfflineAntRun-v0": 500_000,
     "OfflineAntCircle-v0": 500_000,
-    # Safety-Gymnasium velocity tasks (optional extra): 1000-step episodes, so a member sees only a few hundred
-    # episodes in this budget; its snapshots still span poor to good running at its own speed limit.
-    "OfflineAntVelocityGymnasium-v1": 1_000_000,
-    "OfflineHalfCheetahVelocityGymnasium-v1": 1_000_000,
-    "OfflineHopperVelocityGymnasium-v1": 1_000_000,
-    "OfflineSwimmerVelocityGymnasium-v1": 1_000_000,
-    "OfflineWalker2dVelocityGymnasium-v1": 1_000_000,
+    # Safety-Gymnasium velocity tasks (optional extra). MuJoCo steps are cheap (a HopperVelocity member of 500k
+    # steps took ~1 CPU minute), but episodes last 1000 steps, so a member sees only a few hundred of them.
+    "OfflineAntVelocityGymnasium-v1": 500_000,
+    "OfflineHalfCheetahVelocityGymnasium-v1": 500_000,
+    "OfflineHopperVelocityGymnasium-v1": 500_000,
+    "OfflineSwimmerVelocityGymnasium-v1": 500_000,
+    "OfflineWalker2dVelocityGymnasium-v1": 500_000,
 }
 
 # Seconds per environment step relative to Ball (measured on PPO-Lagrangian training), used only to start the
@@ -63,6 +63,7 @@ RELATIVE_STEP_COST: dict[tuple[str, str], float] = {
     ("bullet", "RaceCar"): 3.5,
     ("bullet", "Drone"): 2.0,
     ("bullet", "Ant"): 4.0,
+    ("safety_gymnasium", "Hopper"): 0.75,
 }
 
 
@@ -268,7 +269,7 @@ def cli_train_behaviour(
     Args:
         tasks: task ids, e.g. OfflineBallRun-v0 OfflineCarRun-v0, or ``all``.
         cost_limits: the members' cost limits (default: 5, max cost / 4, max cost / 2, max cost).
-        steps: environment steps per member (default: per task, 300k–500k for Bullet, 1M for velocity tasks).
+        steps: environment steps per member (default: per task, 300k–500k).
         workers: members trained side by side, one single-threaded process each.
         seed: base training seed (member with cost limit κ uses seed + round(10 κ)).
         out: zoo root to write (default: the package's ``o3srl/assets/zoo``).
