@@ -104,17 +104,18 @@ def _build_safety_gymnasium(gym: Any, spec: TaskSpec) -> Any:
     reason = simulator_missing(spec)
     if reason is not None:
         raise EnvError(reason)
+    from gymnasium.envs.registration import load_env_creator
+
     from o3srl.envs.extras import INSTALL_COMMAND
 
     try:
         importlib.import_module("safety_gymnasium")  # registers the Safety* ids with gymnasium
+        # The bare environment class, as DSRL instantiates it: gymnasium.make adds the time limit and checks on top.
+        env_class = load_env_creator(gym.envs.registry[spec.simulator_id].entry_point)
     except Exception as exc:  # an unpatched install fails inside its own dataclasses (ValueError) or numpy calls
-        raise EnvError(f"safety-gymnasium is installed but cannot be imported ({type(exc).__name__}: {exc}); "
-                       f"run `{INSTALL_COMMAND}` to install the supported version and patch it") from exc
-    from gymnasium.envs.registration import load_env_creator
-
-    # The bare environment class, as DSRL instantiates it: gymnasium.make adds the time limit and checks on top.
-    env_class = load_env_creator(gym.envs.registry[spec.simulator_id].entry_point)
+        raise EnvError(f"safety-gymnasium is installed but {spec.simulator_id} cannot be loaded "
+                       f"({type(exc).__name__}: {exc}); run `{INSTALL_COMMAND}` to install the supported version "
+                       "and patch it") from exc
     return _safety_gymnasium_wrapper(gym, env_class())
 
 
