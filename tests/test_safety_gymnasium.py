@@ -101,6 +101,17 @@ def test_installed_package_is_patched():
     assert not unpatched, f"run `o3srl extras install safety-gymnasium`: unpatched {unpatched}"
 
 
+def test_install_command_is_idempotent(capsys):
+    from o3srl.cli import main
+    from o3srl.envs.extras import missing_requirements
+
+    if missing_requirements():
+        pytest.skip("the pinned requirements are not installed; this test must not run pip")
+    assert main(["extras", "install", "safety-gymnasium", "--no-check"]) == 0
+    out = capsys.readouterr().out
+    assert "already installed" in out and "patches already applied" in out
+
+
 def test_patches_restore_the_original_sources(tmp_path):
     import shutil
 
