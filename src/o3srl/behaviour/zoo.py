@@ -264,7 +264,7 @@ def cli_train_behaviour(
     """Retrain the behaviour-policy zoo of one or more tasks (``all`` for the 8 Bullet tasks).
 
     The Safety-Gymnasium velocity tasks (``Offline*VelocityGymnasium-v1``) need the optional simulator
-    (``o3srl extras install safety-gymnasium``) and have no committed zoo unless one was trained.
+    (``o3srl extras install safety-gymnasium``); of them, only HopperVelocity has a committed zoo.
 
     Args:
         tasks: task ids, e.g. OfflineBallRun-v0 OfflineCarRun-v0, or ``all``.
