@@ -74,7 +74,8 @@ def _velocity(robot: str, obs_dim: int, act_dim: int, min_reward: float, max_rew
                     simulator_id=f"Safety{robot}Velocity-v1")
 
 
-# DSRL's dsrl/infos.py (github.com/liuzuxin/DSRL): MIN_EPISODE_REWARD, MAX_EPISODE_REWARD, MAX_EPISODE_COST, and the trajectory count from the dataset file name in DATASET_URLS
+# DSRL's dsrl/infos.py (github.com/liuzuxin/DSRL): MIN_EPISODE_REWARD, MAX_EPISODE_REWARD, MAX_EPISODE_COST, and
+# the trajectory count from the dataset file name in DATASET_URLS
 # (Safety<Robot>VelocityGymnasium-v1-<max cost>-<trajectories>.hdf5). Shapes: safety-gymnasium 0.4.0's spaces.
 _TASKS += [
     _velocity("Ant", 27, 8, 6.1519012451171875, 2976.276611328125, 250.0, 2249),
