@@ -100,6 +100,9 @@ def test_cells_layers_and_ids(tmp_path, monkeypatch):
     assert len(ball.cells) == 8 and {c.task for c in ball.cells} == {"OfflineBallRun-v0"}
     assert [c.cell_id for c in ball.cells] == [c.cell_id for c in grid.cells if c.task == "OfflineBallRun-v0"]
     assert ball.results == grid.results and ball.runs_dir == grid.runs_dir
+    both = select_tasks(grid, ["OfflineCarRun-v0", "OfflineBallRun-v0"])
+    assert [c.task for c in both.cells] == ["OfflineCarRun-v0"] * 8 + ["OfflineBallRun-v0"] * 8
+    assert [c.cell_id for c in both.cells[8:]] == [c.cell_id for c in ball.cells]
     with pytest.raises(ConfigError, match="'OfflineAntRun-v0' are not in grid 'g'"):
         select_tasks(grid, ["OfflineAntRun-v0"])
 

@@ -403,15 +403,17 @@ def load_grid(path: str | os.PathLike[str], *, results: str | None = None, runs_
 
 
 def select_tasks(grid: Grid, tasks: Sequence[str]) -> Grid:
-    """The part of ``grid`` on the given tasks only: run a grid task by task (as their datasets become available)
-    or spread it over machines that share nothing but the results file's rows."""
+    """The part of ``grid`` on the given tasks only, run in the order the tasks are given: run a grid task by task
+    (as their datasets become available) or spread it over machines that share nothing but the results file's
+    rows. The report's layout does not change: it follows the grid file's order (``Cell.order``)."""
     known = list(dict.fromkeys(c.task for c in grid.cells))
     unknown = [t for t in tasks if t not in known]
     if unknown:
         raise ConfigError(f"task(s) {', '.join(map(repr, unknown))} are not in grid {grid.name!r} "
                           f"(its tasks: {', '.join(known)})")
-    wanted = set(tasks)
-    return dataclasses.replace(grid, cells=tuple(c for c in grid.cells if c.task in wanted))
+    rank = {t: i for i, t in enumerate(dict.fromkeys(tasks))}
+    chosen = sorted((c for c in grid.cells if c.task in rank), key=lambda c: rank[c.task])  # stable within a task
+    return dataclasses.replace(grid, cells=tuple(chosen))
 
 
 # ---------------------------------------------------------------------------------------------------- results file
@@ -908,7 +910,7 @@ def cli_bench(
         runs_dir: where the cells' run directories go (default: the grid's 'runs_dir').
         dry_run: validate the grid and list the cells with their state, without running anything.
         csv: also write RESULTS.csv next to the JSONL file.
-        tasks: run only the cells of these tasks (default: all of the grid's tasks); other rows stay as they are.
+        tasks: run only the cells of these tasks, in this order (default: all of the grid's tasks); other rows stay.
     """
     loaded = load_grid(grid, results=results, runs_dir=runs_dir)
     if tasks:
