@@ -10,6 +10,7 @@ Losses (normalised observations, actions in [−1, 1], rewards scaled by ``rewar
     y_c = c + γ (1 − terminal) mean_i Q_c,i^targ(s', π_targ(s'))
           (by default the twins' mean at the unsmoothed target action: an unbiased cost of the deterministic policy;
            ``cost_target="max"`` and ``cost_target_noise=True`` give the pessimistic variants)
+    Q_c is read through max(Q_c, 0) in y_c, in L_actor and in the cost estimate (``cost_floor``, on by default)
     L_critic = Σ_i (Q_r,i(s, a) − y_r)² + (Q_c,i(s, a) − y_c)²
     Q_λ(s, a) = Q_r,1(s, a) − λ (Q_c,1(s, a) − b / (1 − γ))
     L_actor = −α / mean|Q_λ| · mean Q_λ(s, π(s)) + mean (π(s) − a)²        (every ``policy_delay`` steps)
@@ -57,9 +58,12 @@ class TD3BCConfig:
     cost_target_noise: bool = False
     """Apply TD3's target-policy smoothing noise in the cost target too (biases the cost of a deterministic
     policy upwards near a cost boundary)."""
-    cost_floor: bool = False
+    cost_floor: bool = True
     """Read the cost critics through max(Q_c, 0) in the cost target, the actor loss and the policy's cost estimate:
-    costs are non-negative, so a negative Q_c is extrapolation error that the actor could otherwise exploit."""
+    costs are non-negative, so a negative Q_c is extrapolation error that the actor could otherwise exploit. On by
+    default: without it, 100k-step O3SRL runs on BallRun drove Q_c at the policy's actions to −89 (the dataset's
+    actions: +10), the arm feedback then read the policy as safe, and the last iterate ran unsafe (cost 70 at
+    κ = 5); see docs/algorithms/o3srl.md, "Choosing the defaults"."""
 
 
 class TD3BCState(flax.struct.PyTreeNode):
