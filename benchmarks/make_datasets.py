@@ -91,6 +91,18 @@ NOTES: dict[str, str] = {
         "lacks DSRL's rising high-cost band (800–1000 at cost 60–100) and holds a dense low-reward cluster instead. "
         "A longer zoo training for the unsafe members is the fix."
     ),
+    "OfflineAntRun-v0": (
+        "DSRL's shape at a lower height: a dense cloud from cost 0 to ≈ 85 whose frontier rises from ≈ 500 at cost "
+        "0 to ≈ 570 at cost 75 (DSRL ≈ 690 → ≈ 960). The 300k-step members never reached their cost limits above "
+        "κ = 5 (the three unsafe members are the same policy, trained with one shared seed), so the high-cost, "
+        "high-reward end is thin; longer training with distinct seeds is the fix."
+    ),
+    "OfflineAntCircle-v0": (
+        "Not DSRL-like: the 300k-step members barely learned to circle (final training rewards 5–20, DSRL's "
+        "episodes reach ≈ 460), so almost every episode has cost ≈ 0 and reward below 60, and the few costly "
+        "episodes are not more rewarding. The file is valid DSRL format but is not a meaningful benchmark yet; "
+        "the zoo needs far longer training (millions of steps per member)."
+    ),
 }
 
 
