@@ -1,0 +1,72 @@
+"""TD3+BC's cost critics read through max(Q_c, 0): hand-computed values on critics with a constant output."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from o3srl.algos.td3bc import TD3BC, TD3BCConfig
+from o3srl.data.sampler import Batch
+
+OBS, ACT, N = 3, 2, 4
+GAMMA = 0.99
+
+
+def with_cost_critic(oracle: TD3BC, bias: float, slope: float = 0.0):
+    """A state whose cost critics (and their targets) output ``bias − slope · Σ relu(last hidden layer)``: a constant
+    for slope 0, and for slope > 0 a critic that depends on the action and is below ``bias`` everywhere."""
+    state = oracle.init(jax.random.PRNGKey(0))
+    out = f"Dense_{len(oracle.config.hidden)}"
+    layers = dict(state.critic["cost"]["params"]["VmapMLP_0"])
+    layers[out] = {"kernel": jnp.full_like(layers[out]["kernel"], -slope),
+                   "bias": jnp.full_like(layers[out]["bias"], bias)}
+    cost = {"params": {"VmapMLP_0": layers}}
+    critic = {"reward": state.critic["reward"], "cost": cost}
+    return state.replace(critic=critic, critic_target=critic)
+
+
+def batch(cost: float = 1.0) -> Batch:
+    rng = np.random.default_rng(0)
+    return Batch(
+        obs=jnp.asarray(rng.normal(size=(N, OBS)), jnp.float32),
+        actions=jnp.asarray(rng.uniform(-1, 1, size=(N, ACT)), jnp.float32),
+        rewards=jnp.zeros(N, jnp.float32),
+        costs=jnp.full(N, cost, jnp.float32),
+        next_obs=jnp.asarray(rng.normal(size=(N, OBS)), jnp.float32),
+        terminals=jnp.zeros(N, jnp.float32),
+    )
+
+
+@pytest.mark.parametrize("floor", [True, False])
+def test_cost_floor_in_estimate_and_target(floor):
+    oracle = TD3BC(TD3BCConfig(hidden=(8, 8), gamma=GAMMA, cost_floor=floor), OBS, ACT)
+    state = with_cost_critic(oracle, -5.0)
+    b = batch(cost=1.0)
+
+    _, q_c = oracle.policy_values(state, b.obs)
+    np.testing.assert_allclose(q_c, 0.0 if floor else -5.0, atol=1e-6)
+
+    # y_c = c + γ [Q_c^targ]₊ = 1 (floor) or 1 − 0.99 · 5 = −3.95; Q_c(s, a) = −5 for both twins, so the cost loss is
+    # 2 · (−5 − y_c)² = 72 (floor) or 2 · 1.05² = 2.205.
+    _, metrics = oracle.critic_loss(state.critic, state, b, jax.random.PRNGKey(1))
+    np.testing.assert_allclose(metrics["loss/critic_cost"], 72.0 if floor else 2.205, rtol=1e-5)
+
+
+def test_cost_floor_gives_the_actor_no_gradient_from_a_negative_cost_critic():
+    """Where Q_c < 0 the floor removes the actor's incentive to push it lower: at λ = 2 the actor's gradient is the
+    same whether the (negative) cost critic depends on the action or not; without the floor it is not."""
+    grads = {}
+    for floor in (True, False):
+        oracle = TD3BC(TD3BCConfig(hidden=(8, 8), gamma=GAMMA, cost_floor=floor), OBS, ACT)
+        for slope in (0.0, 1.0):
+            state = with_cost_critic(oracle, -5.0, slope)
+            loss = lambda actor: oracle.actor_loss(actor, state.critic, batch(), jnp.float32(2.0), 0.01)[0]
+            grads[floor, slope] = jax.tree_util.tree_leaves(jax.grad(loss)(state.actor))
+
+    def distance(a, b):
+        return sum(float(jnp.abs(x - y).sum()) for x, y in zip(a, b))
+
+    assert distance(grads[True, 0.0], grads[True, 1.0]) == 0.0
+    assert distance(grads[False, 0.0], grads[False, 1.0]) > 1e-3
