@@ -76,6 +76,8 @@ def test_fixture_table_in_the_papers_layout():
     k10 = render_table(build_table(res.rows, 10.0), res.tasks, res.algorithms, res.labels).splitlines()
     assert k10[3].endswith("| — |")  # the failed cell has no entry
     assert k10[-1] == "| **safe on (tasks)** | 2 / 2 | 1 / 2 | 1 / 1 |"
+    assert k10[-2].startswith("| *mean over tasks* |") and k10[-2].endswith(" (1 / 2 tasks) |")
+    assert "tasks)" not in lines[-2]  # every algorithm has every task at κ = 5
 
 
 def test_report_renders_markdown_and_plots(tmp_path):

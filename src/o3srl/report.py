@@ -202,7 +202,10 @@ def render_table(table: Mapping[str, Mapping[str, Entry]], tasks: Sequence[str],
     for alg in algorithms:
         es = [table[t][alg] for t in present if alg in table[t]]
         if es:
-            means.append(f"{np.mean([e.reward_mean for e in es]):.{digits}f} / {np.mean([e.cost_mean for e in es]):.{digits}f}")
+            # A mean over fewer tasks than the table has is not comparable with the others: say over how many.
+            partial = f" ({len(es)} / {len(present)} tasks)" if len(es) < len(present) else ""
+            means.append(f"{np.mean([e.reward_mean for e in es]):.{digits}f} / "
+                         f"{np.mean([e.cost_mean for e in es]):.{digits}f}{partial}")
         else:
             means.append("—")
     lines.append("| *mean over tasks* | " + " | ".join(means) + " |")
@@ -295,6 +298,16 @@ def _grid_shape(n: int, max_cols: int = 4) -> tuple[int, int]:
     return math.ceil(n / cols), cols
 
 
+def _figure_legend(fig: Any, axes: Any) -> None:
+    """One legend for the figure from every panel's labels (a panel may lack an algorithm that another has)."""
+    entries: dict[str, Any] = {}
+    for ax in axes.flat:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            entries.setdefault(label, handle)
+    fig.legend(list(entries.values()), list(entries), loc="lower center", ncol=min(max(len(entries), 1), 4),
+               fontsize=8, frameon=False)
+
+
 def plot_tradeoff(results: Results, cost_limit: float) -> bytes:
     """Per task: normalized cost (x) vs normalized reward (y) of every algorithm, seeds and mean ± std, κ line at 1."""
     plt = _pyplot()
@@ -320,8 +333,7 @@ def plot_tradeoff(results: Results, cost_limit: float) -> bytes:
         ax.set_ylabel("normalized reward")
     for ax in list(axes.flat)[len(tasks):]:
         ax.set_visible(False)
-    handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 4), fontsize=8, frameon=False)
+    _figure_legend(fig, axes)
     fig.suptitle(f"κ = {cost_limit:g} (dashed line: the limit; right of it: unsafe)", fontsize=10)
     fig.tight_layout(rect=(0, 0.06, 1, 0.96))
     return _figure_bytes(fig)
@@ -383,8 +395,7 @@ def plot_curves(results: Results, cost_limit: float) -> bytes | None:
             ax.tick_params(labelsize=7)
             if i == len(tasks) - 1:
                 ax.set_xlabel("gradient step", fontsize=8)
-    handles, labels = axes[0, 0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(max(len(labels), 1), 4), fontsize=8, frameon=False)
+    _figure_legend(fig, axes)
     fig.tight_layout(rect=(0, 0.04, 1, 1))
     return _figure_bytes(fig)
 
