@@ -236,7 +236,7 @@ def run(cfg: TrainConfig, *, resume_dir: str | None = None) -> dict[str, Any]:
 
     from o3srl.checkpoint import CHECKPOINT_NAME, POLICY_NAME, load_checkpoint, save_checkpoint, save_policy
     from o3srl.data.sampler import compute_norm_stats, to_device
-    from o3srl.envs.make import simulator_missing
+    from o3srl.envs.make import require_simulator
     from o3srl.envs.registry import TASKS
     from o3srl.logger import METRICS_NAME, JsonlSink, Sink, TensorBoardSink
 
@@ -250,9 +250,7 @@ def run(cfg: TrainConfig, *, resume_dir: str | None = None) -> dict[str, Any]:
     problem = load_problem(cfg)
     if cfg.eval_episodes > 0 and problem.env_id in TASKS:
         # An optional simulator that is missing would only fail at the evaluation, after the whole training.
-        reason = simulator_missing(TASKS[problem.env_id])
-        if reason is not None:
-            raise O3SRLError(f"{reason} (or pass --eval-episodes 0 to train without evaluating)")
+        require_simulator(TASKS[problem.env_id], " (or pass --eval-episodes 0 to train without evaluating)")
     learner = build_learner(cfg, problem)
     stats = compute_norm_stats(problem.dataset, problem.action_low, problem.action_high, normalize_obs=cfg.normalize_obs)
 

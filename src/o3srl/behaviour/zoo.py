@@ -208,13 +208,11 @@ def train_zoo(
     contend when every core already runs a member); the longest jobs start first so the wall time is close to
     max(longest member, total work / workers).
     """
-    from o3srl.envs.make import simulator_missing
+    from o3srl.envs.make import require_simulator
 
     specs = [get_task(t) for t in tasks]
     for spec in specs:
-        reason = simulator_missing(spec)
-        if reason is not None:
-            raise O3SRLError(reason)
+        require_simulator(spec)
     root = Path(out) if out is not None else zoo_dir()
     jobs = []
     for spec in specs:

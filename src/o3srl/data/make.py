@@ -185,12 +185,10 @@ def make_dataset(
     """Collect, filter and write the dataset with its JSON sidecar; returns the file, or ``None`` when
     ``max_chunks`` (for tests and time-boxed runs) stopped the collection early, leaving the partial directory."""
     from o3srl.behaviour.zoo import load_zoo
-    from o3srl.envs.make import simulator_missing
+    from o3srl.envs.make import require_simulator
 
     spec = get_task(config.task)
-    reason = simulator_missing(spec)
-    if reason is not None:
-        raise MakeError(reason)
+    require_simulator(spec)
     episodes = config.episodes if config.episodes is not None else default_episodes(spec)
     target = config.target if config.target is not None else spec.dsrl_num_trajectories
     if episodes < 1 or config.chunk_episodes < 1 or target < 1:

@@ -100,10 +100,16 @@ def simulator_missing(spec: TaskSpec) -> str | None:
     return None
 
 
-def _build_safety_gymnasium(gym: Any, spec: TaskSpec) -> Any:
+def require_simulator(spec: TaskSpec, hint: str = "") -> None:
+    """Raise one :class:`EnvError` naming the install command when ``spec``'s simulator is missing (``hint`` is
+    appended to the message); called before long work (training, collection) that would otherwise fail late."""
     reason = simulator_missing(spec)
     if reason is not None:
-        raise EnvError(reason)
+        raise EnvError(reason + hint)
+
+
+def _build_safety_gymnasium(gym: Any, spec: TaskSpec) -> Any:
+    require_simulator(spec)
     from gymnasium.envs.registration import load_env_creator
 
     from o3srl.envs.extras import INSTALL_COMMAND
@@ -162,9 +168,7 @@ def make_env(env_id: str, **kwargs: Any) -> Any:
     """Make one environment: a registered task, any gymnasium id, or ``module:Class``."""
     gym = _gym()
     if env_id in TASKS:
-        reason = simulator_missing(TASKS[env_id])
-        if reason is not None:
-            raise EnvError(reason)
+        require_simulator(TASKS[env_id])
         register_offline_envs()
         return gym.make(env_id, **kwargs)
     elif ":" in env_id and env_id not in gym.envs.registry:
