@@ -40,6 +40,13 @@ def _table(rows: list[dict], name: str) -> list[str]:
     return out
 
 
+def _window_rows(floor: str, seed: int, metrics: Path) -> list[str]:
+    """Table rows of the logging windows at ``STEPS`` from one run's metrics file."""
+    return [f"| {floor} | {seed} | {row['step']} | {row['feedback/cost_estimate']:.2f} | {row['q/cost']:.2f} | "
+            f"{row['bandit/lambda_mean']:.2f} | {row['bandit/p/0']:.2f} | {row['bandit/p/4']:.2f} |"
+            for row in map(json.loads, metrics.read_text().splitlines()) if row["step"] in STEPS]
+
+
 def main() -> None:
     before, after = _rows(BEFORE, False), _rows(AFTER, True)
     lines = [
@@ -69,24 +76,14 @@ def main() -> None:
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in before:
-        metrics = EVIDENCE / f"ballrun_o3srl_100k_no_cost_floor_s{r['seed']}.metrics.jsonl"
-        for row in map(json.loads, metrics.read_text().splitlines()):
-            if row["step"] in STEPS:
-                lines.append(f"| off | {r['seed']} | {row['step']} | {row['feedback/cost_estimate']:.2f} | "
-                             f"{row['q/cost']:.2f} | {row['bandit/lambda_mean']:.2f} | {row['bandit/p/0']:.2f} | "
-                             f"{row['bandit/p/4']:.2f} |")
+        lines += _window_rows("off", r["seed"], EVIDENCE / f"ballrun_o3srl_100k_no_cost_floor_s{r['seed']}.metrics.jsonl")
     for r in after:
         # The run's own metrics, kept beside the evidence so that the page can be rewritten without the run directory.
         kept = EVIDENCE / f"ballrun_o3srl_100k_cost_floor_s{r['seed']}.metrics.jsonl"
         if not kept.exists() and (Path(r["run_dir"]) / "metrics.jsonl").exists():
             atomic_write_text(kept, (Path(r["run_dir"]) / "metrics.jsonl").read_text())
-        if not kept.exists():
-            continue
-        for row in map(json.loads, kept.read_text().splitlines()):
-            if row["step"] in STEPS:
-                lines.append(f"| on | {r['seed']} | {row['step']} | {row['feedback/cost_estimate']:.2f} | "
-                             f"{row['q/cost']:.2f} | {row['bandit/lambda_mean']:.2f} | {row['bandit/p/0']:.2f} | "
-                             f"{row['bandit/p/4']:.2f} |")
+        if kept.exists():
+            lines += _window_rows("on", r["seed"], kept)
     summary = []
     for name, rows in (("without the floor", before), ("with it", after)):
         safe = [r for r in rows if r["metrics"]["eval/safe"]]
