@@ -88,6 +88,9 @@ def test_report_renders_markdown_and_plots(tmp_path):
     assert "### κ = 5" in text and "### κ = 10" in text
     assert "| **safe on (tasks)** | 1 / 2 | 0 / 2 | 2 / 2 |" in text
     assert "## Aggregate statistics" in text and "IQM normalized reward" in text and "safe rate" in text
+    # the aggregate names the tasks it covers: only those where every algorithm has run
+    assert "**κ = 5** (2 tasks × 2 seeds: OfflineBallRun-v0, OfflineCarRun-v0;" in text
+    assert "**κ = 10** (1 task × 2 seeds: OfflineBallRun-v0;" in text
     assert "FloatingPointError: the critic diverged" in text
     assert "no training curves" in text and "No O3SRL run directories" in text
     for name in ("tradeoff_k5.png", "tradeoff_k10.png"):

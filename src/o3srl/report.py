@@ -264,7 +264,10 @@ def aggregate_section(results: Results, *, reps: int = 2000, seed: int = 0) -> s
             r_pt, r_ci = library.get_interval_estimates(rewards, iqm, reps=reps, random_state=state)
             c_pt, c_ci = library.get_interval_estimates(costs, iqm, reps=reps, random_state=state)
             s_pt, s_ci = library.get_interval_estimates(safe, mean, reps=reps, random_state=state)
-        out.append(f"\n**κ = {kappa:g}** ({len(tasks)} tasks × {n} seeds)\n")
+        n_tasks = f"{len(tasks)} task" + ("s" if len(tasks) != 1 else "")
+        n_seeds = f"{n} seed" + ("s" if n != 1 else "")
+        out.append(f"\n**κ = {kappa:g}** ({n_tasks} × {n_seeds}: {', '.join(tasks)}; a task enters when every "
+                   f"algorithm has run on it)\n")
         out.append("| algorithm | IQM normalized reward | IQM normalized cost | safe rate |")
         out.append("|---|---|---|---|")
         for alg in results.algorithms:
