@@ -291,9 +291,16 @@ def _zoo_time(task: str) -> str:
     directory, members = zoo
     wall = sum(m["seconds"] for m in members)
     cpu = _zoo_cpu(task)
-    steps = {json.loads((directory / f"{m['name']}.json").read_text())["config"]["total_steps"] for m in members}
-    text = (f"{len(members)} members × {'/'.join(f'{n // 1000}k' for n in sorted(steps))} steps, "
-            f"{wall:.0f} s wall summed over members")
+    steps: dict[int, list[str]] = {}
+    for m in members:
+        n = json.loads((directory / f"{m['name']}.json").read_text())["config"]["total_steps"]
+        steps.setdefault(n, []).append(f"{m['cost_limit']:g}")
+    if len(steps) == 1:
+        text = f"{len(members)} members × {next(iter(steps)) // 1000}k steps"
+    else:  # members retrained for longer than the others: say which got how many steps
+        text = f"{len(members)} members (" + "; ".join(
+            f"κ = {', '.join(ks)}: {n // 1000}k steps" for n, ks in sorted(steps.items())) + ")"
+    text += f", {wall:.0f} s wall summed over members"
     if cpu is not None:
         text += f", {cpu:.0f} s CPU"
     return text

@@ -166,6 +166,16 @@ def test_config_differences_ignore_machine_local_fields():
     assert config_differences(a, dict(a, dataset="/elsewhere")) == []
 
 
+def test_config_differences_accept_a_later_added_field_at_its_old_behaviour():
+    saved = {"steps": 100, "td3bc": {"hidden": [16, 16]}}  # written before td3bc.critic_layer_norm existed
+    now = {"steps": 100, "td3bc": {"hidden": [16, 16], "critic_layer_norm": False}}
+    assert config_differences(saved, now) == []
+    turned_on = {"steps": 100, "td3bc": {"hidden": [16, 16], "critic_layer_norm": True}}
+    assert config_differences(saved, turned_on) == ["td3bc.critic_layer_norm: None → True"]
+    # an unknown new field is a difference
+    assert config_differences(saved, {"steps": 100, "td3bc": {"hidden": [16, 16], "new": 1}}) == ["td3bc.new: None → 1"]
+
+
 # ---------------------------------------------------------------------------------------------------- results file
 def test_results_file_survives_a_torn_last_line_and_is_locked(tmp_path):
     path = tmp_path / "r.jsonl"

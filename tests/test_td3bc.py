@@ -70,3 +70,24 @@ def test_cost_floor_gives_the_actor_no_gradient_from_a_negative_cost_critic():
 
     assert distance(grads[True, 0.0], grads[True, 1.0]) == 0.0
     assert distance(grads[False, 0.0], grads[False, 1.0]) > 1e-3
+
+
+def test_critic_layer_norm_normalises_every_hidden_layer_and_trains():
+    plain = TD3BC(TD3BCConfig(hidden=(8, 8)), OBS, ACT)
+    normed = TD3BC(TD3BCConfig(hidden=(8, 8), critic_layer_norm=True), OBS, ACT)
+    p_plain = plain.init(jax.random.PRNGKey(0)).critic["reward"]["params"]["VmapMLP_0"]
+    state = normed.init(jax.random.PRNGKey(0))
+    p_normed = state.critic["reward"]["params"]["VmapMLP_0"]
+    assert sorted(p_plain) == ["Dense_0", "Dense_1", "Dense_2"]  # unchanged layout when off (old checkpoints load)
+    assert sorted(p_normed) == ["Dense_0", "Dense_1", "Dense_2", "LayerNorm_0", "LayerNorm_1"]
+    assert p_normed["LayerNorm_0"]["scale"].shape == (2, 8)  # one per twin
+    # LayerNorm bounds the last hidden layer's features (norm √width after ReLU at most), so a critic's output is
+    # bounded by its output layer: |Q| ≤ |w|·√8 + |b| wherever the input goes, unlike a plain MLP.
+    far = 1e4 * jnp.ones((1, OBS))
+    q_far = normed.critic.apply(state.critic["reward"], far, jnp.zeros((1, ACT)))
+    w = p_normed["Dense_2"]["kernel"][..., 0]
+    bound = jnp.linalg.norm(w, axis=-1) * np.sqrt(8) + jnp.abs(p_normed["Dense_2"]["bias"][..., 0])
+    assert np.all(np.abs(np.asarray(q_far[:, 0])) <= np.asarray(bound) + 1e-4)
+    new_state, metrics = normed.update(state, batch(), jnp.array(1.0), 0.1, jax.random.PRNGKey(2))
+    assert all(np.isfinite(float(v)) for v in metrics.values() if not np.isnan(float(v)))
+    assert int(new_state.step) == 1

@@ -86,6 +86,10 @@ GRID_OWNED = {"task", "cost_limit", "seed", "run_dir", "resume"}
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+=-]*$")
 # Fields that may legitimately differ between sittings (machines, checkouts) without changing what a cell computes.
 UNCOMPARED = {"run_dir", "dataset", "progress", "tensorboard"}
+# Config fields added after results were first written, with the value that reproduces what runs did before the
+# field existed: a saved config without the field matches a current one holding that value, so adding an option
+# does not orphan finished rows. (A field whose default changes behaviour must not be listed.)
+ADDED_FIELDS: dict[str, Any] = {"td3bc.critic_layer_norm": False}
 
 
 # ---------------------------------------------------------------------------------------------------- grid model
@@ -540,6 +544,8 @@ def config_differences(saved: dict[str, Any], current: dict[str, Any], prefix: s
         a, b = saved.get(key), current.get(key)
         if isinstance(a, dict) and isinstance(b, dict):
             out += config_differences(a, b, f"{prefix}{key}.")
+        elif key not in saved and f"{prefix}{key}" in ADDED_FIELDS and b == ADDED_FIELDS[f"{prefix}{key}"]:
+            continue
         elif a != b:
             out.append(f"{prefix}{key}: {a!r} → {b!r}")
     return out

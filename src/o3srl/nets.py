@@ -10,15 +10,20 @@ import jax.numpy as jnp
 
 
 class MLP(nn.Module):
-    """A ReLU multilayer perceptron with a linear output layer."""
+    """A ReLU multilayer perceptron with a linear output layer (optionally LayerNorm before each ReLU, as ReBRAC's
+    critics: it bounds the features, which keeps a critic from extrapolating without limit)."""
 
     hidden: Sequence[int]
     out_dim: int
+    layer_norm: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         for width in self.hidden:
-            x = nn.relu(nn.Dense(width)(x))
+            x = nn.Dense(width)(x)
+            if self.layer_norm:
+                x = nn.LayerNorm()(x)
+            x = nn.relu(x)
         return nn.Dense(self.out_dim)(x)
 
 
@@ -53,6 +58,7 @@ class Critics(nn.Module):
 
     hidden: Sequence[int]
     num: int = 2
+    layer_norm: bool = False
 
     @nn.compact
     def __call__(self, obs: jax.Array, act: jax.Array) -> jax.Array:
@@ -64,7 +70,7 @@ class Critics(nn.Module):
             out_axes=0,
             axis_size=self.num,
         )
-        return ensemble(self.hidden, 1)(jnp.concatenate([obs, act], axis=-1))[..., 0]
+        return ensemble(self.hidden, 1, self.layer_norm)(jnp.concatenate([obs, act], axis=-1))[..., 0]
 
 
 class ValueNet(nn.Module):

@@ -58,6 +58,8 @@ class TD3BCConfig:
     cost_target_noise: bool = False
     """Apply TD3's target-policy smoothing noise in the cost target too (biases the cost of a deterministic
     policy upwards near a cost boundary)."""
+    critic_layer_norm: bool = False
+    """LayerNorm after every hidden layer of the reward and cost critics (as in ReBRAC); off by default."""
     cost_floor: bool = True
     """Read the cost critics through max(Q_c, 0) in the cost target, the actor loss and the policy's cost estimate:
     costs are non-negative, so a negative Q_c is extrapolation error that the actor could otherwise exploit. On by
@@ -85,7 +87,7 @@ class TD3BC:
         self.config = config
         self.obs_dim, self.act_dim = obs_dim, act_dim
         self.actor = Actor(config.hidden, act_dim)
-        self.critic = Critics(config.hidden, 2)
+        self.critic = Critics(config.hidden, 2, config.critic_layer_norm)
         self.actor_tx = optax.adam(config.actor_lr)
         self.critic_tx = optax.adam(config.critic_lr)
 
