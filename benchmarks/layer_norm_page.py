@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cost_floor_page import _table  # the same per-seed table of final evaluations
 from o3srl.bench import read_rows
 from o3srl.io import atomic_write_text
 
@@ -46,16 +47,6 @@ def _metrics(row: dict) -> Path | None:
     if not kept.exists() and source.exists():
         atomic_write_text(kept, source.read_text())
     return kept if kept.exists() else None
-
-
-def _final(name: str, critics: str, rows: list[dict]) -> list[str]:
-    out = []
-    for r in rows:
-        m = r["metrics"]
-        out.append(f"| {name} | {critics} | {r['seed']} | {m['eval/reward']:.1f} | {m['eval/cost']:.1f} | "
-                   f"{m['eval/normalized_reward']:.3f} | {m['eval/normalized_cost']:.2f}"
-                   f"{'' if m['eval/safe'] else ' **unsafe**'} | {m['eval/frontier_fraction']:.3f} |")
-    return out
 
 
 def _windows(name: str, critics: str, rows: list[dict]) -> list[str]:
@@ -99,7 +90,7 @@ def main() -> None:
     ]
     for plain_alg, _, name in PAIRS:
         for ln in (False, True):
-            lines += _final(name, "LayerNorm" if ln else "plain", runs[(plain_alg, ln)])
+            lines += _table(runs[(plain_alg, ln)], f"{name} | {'LayerNorm' if ln else 'plain'}")
     lines += [
         "",
         "Critic estimates over training (`q/reward / q/cost` of `metrics.jsonl`: the mean of the twin critics at the "
