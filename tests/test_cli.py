@@ -95,3 +95,13 @@ def test_eval_command_and_load_policy(toy_file, tmp_path, capsys):
     policy = o3srl.load_policy(run_dir)
     assert policy(np.zeros(1, np.float32)).shape == (1,)
     assert main(["eval", str(tmp_path)]) == 2
+
+
+def test_train_behaviour_continue_errors(tmp_path, capsys):
+    assert main(["data", "train-behaviour", "OfflineBallRun-v0", "--continue"]) == 2
+    assert "--continue needs --steps" in capsys.readouterr().err
+    assert main(["data", "train-behaviour", "OfflineBallRun-v0", "--continue", "--steps", "4096",
+                 "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "cannot continue ppolag-k5" in err and "no such member" in err
+    assert not (tmp_path / "OfflineBallRun-v0" / "manifest.json").exists()  # nothing written

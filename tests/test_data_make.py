@@ -153,3 +153,89 @@ def test_cli_reports_unknown_task_in_one_line(capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: unknown task 'OfflineBallSprint-v0'")
     assert main(["data", "train-behaviour", "OfflineBallSprint-v0"]) == 2
+
+
+# ---------------------------------------------------------------------------------------------------- continuing
+def _copy_member(src_root, dst_root, name="ppolag-k5", strip_resume=False):
+    """Copy one member of the tiny zoo; ``strip_resume`` makes it look like a member trained before snapshots kept
+    the state needed to continue."""
+    from flax import serialization
+
+    (dst_root / TASK).mkdir(parents=True)
+    blob = (src_root / TASK / f"{name}.msgpack").read_bytes()
+    if strip_resume:
+        state = serialization.msgpack_restore(blob)
+        state = {k: {n: v for n, v in snap.items() if n != "resume"} for k, snap in state.items()}
+        blob = serialization.msgpack_serialize(state)
+    (dst_root / TASK / f"{name}.msgpack").write_bytes(blob)
+    meta = json.loads((src_root / TASK / f"{name}.json").read_text())
+    meta.pop("segments", None)
+    (dst_root / TASK / f"{name}.json").write_text(json.dumps(meta))
+
+
+def test_continuing_a_member_appends_snapshots_and_keeps_its_history(tmp_path, tiny_zoo):
+    from o3srl.behaviour.zoo import _train_member, read_member
+
+    root = tmp_path / "zoo"
+    _copy_member(tiny_zoo[0], root)
+    before = read_member(root / TASK, "ppolag-k5")
+    assert before.steps == 256 and [("resume" in s) for s in before.snapshots] == [False, True]
+    _train_member((TASK, 5.0, 256, 0, str(root), True))
+    after = read_member(root / TASK, "ppolag-k5")
+    meta = json.loads((root / TASK / "ppolag-k5.json").read_text())
+    assert [int(s["step"]) for s in after.snapshots] == [128, 256, 384, 512]
+    assert [("resume" in s) for s in after.snapshots] == [False, False, False, True]  # only the newest can continue
+    for old, kept in zip(before.snapshots, after.snapshots[:2]):
+        np.testing.assert_array_equal(old["actor"]["l0"]["w"], kept["actor"]["l0"]["w"])
+    # the second segment keeps the member's hyperparameters, with a seed of its own and no value warm-up (the
+    # snapshot carried its value heads)
+    assert [g["steps"] for g in meta["segments"]] == [256, 256] and meta["config"]["total_steps"] == 512
+    assert meta["segments"][1]["seed"] == meta["segments"][0]["seed"] + 7919
+    assert meta["config"]["num_envs"] == 2 and meta["config"]["value_warmup_iterations"] == 0
+    assert [s["step"] for s in meta["snapshots"]] == [128, 256, 384, 512]
+    write_manifest(root / TASK, TASK)
+    assert [len(m.snapshots) for m in load_zoo(TASK, root)] == [4]  # collection sees the whole learning curve
+
+
+def test_continuing_without_value_heads_warms_them_up_with_the_policy_frozen(tiny_zoo):
+    from o3srl.behaviour.ppo_lag import _start_from, init_params
+
+    start = {k: v for k, v in tiny_zoo[1][0].snapshots[-1].items() if k != "resume"}
+    cfg = PPOLagConfig(TASK, cost_limit=5.0, total_steps=256, num_envs=2, rollout_len=64, epochs=2, minibatches=2,
+                       snapshots=2, seed=3, value_warmup_iterations=1)
+    result = train_ppo_lag(cfg, start=start)
+    first, last = result.snapshots
+    # iteration 0 trained the value heads only: the actor is the one continued from, bit for bit
+    np.testing.assert_array_equal(first["actor"]["l1"]["w"], start["actor"]["l1"]["w"])
+    np.testing.assert_array_equal(first["log_std"], start["log_std"])
+    assert not np.array_equal(last["actor"]["l1"]["w"], start["actor"]["l1"]["w"])
+    # observation statistics carry over and keep updating; a snapshot from another network shape is refused
+    params, obs_rms, _, lagrange = _start_from(start, init_params(cfg, 7, 2))
+    np.testing.assert_array_equal(obs_rms.mean, start["obs_mean"])
+    assert obs_rms.count == start["step"] and lagrange.value == 0.0
+    from dataclasses import replace
+
+    from o3srl.errors import ConfigError
+    with pytest.raises(ConfigError, match="layer shapes"):
+        _start_from(start, init_params(replace(cfg, hidden=(32, 32)), 7, 2))
+
+
+def test_continue_restores_the_multiplier_and_needs_an_existing_member(tmp_path, tiny_zoo):
+    from o3srl.behaviour.ppo_lag import _start_from, init_params
+    from o3srl.behaviour.zoo import read_member, train_zoo
+
+    snap = tiny_zoo[1][0].snapshots[-1]
+    resume = dict(snap["resume"], **{"lambda": np.asarray(2.5), "lambda_integral": np.asarray(0.7)})
+    cfg = PPOLagConfig(TASK, cost_limit=5.0, total_steps=256, num_envs=2, rollout_len=64, minibatches=2)
+    params, _, ret_rms, lagrange = _start_from(dict(snap, resume=resume), init_params(cfg, 7, 2))
+    assert (lagrange.value, lagrange.integral) == (2.5, 0.7)
+    np.testing.assert_array_equal(params["value_c"]["l2"]["w"], snap["resume"]["value_c"]["l2"]["w"])
+    assert float(ret_rms["r"].var) == float(snap["resume"]["ret_var_r"])
+    with pytest.raises(ZooError, match="no such member"):
+        train_zoo([TASK], cost_limits=[5.0], steps=256, out=tmp_path, continue_training=True)
+    root = tmp_path / "old"
+    _copy_member(tiny_zoo[0], root, strip_resume=True)
+    meta = json.loads((root / TASK / "ppolag-k5.json").read_text())
+    (root / TASK / "ppolag-k5.json").write_text(json.dumps(dict(meta, snapshots=meta["snapshots"][:1])))
+    with pytest.raises(ZooError, match="half-written"):
+        read_member(root / TASK, "ppolag-k5")

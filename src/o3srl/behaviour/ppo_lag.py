@@ -66,6 +66,9 @@ class PPOLagConfig:
     snapshots: int = 6
     """Snapshots kept, evenly spaced over training (the last one is the final policy)."""
     seed: int = 0
+    value_warmup_iterations: int = 0
+    """Iterations at the start in which only the value heads learn (the policy is frozen): used when a run continues
+    from a snapshot that carries no value heads, so that fresh value heads do not feed the policy noise."""
 
     def __post_init__(self) -> None:
         if self.total_steps < self.num_envs * self.rollout_len:
@@ -79,6 +82,8 @@ class PPOLagConfig:
             raise ConfigError(f"lagrangian must be 'pid' or 'gradient', got {self.lagrangian!r}")
         if self.cost_limit < 0 or self.snapshots < 1:
             raise ConfigError("cost_limit must be ≥ 0 and snapshots ≥ 1")
+        if not 0 <= self.value_warmup_iterations < self.iterations:
+            raise ConfigError(f"value_warmup_iterations must be in [0, {self.iterations}) (the run's iterations)")
 
     @property
     def iterations(self) -> int:
@@ -200,7 +205,7 @@ def make_update(config: PPOLagConfig) -> tuple[Any, Callable[..., tuple[Params, 
 
     optimiser = optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optax.adam(config.lr, eps=1e-5))
 
-    def loss_fn(params: Params, mb: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    def loss_fn(params: Params, mb: dict[str, Any], policy_coef: Any) -> tuple[Any, dict[str, Any]]:
         mean = mlp_apply(params["actor"], mb["obs"], jnp)
         logp = gaussian_logp(mean, params["log_std"], mb["actions"], jnp)
         ratio = jnp.exp(logp - mb["logp"])
@@ -215,9 +220,11 @@ def make_update(config: PPOLagConfig) -> tuple[Any, Callable[..., tuple[Params, 
             "policy/approx_kl": jnp.mean(mb["logp"] - logp),
             "policy/clip_fraction": jnp.mean(jnp.abs(ratio - 1.0) > config.clip_ratio),
         }
-        return policy_loss + config.value_coef * value_loss, metrics
+        return policy_coef * policy_loss + config.value_coef * value_loss, metrics
 
-    def update(params: Params, opt_state: Any, batch: dict[str, Any], key: Any) -> tuple[Params, Any, dict[str, Any]]:
+    def update(params: Params, opt_state: Any, batch: dict[str, Any], key: Any,
+               policy_coef: Any = 1.0) -> tuple[Params, Any, dict[str, Any]]:
+        """``policy_coef`` 0 trains the value heads only (the actor's gradient is zero, so Adam leaves it as is)."""
         n = batch["obs"].shape[0]
         size = n // config.minibatches
 
@@ -227,7 +234,7 @@ def make_update(config: PPOLagConfig) -> tuple[Any, Callable[..., tuple[Params, 
             def step(carry: tuple[Params, Any], idx: Any) -> tuple[tuple[Params, Any], dict[str, Any]]:
                 p, s = carry
                 mb = jax.tree_util.tree_map(lambda x: x[idx], batch)
-                (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(p, mb)
+                (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(p, mb, policy_coef)
                 updates, s = optimiser.update(grads, s, p)
                 return (optax.apply_updates(p, updates), s), metrics
 
@@ -252,9 +259,14 @@ class TrainResult:
     """Process CPU time: the machine-independent cost of the run on a shared machine."""
 
 
-def _snapshot(params: Params, obs_rms: RunningMoments, step: int, row: dict[str, float]) -> dict[str, Any]:
-    return {
-        "actor": {k: {n: np.asarray(a, np.float32) for n, a in v.items()} for k, v in params["actor"].items()},
+def _layers(layers: Params) -> Params:
+    return {k: {n: np.asarray(a, np.float32) for n, a in v.items()} for k, v in layers.items()}
+
+
+def _snapshot(params: Params, obs_rms: RunningMoments, step: int, row: dict[str, float],
+              resume: dict[str, Any] | None = None) -> dict[str, Any]:
+    snap = {
+        "actor": _layers(params["actor"]),
         "log_std": np.asarray(params["log_std"], np.float32),
         "obs_mean": obs_rms.mean.astype(np.float32),
         "obs_var": obs_rms.var.astype(np.float32),
@@ -263,14 +275,68 @@ def _snapshot(params: Params, obs_rms: RunningMoments, step: int, row: dict[str,
         "episode_cost": row.get("rollout/episode_cost", float("nan")),
         "lambda": row.get("lagrange/lambda", 0.0),
     }
+    if resume is not None:
+        snap["resume"] = resume
+    return snap
+
+
+def _resume_state(params: Params, obs_rms: RunningMoments, ret_rms: dict[str, RunningMoments],
+                  lagrange: LagrangeState) -> dict[str, Any]:
+    """What a later run needs to continue this one (kept in the final snapshot only): the value heads and the
+    running statistics and multiplier, besides the actor the snapshot already holds."""
+    return {
+        "value_r": _layers(params["value_r"]),
+        "value_c": _layers(params["value_c"]),
+        "obs_count": np.asarray(float(obs_rms.count), np.float64),
+        "ret_var_r": np.asarray(float(ret_rms["r"].var), np.float64),
+        "ret_var_c": np.asarray(float(ret_rms["c"].var), np.float64),
+        "ret_count": np.asarray(float(ret_rms["r"].count), np.float64),
+        "lambda": np.asarray(float(lagrange.value), np.float64),
+        "lambda_integral": np.asarray(float(lagrange.integral), np.float64),
+    }
+
+
+def _start_from(snapshot: dict[str, Any], params: Params) -> tuple[Params, RunningMoments, dict[str, RunningMoments],
+                                                                 LagrangeState]:
+    """Initial state of a run that continues from ``snapshot`` (a member's last one); value heads, return statistics
+    and the multiplier come from its ``resume`` entry when present, and start fresh otherwise."""
+    def layers(src: Params, like: Params, what: str) -> Params:
+        shapes = {k: {n: np.shape(a) for n, a in v.items()} for k, v in src.items()}
+        want = {k: {n: np.shape(a) for n, a in v.items()} for k, v in like.items()}
+        if shapes != want:
+            raise ConfigError(f"cannot continue from this snapshot: its {what} has layer shapes {shapes}, this run's "
+                              f"{want} (different task or hidden sizes)")
+        return {k: {n: np.asarray(a, np.float32) for n, a in v.items()} for k, v in src.items()}
+
+    params = dict(params, actor=layers(snapshot["actor"], params["actor"], "actor"),
+                  log_std=np.asarray(snapshot["log_std"], np.float32).reshape(np.shape(params["log_std"])))
+    resume = snapshot.get("resume")
+    seen = float(snapshot.get("step", 1e4))
+    obs_rms = RunningMoments(np.asarray(snapshot["obs_mean"], np.float64), np.asarray(snapshot["obs_var"], np.float64),
+                             float(resume["obs_count"]) if resume else seen)
+    ret_rms = {"r": RunningMoments.zeros(()), "c": RunningMoments.zeros(())}
+    lagrange = LagrangeState()
+    if resume:
+        params["value_r"] = layers(resume["value_r"], params["value_r"], "reward value head")
+        params["value_c"] = layers(resume["value_c"], params["value_c"], "cost value head")
+        for k in ("r", "c"):
+            ret_rms[k] = RunningMoments(np.zeros(()), np.asarray(float(resume[f"ret_var_{k}"])),
+                                        float(resume["ret_count"]))
+        # The multiplier carries over (the same member continuing at the same κ); the PID derivative restarts.
+        lagrange = LagrangeState(float(resume["lambda"]), float(resume["lambda_integral"]), None)
+    return params, obs_rms, ret_rms, lagrange
 
 
 def train_ppo_lag(
     config: PPOLagConfig,
     env_factory: Callable[[], Any] | None = None,
     log: Callable[[dict[str, float]], None] | None = None,
+    start: dict[str, Any] | None = None,
 ) -> TrainResult:
-    """Train one PPO-Lagrangian agent online and return its snapshots. ``env_factory`` defaults to the task."""
+    """Train one PPO-Lagrangian agent online and return its snapshots. ``env_factory`` defaults to the task.
+
+    ``start``: a snapshot to continue from (a member's last one) instead of a fresh initialisation.
+    """
     import jax
     import jax.numpy as jnp
 
@@ -292,14 +358,22 @@ def train_ppo_lag(
     opt_state = optimiser.init(jparams)
     obs_rms = RunningMoments.zeros((obs_dim,))
     ret_rms = {"r": RunningMoments.zeros(()), "c": RunningMoments.zeros(())}
-    disc_ret = {"r": np.zeros(config.num_envs), "c": np.zeros(config.num_envs)}
     lagrange = LagrangeState()
+    if start is not None:
+        params, obs_rms, ret_rms, lagrange = _start_from(start, params)
+        if obs_rms.mean.shape != (obs_dim,):
+            raise ConfigError(f"cannot continue from this snapshot: it normalises {obs_rms.mean.shape[0]} observation "
+                              f"dimensions, the task has {obs_dim}")
+        jparams = jax.tree_util.tree_map(jnp.asarray, params)
+        opt_state = optimiser.init(jparams)
+    disc_ret = {"r": np.zeros(config.num_envs), "c": np.zeros(config.num_envs)}
     seeds = rng.integers(0, 2**31 - 1, size=config.num_envs)
     obs = np.stack([np.asarray(e.reset(seed=int(s))[0], np.float64).reshape(-1) for e, s in zip(envs, seeds)])
     ep_reward = np.zeros(config.num_envs)
     ep_cost = np.zeros(config.num_envs)
     result = TrainResult(config)
-    snapshot_at = set(np.linspace(0, config.iterations - 1, config.snapshots).round().astype(int).tolist())
+    # Evenly spaced, the last iteration always among them (linspace from the end, so that one snapshot is the last).
+    snapshot_at = set(np.linspace(config.iterations - 1, 0, config.snapshots).round().astype(int).tolist())
     E, T = config.num_envs, config.rollout_len
     try:
         for it in range(config.iterations):
@@ -360,7 +434,8 @@ def train_ppo_lag(
                      "ret_r": ret_r, "ret_c": ret_c}
             batch = {k: jnp.asarray(v.reshape((T * E,) + v.shape[2:]), jnp.float32) for k, v in batch.items()}
             key, sub = jax.random.split(key)
-            jparams, opt_state, metrics = update(jparams, opt_state, batch, sub)
+            policy_coef = 0.0 if it < config.value_warmup_iterations else 1.0
+            jparams, opt_state, metrics = update(jparams, opt_state, batch, sub, jnp.float32(policy_coef))
             params = jax.tree_util.tree_map(np.asarray, jparams)
             row = {k: float(v) for k, v in metrics.items()}
             row.update({
@@ -377,7 +452,9 @@ def train_ppo_lag(
             if log is not None:
                 log(row)
             if it in snapshot_at:
-                result.snapshots.append(_snapshot(params, obs_rms, (it + 1) * T * E, row))
+                last = it == config.iterations - 1
+                resume = _resume_state(params, obs_rms, ret_rms, lagrange) if last else None
+                result.snapshots.append(_snapshot(params, obs_rms, (it + 1) * T * E, row, resume))
     finally:
         for env in envs:
             env.close()

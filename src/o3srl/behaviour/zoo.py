@@ -15,9 +15,10 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Annotated, Any, Sequence
 
 import numpy as np
+import tyro
 
 from o3srl.envs.registry import BULLET_TASKS, TaskSpec, get_task
 from o3srl.errors import O3SRLError
@@ -93,8 +94,13 @@ def _to_state_dict(snapshots: Sequence[dict[str, Any]]) -> dict[str, Any]:
             for i, s in enumerate(snapshots)}
 
 
-def save_member(directory: Path, result: Any) -> Path:
-    """Write one trained member (``TrainResult``) as ``<member>.msgpack`` + ``<member>.json`` (atomic)."""
+def save_member(directory: Path, result: Any, previous: "PreviousMember | None" = None) -> Path:
+    """Write one trained member (``TrainResult``) as ``<member>.msgpack`` + ``<member>.json`` (atomic).
+
+    With ``previous`` (the member this run continued), the new snapshots are appended to the previous ones, their
+    steps counted on from the previous run's last, so the member keeps its whole learning curve; its json lists
+    the runs (``segments``) that made it. Only the newest snapshot keeps the state needed to continue again.
+    """
     from flax import serialization
 
     from o3srl.behaviour.ppo_lag import config_dict
@@ -102,8 +108,14 @@ def save_member(directory: Path, result: Any) -> Path:
     cfg = result.config
     directory.mkdir(parents=True, exist_ok=True)
     name = member_name(cfg.cost_limit)
-    blob = serialization.msgpack_serialize(_to_state_dict(result.snapshots))
-    atomic_write_bytes(directory / f"{name}.msgpack", blob)
+    offset = previous.steps if previous is not None else 0
+    new = [dict(s, step=int(s["step"]) + offset) for s in result.snapshots]
+    old = [{k: v for k, v in s.items() if k != "resume"} for s in previous.snapshots] if previous is not None else []
+    snapshots = old + new
+    blob = serialization.msgpack_serialize(_to_state_dict(snapshots))
+    segment = {"steps": cfg.total_steps, "seed": cfg.seed, "seconds": round(result.seconds, 1),
+               "cpu_seconds": round(result.cpu_seconds, 1), "snapshots": len(new)}
+    segments = (previous.segments if previous is not None else []) + [segment]
     tail = [r for r in result.history[-5:] if "rollout/episode_reward" in r]
     meta = {
         "zoo_version": ZOO_VERSION,
@@ -111,19 +123,56 @@ def save_member(directory: Path, result: Any) -> Path:
         "name": name,
         "algorithm": "ppo-lagrangian",
         "cost_limit": cfg.cost_limit,
-        "config": config_dict(cfg),
-        "seconds": round(result.seconds, 1),
-        "cpu_seconds": round(result.cpu_seconds, 1),
+        "config": config_dict(cfg) | {"total_steps": sum(g["steps"] for g in segments)},
+        "segments": segments,
+        "seconds": round(sum(g["seconds"] for g in segments), 1),
+        "cpu_seconds": _sum_or_none([g.get("cpu_seconds") for g in segments]),
         "snapshots": [
             {"step": int(s["step"]), "episode_reward": _num(s["episode_reward"]), "episode_cost": _num(s["episode_cost"]),
              "lambda": _num(s["lambda"])}
-            for s in result.snapshots
+            for s in snapshots
         ],
         "final_episode_reward": _num(np.mean([r["rollout/episode_reward"] for r in tail])) if tail else None,
         "final_episode_cost": _num(np.mean([r["rollout/episode_cost"] for r in tail])) if tail else None,
     }
+    # Snapshots first, then the json that describes them: a write interrupted between the two leaves a member whose
+    # snapshot count disagrees with its json, which read_member refuses to continue.
+    atomic_write_bytes(directory / f"{name}.msgpack", blob)
     atomic_write_text(directory / f"{name}.json", json.dumps(meta, indent=2) + "\n")
     return directory / f"{name}.msgpack"
+
+
+def _sum_or_none(values: Sequence[float | None]) -> float | None:
+    return None if any(v is None for v in values) else round(float(sum(values)), 1)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class PreviousMember:
+    """A trained member that a new run continues: its snapshots, steps so far and the runs that made it."""
+
+    snapshots: tuple[dict[str, Any], ...]
+    steps: int
+    segments: list[dict[str, Any]]
+    config: dict[str, Any]
+
+
+def read_member(directory: Path, name: str) -> PreviousMember:
+    """Read member ``name`` of a task's zoo directory, to continue it."""
+    from flax import serialization
+
+    meta_path, blob_path = directory / f"{name}.json", directory / f"{name}.msgpack"
+    if not meta_path.exists() or not blob_path.exists():
+        raise ZooError(f"cannot continue {name}: {directory} has no such member (train it first, without --continue)")
+    meta = json.loads(meta_path.read_text())
+    state = serialization.msgpack_restore(blob_path.read_bytes())
+    snapshots = tuple(state[str(i)] for i in range(len(state)))
+    if len(snapshots) != len(meta["snapshots"]):
+        raise ZooError(f"{blob_path} holds {len(snapshots)} snapshots but {meta_path} describes "
+                       f"{len(meta['snapshots'])}: the member is half-written; restore it or retrain it")
+    cfg = meta["config"]
+    segments = meta.get("segments") or [{"steps": cfg["total_steps"], "seed": cfg["seed"], "seconds": meta["seconds"],
+                                         "cpu_seconds": meta.get("cpu_seconds"), "snapshots": len(snapshots)}]
+    return PreviousMember(snapshots, int(snapshots[-1]["step"]), segments, cfg)
 
 
 def _num(x: Any) -> float | None:
@@ -168,24 +217,51 @@ def load_zoo(task_id: str, directory: str | os.PathLike[str] | None = None) -> l
 
 
 # ---------------------------------------------------------------------------------------------------- training
-def _train_member(job: tuple[str, float, int, int, str]) -> dict[str, Any]:
-    """Train and save one member (runs in a worker process, single-threaded)."""
+# Iterations of value-only training when a member continues from snapshots without value heads (members trained
+# before snapshots kept them): 10 × 2000 steps let the fresh value heads fit before the policy moves again.
+VALUE_WARMUP_ITERATIONS = 10
+
+
+def _continued_config(previous: PreviousMember, steps: int) -> Any:
+    """The config of a run continuing ``previous``: its hyperparameters, ``steps`` more steps, a fresh seed."""
+    from o3srl.behaviour.ppo_lag import PPOLagConfig
+
+    fields = {k: (tuple(v) if isinstance(v, list) else v) for k, v in previous.config.items()
+              if k in PPOLagConfig.__dataclass_fields__}
+    # A new seed per segment: the same seed would replay the environments' reset seeds of the first run.
+    fields.update(total_steps=steps, seed=int(previous.segments[0]["seed"]) + 7919 * len(previous.segments),
+                  value_warmup_iterations=0)
+    config = PPOLagConfig(**fields)
+    if "resume" not in previous.snapshots[-1]:
+        from dataclasses import replace
+
+        config = replace(config, value_warmup_iterations=min(VALUE_WARMUP_ITERATIONS, config.iterations // 2))
+    return config
+
+
+def _train_member(job: tuple[str, float, int, int, str, bool]) -> dict[str, Any]:
+    """Train (or continue) and save one member (runs in a worker process, single-threaded)."""
     from o3srl.behaviour.ppo_lag import PPOLagConfig, train_ppo_lag
 
-    task_id, cost_limit, steps, seed, out = job
-    config = PPOLagConfig(task_id, cost_limit=cost_limit, total_steps=steps, seed=seed)
+    task_id, cost_limit, steps, seed, out, cont = job
+    previous = read_member(Path(out) / task_id, member_name(cost_limit)) if cont else None
+    if previous is not None:
+        config = _continued_config(previous, steps)
+    else:
+        config = PPOLagConfig(task_id, cost_limit=cost_limit, total_steps=steps, seed=seed)
     every = max(1, config.iterations // 10)
+    offset = previous.steps if previous is not None else 0
 
     def log(row: dict[str, float]) -> None:
         # A line every tenth of the run, so a background log shows the learning curve of each member.
         if int(row["step"]) // (config.num_envs * config.rollout_len) % every == 0:
-            print(f"  {task_id} {member_name(cost_limit)} step {int(row['step'])}: "
+            print(f"  {task_id} {member_name(cost_limit)} step {int(row['step']) + offset}: "
                   f"reward {row.get('rollout/episode_reward', float('nan')):.1f} "
                   f"cost {row.get('rollout/episode_cost', float('nan')):.1f} λ {row['lagrange/lambda']:.2f} "
                   f"({row['time/seconds']:.0f}s)", flush=True)
 
-    result = train_ppo_lag(config, log=log)
-    save_member(Path(out) / task_id, result)
+    result = train_ppo_lag(config, log=log, start=previous.snapshots[-1] if previous is not None else None)
+    save_member(Path(out) / task_id, result, previous)
     tail = [r for r in result.history[-5:] if "rollout/episode_reward" in r]
     return {"task": task_id, "member": member_name(cost_limit), "seconds": round(result.seconds, 1),
             "cpu_seconds": round(result.cpu_seconds, 1),
@@ -201,8 +277,12 @@ def train_zoo(
     workers: int = 1,
     seed: int = 0,
     out: str | os.PathLike[str] | None = None,
+    continue_training: bool = False,
 ) -> list[dict[str, Any]]:
     """Train every member of every task in ``tasks`` and write the zoo (members + manifests) under ``out``.
+
+    ``continue_training``: each member continues from its current state in ``out`` for ``steps`` more steps (with
+    the hyperparameters it was trained with) instead of starting afresh; its new snapshots join the old ones.
 
     Members run in ``workers`` spawned processes, each pinned to one XLA thread (several threads per process only
     contend when every core already runs a member); the longest jobs start first so the wall time is close to
@@ -220,7 +300,11 @@ def train_zoo(
         n = steps if steps is not None else DEFAULT_STEPS[spec.task_id]
         # Each member gets its own seed: with one shared seed, members whose cost stays under both limits (λ = 0)
         # would play identical runs until their multipliers diverge.
-        jobs += [(spec.task_id, float(k), int(n), seed + int(round(10 * k)), str(root)) for k in limits]
+        if continue_training:  # fail before any training starts, not in a worker after an hour
+            for k in limits:
+                read_member(root / spec.task_id, member_name(float(k)))
+        jobs += [(spec.task_id, float(k), int(n), seed + int(round(10 * k)), str(root), continue_training)
+                 for k in limits]
     jobs.sort(key=lambda j: -j[2] * _step_cost(get_task(j[0])))
     t0 = time.time()
     results: list[dict[str, Any]] = []
@@ -258,8 +342,12 @@ def cli_train_behaviour(
     workers: int = 1,
     seed: int = 0,
     out: str | None = None,
+    continue_: Annotated[bool, tyro.conf.arg(name="continue")] = False,
 ) -> int:
     """Retrain the behaviour-policy zoo of one or more tasks (``all`` for the 8 Bullet tasks).
+
+    Long training can be split over several sittings: ``--continue --steps N`` trains each member N more steps from
+    where it stopped (its value heads, statistics and multiplier included) and appends the new snapshots to it.
 
     The Safety-Gymnasium velocity tasks (``Offline*VelocityGymnasium-v1``) need the optional simulator
     (``o3srl extras install safety-gymnasium``); of them, only HopperVelocity has a committed zoo.
@@ -271,15 +359,19 @@ def cli_train_behaviour(
         workers: members trained side by side, one single-threaded process each.
         seed: base training seed (member with cost limit κ uses seed + round(10 κ)).
         out: zoo root to write (default: the package's ``o3srl/assets/zoo``).
+        continue_: continue the members already in the zoo root for ``--steps`` more steps instead of retraining.
     """
     names = list(BULLET_TASKS) if list(tasks) == ["all"] else list(tasks)
     if not names:
         raise O3SRLError("name at least one task (or `all`)")
     t0 = time.time()
-    train_zoo(names, cost_limits=cost_limits or None, steps=steps, workers=workers, seed=seed, out=out)
+    if continue_ and steps is None:
+        raise O3SRLError("--continue needs --steps: how many more steps each member trains")
+    train_zoo(names, cost_limits=cost_limits or None, steps=steps, workers=workers, seed=seed, out=out,
+              continue_training=continue_)
     print(f"zoo written under {Path(out) if out else zoo_dir()} in {time.time() - t0:.0f}s", flush=True)
     return 0
 
 
-__all__ = ["DEFAULT_STEPS", "Member", "ZooError", "cli_train_behaviour", "default_cost_limits", "load_zoo",
-           "member_name", "save_member", "train_zoo", "write_manifest", "zoo_dir"]
+__all__ = ["DEFAULT_STEPS", "Member", "PreviousMember", "ZooError", "cli_train_behaviour", "default_cost_limits", "load_zoo",
+           "member_name", "read_member", "save_member", "train_zoo", "write_manifest", "zoo_dir"]
