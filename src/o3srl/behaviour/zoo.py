@@ -239,11 +239,15 @@ def _continued_config(previous: PreviousMember, steps: int) -> Any:
     return config
 
 
-def _train_member(job: tuple[str, float, int, int, str, bool]) -> dict[str, Any]:
-    """Train (or continue) and save one member (runs in a worker process, single-threaded)."""
+def _train_member(job: tuple[Any, ...]) -> dict[str, Any]:
+    """Train (or continue) and save one member (runs in a worker process, single-threaded).
+
+    ``job`` = (task, cost limit, steps, seed, zoo root[, continue]).
+    """
     from o3srl.behaviour.ppo_lag import PPOLagConfig, train_ppo_lag
 
-    task_id, cost_limit, steps, seed, out, cont = job
+    task_id, cost_limit, steps, seed, out, *rest = job
+    cont = bool(rest[0]) if rest else False
     previous = read_member(Path(out) / task_id, member_name(cost_limit)) if cont else None
     if previous is not None:
         config = _continued_config(previous, steps)
