@@ -105,3 +105,6 @@ def test_train_behaviour_continue_errors(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "cannot continue ppolag-k5" in err and "no such member" in err
     assert not (tmp_path / "OfflineBallRun-v0" / "manifest.json").exists()  # nothing written
+    assert main(["data", "train-behaviour", "OfflineBallRun-v0", "--continue", "--steps", "4096",
+                 "--init-from", "ppolag-k5"]) == 2
+    assert "exclude each other" in capsys.readouterr().err

@@ -14,6 +14,7 @@ from o3srl.data import OfflineDataset
 from o3srl.data.generate import grid_cells, grid_filter, per_cell_for_target
 from o3srl.data.make import MakeConfig, MakeError, make_dataset
 from o3srl.envs import UnknownTaskError
+from o3srl.errors import O3SRLError
 
 TASK = "OfflineBallRun-v0"
 
@@ -239,3 +240,26 @@ def test_continue_restores_the_multiplier_and_needs_an_existing_member(tmp_path,
     (root / TASK / "ppolag-k5.json").write_text(json.dumps(dict(meta, snapshots=meta["snapshots"][:1])))
     with pytest.raises(ZooError, match="half-written"):
         read_member(root / TASK, "ppolag-k5")
+
+
+def test_init_from_starts_new_members_from_another_one(tmp_path, tiny_zoo):
+    from o3srl.behaviour.zoo import read_member, train_zoo
+
+    root = tmp_path / "zoo"
+    _copy_member(tiny_zoo[0], root, strip_resume=True)  # without value heads: one value-only iteration first
+    source = read_member(root / TASK, "ppolag-k5")
+    train_zoo([TASK], cost_limits=[40.0], steps=256, seed=1, out=root, init_from="ppolag-k5")
+    new = read_member(root / TASK, "ppolag-k40")
+    meta = json.loads((root / TASK / "ppolag-k40.json").read_text())
+    assert meta["initialised_from"] == {"member": "ppolag-k5", "steps": 256}
+    assert meta["cost_limit"] == 40.0 and meta["config"]["cost_limit"] == 40.0 and meta["config"]["seed"] == 401
+    assert meta["config"]["num_envs"] == 2 and meta["config"]["value_warmup_iterations"] == 1  # the source's settings
+    # its own snapshots only (the source's stay in the source), the first still the source's policy (warm-up)
+    assert [int(s["step"]) for s in new.snapshots] == [128, 256]
+    np.testing.assert_array_equal(new.snapshots[0]["actor"]["l0"]["w"], source.snapshots[-1]["actor"]["l0"]["w"])
+    assert "resume" in new.snapshots[-1]
+    assert [m.name for m in load_zoo(TASK, root)] == ["ppolag-k5", "ppolag-k40"]
+    with pytest.raises(O3SRLError, match="use --continue"):
+        train_zoo([TASK], cost_limits=[5.0], steps=256, out=root, init_from="ppolag-k5")
+    with pytest.raises(ZooError, match="no such member"):
+        train_zoo([TASK], cost_limits=[20.0], steps=256, out=root, init_from="ppolag-k7")

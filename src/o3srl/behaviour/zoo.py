@@ -94,12 +94,14 @@ def _to_state_dict(snapshots: Sequence[dict[str, Any]]) -> dict[str, Any]:
             for i, s in enumerate(snapshots)}
 
 
-def save_member(directory: Path, result: Any, previous: "PreviousMember | None" = None) -> Path:
+def save_member(directory: Path, result: Any, previous: "PreviousMember | None" = None,
+                origin: dict[str, Any] | None = None) -> Path:
     """Write one trained member (``TrainResult``) as ``<member>.msgpack`` + ``<member>.json`` (atomic).
 
     With ``previous`` (the member this run continued), the new snapshots are appended to the previous ones, their
     steps counted on from the previous run's last, so the member keeps its whole learning curve; its json lists
     the runs (``segments``) that made it. Only the newest snapshot keeps the state needed to continue again.
+    ``origin``: the member this one started from (``--init-from``), recorded in its json.
     """
     from flax import serialization
 
@@ -125,6 +127,7 @@ def save_member(directory: Path, result: Any, previous: "PreviousMember | None" 
         "cost_limit": cfg.cost_limit,
         "config": config_dict(cfg) | {"total_steps": sum(g["steps"] for g in segments)},
         "segments": segments,
+        **({"initialised_from": origin} if origin else {}),
         "seconds": round(sum(g["seconds"] for g in segments), 1),
         "cpu_seconds": _sum_or_none([g.get("cpu_seconds") for g in segments]),
         "snapshots": [
@@ -222,8 +225,9 @@ def load_zoo(task_id: str, directory: str | os.PathLike[str] | None = None) -> l
 VALUE_WARMUP_ITERATIONS = 10
 
 
-def _continued_config(previous: PreviousMember, steps: int) -> Any:
-    """The config of a run continuing ``previous``: its hyperparameters, ``steps`` more steps, a fresh seed."""
+def _continued_config(previous: PreviousMember, steps: int, **changes: Any) -> Any:
+    """The config of a run continuing ``previous``: its hyperparameters, ``steps`` more steps, a fresh seed
+    (``changes`` override fields, e.g. the cost limit of a member started from another)."""
     from o3srl.behaviour.ppo_lag import PPOLagConfig
 
     fields = {k: (tuple(v) if isinstance(v, list) else v) for k, v in previous.config.items()
@@ -231,6 +235,7 @@ def _continued_config(previous: PreviousMember, steps: int) -> Any:
     # A new seed per segment: the same seed would replay the environments' reset seeds of the first run.
     fields.update(total_steps=steps, seed=int(previous.segments[0]["seed"]) + 7919 * len(previous.segments),
                   value_warmup_iterations=0)
+    fields.update(changes)
     config = PPOLagConfig(**fields)
     if "resume" not in previous.snapshots[-1]:
         from dataclasses import replace
@@ -242,15 +247,29 @@ def _continued_config(previous: PreviousMember, steps: int) -> Any:
 def _train_member(job: tuple[Any, ...]) -> dict[str, Any]:
     """Train (or continue) and save one member (runs in a worker process, single-threaded).
 
-    ``job`` = (task, cost limit, steps, seed, zoo root[, continue]).
+    ``job`` = (task, cost limit, steps, seed, zoo root[, continue[, init-from member]]).
     """
     from o3srl.behaviour.ppo_lag import PPOLagConfig, train_ppo_lag
 
     task_id, cost_limit, steps, seed, out, *rest = job
     cont = bool(rest[0]) if rest else False
-    previous = read_member(Path(out) / task_id, member_name(cost_limit)) if cont else None
+    init_from = rest[1] if len(rest) > 1 else None
+    directory = Path(out) / task_id
+    previous = read_member(directory, member_name(cost_limit)) if cont else None
+    start, origin = None, None
     if previous is not None:
         config = _continued_config(previous, steps)
+        start = previous.snapshots[-1]
+    elif init_from is not None:
+        # Start from another member, as DSRL swept the cost limit of one run: its policy, value heads and statistics,
+        # this member's own κ and seed, and the multiplier back at 0 for the new limit to set.
+        source = read_member(directory, init_from)
+        config = _continued_config(source, steps, cost_limit=cost_limit, seed=seed)
+        start = source.snapshots[-1]
+        if "resume" in start:
+            start = dict(start, resume=dict(start["resume"], **{"lambda": np.asarray(0.0),
+                                                                 "lambda_integral": np.asarray(0.0)}))
+        origin = {"member": init_from, "steps": source.steps}
     else:
         config = PPOLagConfig(task_id, cost_limit=cost_limit, total_steps=steps, seed=seed)
     every = max(1, config.iterations // 10)
@@ -264,8 +283,8 @@ def _train_member(job: tuple[Any, ...]) -> dict[str, Any]:
                   f"cost {row.get('rollout/episode_cost', float('nan')):.1f} λ {row['lagrange/lambda']:.2f} "
                   f"({row['time/seconds']:.0f}s)", flush=True)
 
-    result = train_ppo_lag(config, log=log, start=previous.snapshots[-1] if previous is not None else None)
-    save_member(Path(out) / task_id, result, previous)
+    result = train_ppo_lag(config, log=log, start=start)
+    save_member(directory, result, previous, origin)
     tail = [r for r in result.history[-5:] if "rollout/episode_reward" in r]
     return {"task": task_id, "member": member_name(cost_limit), "seconds": round(result.seconds, 1),
             "cpu_seconds": round(result.cpu_seconds, 1),
@@ -282,11 +301,14 @@ def train_zoo(
     seed: int = 0,
     out: str | os.PathLike[str] | None = None,
     continue_training: bool = False,
+    init_from: str | None = None,
 ) -> list[dict[str, Any]]:
     """Train every member of every task in ``tasks`` and write the zoo (members + manifests) under ``out``.
 
     ``continue_training``: each member continues from its current state in ``out`` for ``steps`` more steps (with
     the hyperparameters it was trained with) instead of starting afresh; its new snapshots join the old ones.
+    ``init_from``: every member starts from that member of the task's zoo in ``out`` (its newest snapshot; the
+    multiplier restarts at 0) instead of a fresh initialisation.
 
     Members run in ``workers`` spawned processes, each pinned to one XLA thread (several threads per process only
     contend when every core already runs a member); the longest jobs start first so the wall time is close to
@@ -304,10 +326,16 @@ def train_zoo(
         n = steps if steps is not None else DEFAULT_STEPS[spec.task_id]
         # Each member gets its own seed: with one shared seed, members whose cost stays under both limits (λ = 0)
         # would play identical runs until their multipliers diverge.
-        if continue_training:  # fail before any training starts, not in a worker after an hour
+        # Fail before any training starts, not in a worker after an hour.
+        if continue_training:
             for k in limits:
                 read_member(root / spec.task_id, member_name(float(k)))
-        jobs += [(spec.task_id, float(k), int(n), seed + int(round(10 * k)), str(root), continue_training)
+        if init_from is not None:
+            read_member(root / spec.task_id, init_from)
+            if init_from in {member_name(float(k)) for k in limits}:
+                raise O3SRLError(f"--init-from {init_from} names a member being trained: use --continue to train a "
+                                 "member further")
+        jobs += [(spec.task_id, float(k), int(n), seed + int(round(10 * k)), str(root), continue_training, init_from)
                  for k in limits]
     jobs.sort(key=lambda j: -j[2] * _step_cost(get_task(j[0])))
     t0 = time.time()
@@ -347,6 +375,7 @@ def cli_train_behaviour(
     seed: int = 0,
     out: str | None = None,
     continue_: Annotated[bool, tyro.conf.arg(name="continue")] = False,
+    init_from: str | None = None,
 ) -> int:
     """Retrain the behaviour-policy zoo of one or more tasks (``all`` for the 8 Bullet tasks).
 
@@ -364,6 +393,8 @@ def cli_train_behaviour(
         seed: base training seed (member with cost limit κ uses seed + round(10 κ)).
         out: zoo root to write (default: the package's ``o3srl/assets/zoo``).
         continue_: continue the members already in the zoo root for ``--steps`` more steps instead of retraining.
+        init_from: start every member from this member of the task's zoo (e.g. ``ppolag-k5``) instead of from
+            scratch, as DSRL swept the cost limit along one run; the multiplier restarts at 0.
     """
     names = list(BULLET_TASKS) if list(tasks) == ["all"] else list(tasks)
     if not names:
@@ -371,8 +402,11 @@ def cli_train_behaviour(
     t0 = time.time()
     if continue_ and steps is None:
         raise O3SRLError("--continue needs --steps: how many more steps each member trains")
+    if continue_ and init_from is not None:
+        raise O3SRLError("--continue and --init-from exclude each other: a member either continues itself or starts "
+                         "from another")
     train_zoo(names, cost_limits=cost_limits or None, steps=steps, workers=workers, seed=seed, out=out,
-              continue_training=continue_)
+              continue_training=continue_, init_from=init_from)
     print(f"zoo written under {Path(out) if out else zoo_dir()} in {time.time() - t0:.0f}s", flush=True)
     return 0
 
