@@ -176,6 +176,17 @@ def test_config_differences_accept_a_later_added_field_at_its_old_behaviour():
     assert config_differences(saved, {"steps": 100, "td3bc": {"hidden": [16, 16], "new": 1}}) == ["td3bc.new: None → 1"]
 
 
+def test_a_saved_config_without_a_later_field_reads_back_with_its_old_behaviour():
+    from o3srl.config import TrainConfig, from_dict, to_dict
+
+    saved = to_dict(TrainConfig())
+    del saved["td3bc"]["critic_layer_norm"]  # a run directory written before the field existed
+    assert from_dict(saved).td3bc.critic_layer_norm is False
+    for value in (True, False):  # a saved value always wins
+        saved["td3bc"]["critic_layer_norm"] = value
+        assert from_dict(saved).td3bc.critic_layer_norm is value
+
+
 # ---------------------------------------------------------------------------------------------------- results file
 def test_results_file_survives_a_torn_last_line_and_is_locked(tmp_path):
     path = tmp_path / "r.jsonl"

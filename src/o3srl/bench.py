@@ -86,10 +86,6 @@ GRID_OWNED = {"task", "cost_limit", "seed", "run_dir", "resume"}
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+=-]*$")
 # Fields that may legitimately differ between sittings (machines, checkouts) without changing what a cell computes.
 UNCOMPARED = {"run_dir", "dataset", "progress", "tensorboard"}
-# Config fields added after results were first written, with the value that reproduces what runs did before the
-# field existed: a saved config without the field matches a current one holding that value, so adding an option
-# does not orphan finished rows. (A field whose default changes behaviour must not be listed.)
-ADDED_FIELDS: dict[str, Any] = {"td3bc.critic_layer_norm": False}
 
 
 # ---------------------------------------------------------------------------------------------------- grid model
@@ -536,7 +532,10 @@ def _config_dict(cfg: "TrainConfig") -> dict[str, Any]:
 
 
 def config_differences(saved: dict[str, Any], current: dict[str, Any], prefix: str = "") -> list[str]:
-    """Dotted keys whose values differ between two config dicts, ignoring machine-local fields."""
+    """Dotted keys whose values differ between two config dicts, ignoring machine-local fields; a field added
+    since ``saved`` was written counts as holding its old-behaviour value there (``config.ADDED_FIELDS``)."""
+    from o3srl.config import ADDED_FIELDS
+
     out: list[str] = []
     for key in sorted(set(saved) | set(current)):
         if not prefix and key in UNCOMPARED:

@@ -163,6 +163,13 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
+# Config fields added after runs were first saved, with the value that reproduces what runs did before the field
+# existed. A saved config without the field gets that value when it is read back (so an old run directory still
+# evaluates and resumes as it was trained), and grids treat its absence as that value. A new field whose absence
+# means something else must not be listed.
+ADDED_FIELDS: dict[str, Any] = {"td3bc.critic_layer_norm": False}
+
+
 def from_dict(data: dict[str, Any]) -> TrainConfig:
     """Rebuild a :class:`TrainConfig` from its JSON form (as saved in a run directory)."""
     data = dict(data)
@@ -171,6 +178,8 @@ def from_dict(data: dict[str, Any]) -> TrainConfig:
     for head, sub in nested.items():
         for k, v in sub.items():
             flat_overrides[f"{head}.{k}"] = v
+    for key, old_value in ADDED_FIELDS.items():
+        flat_overrides.setdefault(key, old_value)
     return apply_overrides(TrainConfig(), flat_overrides)
 
 
