@@ -73,8 +73,8 @@ def test_cost_floor_gives_the_actor_no_gradient_from_a_negative_cost_critic():
 
 
 def test_critic_layer_norm_normalises_every_hidden_layer_and_trains():
-    plain = TD3BC(TD3BCConfig(hidden=(8, 8)), OBS, ACT)
-    normed = TD3BC(TD3BCConfig(hidden=(8, 8), critic_layer_norm=True), OBS, ACT)
+    plain = TD3BC(TD3BCConfig(hidden=(8, 8), critic_layer_norm=False), OBS, ACT)
+    normed = TD3BC(TD3BCConfig(hidden=(8, 8)), OBS, ACT)  # on by default
     p_plain = plain.init(jax.random.PRNGKey(0)).critic["reward"]["params"]["VmapMLP_0"]
     state = normed.init(jax.random.PRNGKey(0))
     p_normed = state.critic["reward"]["params"]["VmapMLP_0"]
