@@ -3,7 +3,8 @@
     python benchmarks/cost_floor_page.py
 
 Reads the κ = 5 grid's rows run before the floor became the default (``results/evidence/``, with the per-window
-metrics of those runs) and the O3SRL rows of ``results/kappa5_bullet.jsonl`` (the floor on, the default since).
+metrics of those runs) and the O3SRL rows of the κ = 5 grid run with the floor on (plain critics; kept in
+``results/evidence/kappa5_bullet_plain_critics.jsonl`` since LayerNorm critics became the default).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from o3srl.io import atomic_write_text
 ROOT = Path(__file__).resolve().parent.parent
 EVIDENCE = ROOT / "results" / "evidence"
 BEFORE = EVIDENCE / "ballrun_o3srl_100k_no_cost_floor.jsonl"
-AFTER = ROOT / "results" / "kappa5_bullet.jsonl"
+AFTER = EVIDENCE / "kappa5_bullet_plain_critics.jsonl"
 TASK = "OfflineBallRun-v0"
 STEPS = (10_000, 30_000, 50_000, 70_000, 80_000, 90_000, 100_000)
 
@@ -55,7 +56,8 @@ def main() -> None:
         "Command: `o3srl bench benchmarks/grids/kappa5_bullet.toml --tasks OfflineBallRun-v0` (default O3SRL: "
         "TD3+BC oracle, K = 5, C = 5, M = 10, EXP3, shaped feedback, osrl budget), once before the cost floor became "
         "the default (rows and per-window metrics kept in `results/evidence/`) and once after (the O3SRL rows of "
-        "`results/kappa5_bullet.jsonl`); page written by `python benchmarks/cost_floor_page.py`.  ",
+        "`results/evidence/kappa5_bullet_plain_critics.jsonl`); page written by `python benchmarks/cost_floor_page.py`. "
+        "Both runs predate LayerNorm critics (`--td3bc.no-critic-layer-norm` reproduces them).  ",
         "Machine: x86_64, 2 cores, two cells side by side; date: 2026-11-27. Dataset: `o3srl data make "
         f"OfflineBallRun-v0` (sha256 `{after[0]['dataset_sha256'][:16]}…`, the same file for both). Evaluation: "
         "20 episodes of the last iterate; normalized reward uses DSRL's reference scores [26.34, 1327.4]; "

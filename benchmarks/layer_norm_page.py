@@ -4,7 +4,8 @@ with LayerNorm critics.
     o3srl bench benchmarks/grids/td3bc_layer_norm.toml --workers 2   # the LayerNorm runs
     python benchmarks/layer_norm_page.py
 
-The plain-critic runs are the BallRun rows of the κ = 5 grid (``results/kappa5_bullet.jsonl``). Each run's
+The plain-critic runs are the BallRun rows of the κ = 5 grid run before LayerNorm became the default
+(``results/evidence/kappa5_bullet_plain_critics.jsonl``). Each run's
 ``metrics.jsonl`` is kept under ``results/evidence/`` (run directories are not committed), so the page can be rewritten
 without them.
 """
@@ -23,7 +24,7 @@ from o3srl.io import atomic_write_text
 ROOT = Path(__file__).resolve().parent.parent
 EVIDENCE = ROOT / "results" / "evidence"
 KEPT = EVIDENCE / "layer_norm"
-PLAIN = ROOT / "results" / "kappa5_bullet.jsonl"
+PLAIN = EVIDENCE / "kappa5_bullet_plain_critics.jsonl"
 NORMED = EVIDENCE / "td3bc_layer_norm.jsonl"
 TASK = "OfflineBallRun-v0"
 STEPS = (20_000, 40_000, 60_000, 80_000, 90_000, 100_000)
@@ -77,9 +78,10 @@ def main() -> None:
     lines = [
         "# LayerNorm critics for TD3+BC: BallRun, κ = 5, 100k steps",
         "",
-        "Commands: `o3srl bench benchmarks/grids/kappa5_bullet.toml --tasks OfflineBallRun-v0` (plain critics, the "
-        "default) and `o3srl bench benchmarks/grids/td3bc_layer_norm.toml` (the same cells with "
-        "`td3bc.critic_layer_norm = true`); page written by `python benchmarks/layer_norm_page.py`.  ",
+        "Commands: `o3srl bench benchmarks/grids/kappa5_bullet.toml --tasks OfflineBallRun-v0` with plain critics "
+        "(the default then; rows in `results/evidence/kappa5_bullet_plain_critics.jsonl`) and `o3srl bench "
+        "benchmarks/grids/td3bc_layer_norm.toml` (the same cells with `td3bc.critic_layer_norm = true`, the default "
+        "since); page written by `python benchmarks/layer_norm_page.py`.  ",
         f"Machine: x86_64, 2 cores, two cells side by side; date: 2026-11-27. Dataset: `o3srl data make "
         f"OfflineBallRun-v0` (sha256 `{sha[:16]}…`, the same file for every run). Evaluation: 20 episodes of the "
         "last iterate; normalized reward uses DSRL's reference scores [26.34, 1327.4]; R*_data(5) = the dataset's "
