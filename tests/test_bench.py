@@ -329,3 +329,33 @@ def test_bench_cli_dry_run_and_errors(local_run, tmp_path, capsys):
     assert main(["bench", str(path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "unknown task 'OfflineNope-v0'" in err and len(err.strip().splitlines()) == 1
+
+
+def test_identical_finished_cells_of_another_grid_are_adopted(local_run, tmp_path, monkeypatch):
+    """A second grid (other name, other algorithm names) whose cells equal the first grid's takes their rows over
+    without training; a cell whose config differs is not adopted."""
+    import o3srl.bench as bench
+
+    data = toy_grid(local_run["dataset"], tmp_path, name="other")
+    data["algorithms"] = {"mine": {"algo": "o3srl", "label": "O3SRL here"},
+                          "lam0": {"algo": "td3bc", "fixed_lambda": 0},
+                          "lam1": {"algo": "td3bc", "fixed_lambda": 1}}  # not in the first grid
+    grid = parse_grid(data, name="other")
+    ran = []
+    monkeypatch.setattr(bench, "_run_local", lambda cells, *a, **k: ran.extend(c.cell_id for c in cells))
+    summary = run_grid(grid, workers=1, progress=False, log=lambda s: None, adopt=[local_run["grid"].results])
+    assert summary.adopted == 2 and ran == ["toy__lam1__k5__s0"]  # only the new cell would be trained
+    rows = {r["cell_id"]: r for r in read_rows(grid.results)}
+    source = {r["algorithm"]: r for r in read_rows(local_run["grid"].results)}
+    mine = rows["toy__mine__k5__s0"]
+    assert (mine["grid"], mine["algorithm"], mine["label"]) == ("other", "mine", "O3SRL here")
+    assert mine["metrics"] == source["o3srl"]["metrics"] and mine["run_dir"] == source["o3srl"]["run_dir"]
+    assert mine["adopted_from"] == {"results": str(local_run["grid"].results), "grid": "toy",
+                                    "cell_id": "toy__o3srl__k5__s0"}
+    assert rows["toy__lam0__k5__s0"]["metrics"] == source["td3bc-lambda0"]["metrics"]
+    # adopted rows count as finished: nothing is adopted or run twice
+    ran.clear()
+    again = run_grid(grid, workers=1, progress=False, log=lambda s: None, adopt=[local_run["grid"].results])
+    assert again.adopted == 0 and ran == ["toy__lam1__k5__s0"]
+    with pytest.raises(ConfigError, match="does not exist"):
+        run_grid(grid, workers=1, progress=False, adopt=[tmp_path / "none.jsonl"])

@@ -664,6 +664,7 @@ class BenchSummary:
     skipped: int
     finished: int = 0
     failed: int = 0
+    adopted: int = 0
     seconds: float = 0.0
     failed_cells: list[str] = dataclasses.field(default_factory=list)
 
@@ -818,10 +819,54 @@ def check_datasets(cells: Iterable[Cell]) -> None:
                           "O3SRL_DATA_DIR, or fix the grid's dataset paths")
 
 
+def adoptable_rows(grid: Grid, pending: Iterable[Cell], sources: Sequence[str | os.PathLike[str]]) -> list[dict[str, Any]]:
+    """Rows for ``pending`` cells taken over from other results files: a finished row whose task, cost limit, seed,
+    config (all but machine-local fields) and dataset hash equal the cell's computes exactly what the cell would,
+    so another grid need not train it again (e.g. the κ = 5 cells of the paper's grid from the κ = 5 grid).
+
+    The adopted row gets the cell's id, grid, algorithm name and label, keeps the source's run directory and
+    timings, and records where it came from in ``adopted_from``.
+    """
+    from o3srl.io import file_sha256
+
+    candidates: list[tuple[Path, dict[str, Any]]] = []
+    for source in sources:
+        path = Path(source)
+        if not path.is_file():
+            raise ConfigError(f"--adopt: results file {str(source)!r} does not exist")
+        candidates += [(path, r) for r in finished_rows(read_rows(path)).values() if "config" in r]
+    hashes: dict[str, str | None] = {}
+
+    def dataset_hash(cell: Cell) -> str | None:
+        ds = cell.config.dataset
+        if ds is None or not Path(ds).is_file():
+            return None
+        if ds not in hashes:
+            hashes[ds] = file_sha256(ds)
+        return hashes[ds]
+
+    adopted = []
+    for cell in pending:
+        current = _config_dict(cell.config)
+        for path, row in candidates:
+            if (row.get("task"), row.get("cost_limit"), row.get("seed")) != (cell.task, cell.cost_limit, cell.seed):
+                continue
+            if config_differences(row["config"], current) or row.get("dataset_sha256") != dataset_hash(cell):
+                continue
+            adopted.append({**row, **_base_row(cell, grid.name),
+                            "adopted_from": {"results": str(path), "grid": row.get("grid"), "cell_id": row["cell_id"]}})
+            break
+    return adopted
+
+
 def run_grid(grid: Grid, *, executor: Literal["local", "ray"] = "local", workers: int | None = None,
              address: str | None = None, max_retries: int = 1, progress: bool = True, csv: bool = True,
-             log: Callable[[str], None] | None = None) -> BenchSummary:
-    """Run every unfinished cell of ``grid`` and append one row per finished (or failed) attempt to its results."""
+             log: Callable[[str], None] | None = None,
+             adopt: Sequence[str | os.PathLike[str]] = ()) -> BenchSummary:
+    """Run every unfinished cell of ``grid`` and append one row per finished (or failed) attempt to its results.
+
+    ``adopt``: other results files whose identical finished cells are taken over instead of run
+    (:func:`adoptable_rows`)."""
     if max_retries < 0:
         raise ConfigError(f"max_retries must be ≥ 0, got {max_retries}")
     workers = (os.cpu_count() or 1) if workers is None else workers
@@ -843,7 +888,15 @@ def run_grid(grid: Grid, *, executor: Literal["local", "ray"] = "local", workers
     writer = ResultsWriter(grid.results)
     try:
         pending = plan()
+        taken = adoptable_rows(grid, pending, adopt) if adopt else []
+        for row in taken:
+            writer.append(row)
+            (log or print)(f"adopted {row['cell_id']} from {row['adopted_from']['cell_id']} "
+                           f"({row['adopted_from']['results']})")
+        if taken:
+            pending = plan()
         summary = BenchSummary(total=len(grid.cells), skipped=len(grid.cells) - len(pending))
+        summary.adopted = len(taken)
         bar = None
         if progress:
             from tqdm.auto import tqdm
@@ -902,6 +955,7 @@ def cli_bench(
     dry_run: bool = False,
     csv: bool = True,
     tasks: tuple[str, ...] = (),
+    adopt: tuple[str, ...] = (),
 ) -> int:
     """Run an experiment grid (tasks × algorithms × cost limits × seeds); re-running skips finished cells.
 
@@ -916,6 +970,8 @@ def cli_bench(
         dry_run: validate the grid and list the cells with their state, without running anything.
         csv: also write RESULTS.csv next to the JSONL file.
         tasks: run only the cells of these tasks, in this order (default: all of the grid's tasks); other rows stay.
+        adopt: results files of other grids: a finished row there with the same task, cost limit, seed, config and
+            dataset as a cell here is copied in (marked ``adopted_from``) instead of training the cell again.
     """
     loaded = load_grid(grid, results=results, runs_dir=runs_dir)
     if tasks:
@@ -928,8 +984,10 @@ def cli_bench(
         print(f"{len(loaded.cells)} cells ({', '.join(f'{n} {s}' for s, n in counts.items())}); "
               f"results: {loaded.results}; runs: {loaded.runs_dir}")
         return 0
-    summary = run_grid(loaded, executor=executor, workers=workers, address=address, max_retries=max_retries, csv=csv)
-    print(f"grid {loaded.name}: {summary.finished} cells finished now, {summary.skipped} already done, "
+    summary = run_grid(loaded, executor=executor, workers=workers, address=address, max_retries=max_retries, csv=csv,
+                       adopt=adopt)
+    print(f"grid {loaded.name}: {summary.finished} cells finished now, {summary.adopted} adopted, "
+          f"{summary.skipped - summary.adopted} already done, "
           f"{summary.failed} failed, in {summary.seconds:.0f} s; results: {loaded.results}")
     if summary.failed:
         print("failed cells (re-run the same command to try them again): " + ", ".join(summary.failed_cells),

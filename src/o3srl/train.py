@@ -18,7 +18,6 @@ Run directory layout::
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
 import time
@@ -30,7 +29,7 @@ import numpy as np
 
 from o3srl.config import TrainConfig, dumps, from_dict
 from o3srl.errors import ConfigError, O3SRLError
-from o3srl.io import atomic_write_text
+from o3srl.io import atomic_write_text, file_sha256
 
 from tyro.conf import Positional
 from tyro.conf import arg as tyro_arg
@@ -49,14 +48,6 @@ class Problem:
     frontier: float
     action_low: np.ndarray
     action_high: np.ndarray
-
-
-def _sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _action_bounds(env_id: str) -> tuple[np.ndarray, np.ndarray, int]:
@@ -121,7 +112,7 @@ def load_problem(cfg: TrainConfig) -> Problem:
     return Problem(
         dataset=dataset,
         dataset_path=str(Path(path).resolve()),
-        dataset_sha256=_sha256(path),
+        dataset_sha256=file_sha256(path),
         env_id=env_id,
         reward_range=reward_range,
         reference=reference,
