@@ -13,7 +13,6 @@ The file is DSRL's exact layout; a JSON sidecar beside it records the generator 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
@@ -22,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from o3srl.data.dataset import KEYS, OfflineDataset
-from o3srl.io import atomic_write_text
+from o3srl.io import atomic_write_text, file_sha256
 
 GENERATOR_VERSION = "scripted-ballrun-1"
 DEFAULT_SEED = 0
@@ -141,7 +140,7 @@ def make_default_dataset(path: Path, *, episodes: int = 1_600, seed: int = DEFAU
     index = np.concatenate([np.arange(ep.start[i], ep.start[i] + ep.length[i]) for i in keep])
     dataset = OfflineDataset({k: v[index] for k, v in raw.arrays.items()}, action_low=-1.0, action_high=1.0)
     dataset.save(path)
-    sha = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    sha = file_sha256(path)
     kept = dataset.episodes
     sidecar = {
         "task": spec.task_id,

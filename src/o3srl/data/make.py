@@ -32,7 +32,7 @@ from o3srl.data.dataset import KEYS, OfflineDataset
 from o3srl.data.generate import data_dir, grid_filter, per_cell_for_target
 from o3srl.envs.registry import TaskSpec, get_task
 from o3srl.errors import O3SRLError
-from o3srl.io import atomic_write_bytes, atomic_write_text
+from o3srl.io import atomic_write_bytes, atomic_write_text, file_sha256
 
 GENERATOR_VERSION = "zoo-ppolag-1"
 STEP_BUDGET = 600_000
@@ -291,7 +291,7 @@ def make_dataset(
         "zoo_sha256": zoo_sha,
         "reward_return_range": [float(kept.reward_return.min()), float(kept.reward_return.max())],
         "cost_return_range": [float(kept.cost_return.min()), float(kept.cost_return.max())],
-        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        "sha256": file_sha256(path),
         "chunks_resumed": resumed,
         "workers": workers,
         "seconds": round(time.time() - t0, 1),
