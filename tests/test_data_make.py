@@ -263,3 +263,46 @@ def test_init_from_starts_new_members_from_another_one(tmp_path, tiny_zoo):
         train_zoo([TASK], cost_limits=[5.0], steps=256, out=root, init_from="ppolag-k5")
     with pytest.raises(ZooError, match="no such member"):
         train_zoo([TASK], cost_limits=[20.0], steps=256, out=root, init_from="ppolag-k7")
+
+
+def test_init_from_another_task_widens_the_policy_to_the_new_observation(tmp_path, tiny_zoo):
+    """BallRun (obs 7) → BallCircle (obs 8, the same robot's 7 first): the new input and the zeroed ones start
+    at zero weight, the rest is the source's policy; value heads start afresh after a value-only warm-up."""
+    from o3srl.behaviour.ppo_lag import widen_snapshot
+    from o3srl.behaviour.zoo import read_member, train_zoo
+
+    root = tmp_path / "zoo"
+    _copy_member(tiny_zoo[0], root)
+    source = read_member(root / TASK, "ppolag-k5").snapshots[-1]
+    wide = widen_snapshot(source, 8, (0, 1))
+    w, w0 = wide["actor"]["l0"]["w"], source["actor"]["l0"]["w"]
+    assert w.shape == (8, w0.shape[1]) and "resume" not in wide
+    np.testing.assert_array_equal(w[2:7], w0[2:7])
+    assert not w[[0, 1, 7]].any()
+    np.testing.assert_array_equal(wide["obs_mean"][:7], source["obs_mean"])
+    assert wide["obs_mean"][7] == 0.0 and wide["obs_var"][7] == 1.0
+    # a policy that ignores the new input acts as the source did
+    obs = np.random.default_rng(0).normal(size=(4, 8))
+    unzeroed = widen_snapshot(source, 8)
+    np.testing.assert_allclose(snapshot_action(unzeroed, obs), snapshot_action(source, obs[:, :7]), atol=1e-6)
+
+    circle = "OfflineBallCircle-v0"
+    train_zoo([circle], cost_limits=[20.0], steps=256, seed=1, out=root, init_from=f"{TASK}/ppolag-k5",
+              init_zero_inputs=(0, 1))
+    meta = json.loads((root / circle / "ppolag-k20.json").read_text())
+    assert meta["initialised_from"] == {"task": TASK, "member": "ppolag-k5", "steps": 256, "zeroed_inputs": [0, 1]}
+    assert meta["task"] == circle and meta["config"]["task_id"] == circle and meta["config"]["cost_limit"] == 20.0
+    assert meta["config"]["value_warmup_iterations"] == 1
+    new = read_member(root / circle, "ppolag-k20")
+    np.testing.assert_array_equal(new.snapshots[0]["actor"]["l0"]["w"], w)  # policy frozen during the warm-up
+    assert [m.name for m in load_zoo(circle, root)] == ["ppolag-k20"]
+
+    with pytest.raises(O3SRLError, match="robot must be the same"):
+        train_zoo(["OfflineCarCircle-v0"], cost_limits=[20.0], steps=256, out=root, init_from=f"{TASK}/ppolag-k5")
+    with pytest.raises(O3SRLError, match="dimensions 0..6"):
+        train_zoo([circle], cost_limits=[30.0], steps=256, out=root, init_from=f"{TASK}/ppolag-k5",
+                  init_zero_inputs=(7,))
+    with pytest.raises(O3SRLError, match="goes with --init-from TASK/MEMBER"):
+        train_zoo([TASK], cost_limits=[30.0], steps=256, out=root, init_from="ppolag-k5", init_zero_inputs=(0,))
+    with pytest.raises(O3SRLError, match="without its task"):
+        train_zoo([TASK], cost_limits=[30.0], steps=256, out=root, init_from=f"{TASK}/ppolag-k5")

@@ -327,6 +327,35 @@ def _start_from(snapshot: dict[str, Any], params: Params) -> tuple[Params, Runni
     return params, obs_rms, ret_rms, lagrange
 
 
+def widen_snapshot(snapshot: dict[str, Any], obs_dim: int, zero_inputs: tuple[int, ...] = ()) -> dict[str, Any]:
+    """A start for a task whose observation extends the snapshot's task's: the same robot, whose observation
+    bullet-safety-gym puts first, with the new task's own dimensions after it (AntRun's 33 → AntCircle's 34).
+
+    The actor's input weights of the new dimensions are zero, so the policy first acts as it did, and their
+    normaliser starts at mean 0, variance 1. ``zero_inputs`` also zeroes the weights of shared dimensions whose
+    meaning changes between the tasks (the x, y position: a place in AntRun's corridor, anywhere in AntCircle's
+    arena). The value heads, return statistics and multiplier are left out (the reward and cost scales differ):
+    the run starts them afresh, after a value-only warm-up.
+    """
+    w = np.asarray(snapshot["actor"]["l0"]["w"], np.float32)
+    old = w.shape[0]
+    if old > obs_dim:
+        raise ConfigError(f"cannot start from this snapshot: its policy reads {old} observation dimensions, the task "
+                          f"has {obs_dim}")
+    bad = [i for i in zero_inputs if not 0 <= int(i) < old]
+    if bad:
+        raise ConfigError(f"zero_inputs {bad} are not observation dimensions of the source policy (0..{old - 1})")
+    w = np.concatenate([w, np.zeros((obs_dim - old, w.shape[1]), np.float32)], axis=0)
+    w[list(map(int, zero_inputs))] = 0.0
+    actor = dict(snapshot["actor"], l0=dict(snapshot["actor"]["l0"], w=w))
+    pad = obs_dim - old
+    return {k: v for k, v in snapshot.items() if k != "resume"} | {
+        "actor": actor,
+        "obs_mean": np.concatenate([np.asarray(snapshot["obs_mean"], np.float32), np.zeros(pad, np.float32)]),
+        "obs_var": np.concatenate([np.asarray(snapshot["obs_var"], np.float32), np.ones(pad, np.float32)]),
+    }
+
+
 def train_ppo_lag(
     config: PPOLagConfig,
     env_factory: Callable[[], Any] | None = None,

@@ -226,9 +226,11 @@ def load_zoo(task_id: str, directory: str | os.PathLike[str] | None = None) -> l
 VALUE_WARMUP_ITERATIONS = 10
 
 
-def _continued_config(previous: PreviousMember, steps: int, **changes: Any) -> Any:
-    """The config of a run continuing ``previous``: its hyperparameters, ``steps`` more steps, a fresh seed
-    (``changes`` override fields, e.g. the cost limit of a member started from another)."""
+def _continued_config(previous: PreviousMember, steps: int, start: dict[str, Any] | None = None,
+                      **changes: Any) -> Any:
+    """The config of a run continuing ``previous`` from ``start`` (default: its newest snapshot): its
+    hyperparameters, ``steps`` more steps, a fresh seed (``changes`` override fields, e.g. the cost limit of a
+    member started from another); a value-only warm-up first when ``start`` carries no value heads."""
     from o3srl.behaviour.ppo_lag import PPOLagConfig
 
     fields = {k: (tuple(v) if isinstance(v, list) else v) for k, v in previous.config.items()
@@ -238,7 +240,7 @@ def _continued_config(previous: PreviousMember, steps: int, **changes: Any) -> A
                   value_warmup_iterations=0)
     fields.update(changes)
     config = PPOLagConfig(**fields)
-    if "resume" not in previous.snapshots[-1]:
+    if "resume" not in (start if start is not None else previous.snapshots[-1]):
         from dataclasses import replace
 
         config = replace(config, value_warmup_iterations=min(VALUE_WARMUP_ITERATIONS, config.iterations // 2))
@@ -248,14 +250,17 @@ def _continued_config(previous: PreviousMember, steps: int, **changes: Any) -> A
 def _train_member(job: tuple[Any, ...]) -> dict[str, Any]:
     """Train (or continue) and save one member (runs in a worker process, single-threaded).
 
-    ``job`` = (task, cost limit, steps, seed, zoo root[, continue[, init-from member]]).
+    ``job`` = (task, cost limit, steps, seed, zoo root[, continue[, init-from member[, its task's zoo directory
+    (another task's), input dimensions to zero]]]).
     """
-    from o3srl.behaviour.ppo_lag import PPOLagConfig, train_ppo_lag
+    from o3srl.behaviour.ppo_lag import PPOLagConfig, train_ppo_lag, widen_snapshot
 
     task_id, cost_limit, steps, seed, out, *rest = job
     cont = bool(rest[0]) if rest else False
     init_from = rest[1] if len(rest) > 1 else None
     directory = Path(out) / task_id
+    source_dir = Path(rest[2]) if len(rest) > 2 and rest[2] else directory
+    zero_inputs = tuple(int(i) for i in rest[3]) if len(rest) > 3 else ()
     previous = read_member(directory, member_name(cost_limit)) if cont else None
     start, origin = None, None
     if previous is not None:
@@ -264,13 +269,18 @@ def _train_member(job: tuple[Any, ...]) -> dict[str, Any]:
     elif init_from is not None:
         # Start from another member, as DSRL swept the cost limit of one run: its policy, value heads and statistics,
         # this member's own κ and seed, and the multiplier back at 0 for the new limit to set.
-        source = read_member(directory, init_from)
-        config = _continued_config(source, steps, cost_limit=cost_limit, seed=seed)
+        source = read_member(source_dir, init_from)
         start = source.snapshots[-1]
-        if "resume" in start:
+        origin = {"member": init_from, "steps": source.steps}
+        if source_dir != directory:
+            # Another task's member (the same robot): its policy widened to this task's observation; fresh value
+            # heads, statistics and multiplier, the value heads fitted first.
+            start = widen_snapshot(start, get_task(task_id).obs_dim, zero_inputs)
+            origin = {"task": source_dir.name} | origin | {"zeroed_inputs": list(zero_inputs)}
+        elif "resume" in start:
             start = dict(start, resume=dict(start["resume"], **{"lambda": np.asarray(0.0),
                                                                  "lambda_integral": np.asarray(0.0)}))
-        origin = {"member": init_from, "steps": source.steps}
+        config = _continued_config(source, steps, start=start, task_id=task_id, cost_limit=cost_limit, seed=seed)
     else:
         config = PPOLagConfig(task_id, cost_limit=cost_limit, total_steps=steps, seed=seed)
     every = max(1, config.iterations // 10)
@@ -303,13 +313,17 @@ def train_zoo(
     out: str | os.PathLike[str] | None = None,
     continue_training: bool = False,
     init_from: str | None = None,
+    init_zero_inputs: Sequence[int] = (),
 ) -> list[dict[str, Any]]:
     """Train every member of every task in ``tasks`` and write the zoo (members + manifests) under ``out``.
 
     ``continue_training``: each member continues from its current state in ``out`` for ``steps`` more steps (with
     the hyperparameters it was trained with) instead of starting afresh; its new snapshots join the old ones.
     ``init_from``: every member starts from that member of the task's zoo in ``out`` (its newest snapshot; the
-    multiplier restarts at 0) instead of a fresh initialisation.
+    multiplier restarts at 0) instead of a fresh initialisation. ``TASK/MEMBER`` names a member of another task
+    with the same robot (from ``out`` if it is there, else from the package's zoo): its policy, widened to this
+    task's observation by :func:`o3srl.behaviour.ppo_lag.widen_snapshot` with ``init_zero_inputs``; value heads,
+    statistics and multiplier start afresh.
 
     Members run in ``workers`` spawned processes, each pinned to one XLA thread (several threads per process only
     contend when every core already runs a member); the longest jobs start first so the wall time is close to
@@ -331,13 +345,12 @@ def train_zoo(
         if continue_training:
             for k in limits:
                 read_member(root / spec.task_id, member_name(float(k)))
-        if init_from is not None:
-            read_member(root / spec.task_id, init_from)
-            if init_from in {member_name(float(k)) for k in limits}:
-                raise O3SRLError(f"--init-from {init_from} names a member being trained: use --continue to train a "
-                                 "member further")
-        jobs += [(spec.task_id, float(k), int(n), seed + int(round(10 * k)), str(root), continue_training, init_from)
-                 for k in limits]
+        source_dir, source_member = _init_source(spec, root, init_from, init_zero_inputs)
+        if source_dir == root / spec.task_id and source_member in {member_name(float(k)) for k in limits}:
+            raise O3SRLError(f"--init-from {init_from} names a member being trained: use --continue to train a "
+                             "member further")
+        jobs += [(spec.task_id, float(k), int(n), seed + int(round(10 * k)), str(root), continue_training,
+                  source_member, str(source_dir) if source_dir else None, tuple(int(i) for i in init_zero_inputs)) for k in limits]
     jobs.sort(key=lambda j: -j[2] * _step_cost(get_task(j[0])))
     t0 = time.time()
     results: list[dict[str, Any]] = []
@@ -355,6 +368,38 @@ def train_zoo(
     for spec in specs:
         write_manifest(root / spec.task_id, spec.task_id)
     return results
+
+
+def _init_source(spec: TaskSpec, root: Path, init_from: str | None,
+                 zero_inputs: Sequence[int]) -> tuple[Path | None, str | None]:
+    """(zoo directory, member) that ``--init-from`` names for ``spec``'s members, checked before any training."""
+    if init_from is None:
+        if zero_inputs:
+            raise O3SRLError("--init-zero-inputs goes with --init-from TASK/MEMBER (a member of another task)")
+        return None, None
+    if "/" not in init_from:
+        if zero_inputs:
+            raise O3SRLError("--init-zero-inputs goes with --init-from TASK/MEMBER (a member of another task); a "
+                             "member of the same task starts with all its inputs")
+        read_member(root / spec.task_id, init_from)
+        return root / spec.task_id, init_from
+    task, member = init_from.split("/", 1)
+    source = get_task(task)
+    if source.task_id == spec.task_id:
+        raise O3SRLError(f"--init-from {init_from}: name a member of the same task without its task ({member})")
+    if (source.simulator, source.agent, source.act_dim) != (spec.simulator, spec.agent, spec.act_dim) or \
+            source.obs_dim > spec.obs_dim:
+        raise O3SRLError(f"--init-from {init_from}: {source.task_id} ({source.agent}, obs {source.obs_dim}, act "
+                         f"{source.act_dim}) cannot start {spec.task_id} ({spec.agent}, obs {spec.obs_dim}, act "
+                         f"{spec.act_dim}): the robot must be the same and its observation a prefix of this task's")
+    directory = root / source.task_id
+    if not (directory / f"{member}.json").exists():
+        directory = zoo_dir() / source.task_id
+    read_member(directory, member)
+    bad = [i for i in zero_inputs if not 0 <= int(i) < source.obs_dim]
+    if bad:
+        raise O3SRLError(f"--init-zero-inputs {bad}: {source.task_id}'s observation has dimensions 0..{source.obs_dim - 1}")
+    return directory, member
 
 
 def _step_cost(spec: TaskSpec) -> float:
@@ -377,6 +422,7 @@ def cli_train_behaviour(
     out: str | None = None,
     continue_: Annotated[bool, tyro.conf.arg(name="continue")] = False,
     init_from: str | None = None,
+    init_zero_inputs: tuple[int, ...] = (),
 ) -> int:
     """Retrain the behaviour-policy zoo of one or more tasks (``all`` for the 8 Bullet tasks).
 
@@ -395,7 +441,11 @@ def cli_train_behaviour(
         out: zoo root to write (default: the package's ``o3srl/assets/zoo``).
         continue_: continue the members already in the zoo root for ``--steps`` more steps instead of retraining.
         init_from: start every member from this member of the task's zoo (e.g. ``ppolag-k5``) instead of from
-            scratch, as DSRL swept the cost limit along one run; the multiplier restarts at 0.
+            scratch, as DSRL swept the cost limit along one run; the multiplier restarts at 0. ``TASK/MEMBER``
+            (e.g. ``OfflineAntRun-v0/ppolag-k37.5`` for AntCircle) starts from a member of another task with the
+            same robot: the policy walks from the start and only the new task's behaviour is left to learn.
+        init_zero_inputs: with ``--init-from TASK/MEMBER``, observation dimensions whose input weights start at zero
+            because their meaning changes between the tasks (``0 1``: the x, y position).
     """
     names = list(BULLET_TASKS) if list(tasks) == ["all"] else list(tasks)
     if not names:
@@ -407,7 +457,7 @@ def cli_train_behaviour(
         raise O3SRLError("--continue and --init-from exclude each other: a member either continues itself or starts "
                          "from another")
     train_zoo(names, cost_limits=cost_limits or None, steps=steps, workers=workers, seed=seed, out=out,
-              continue_training=continue_, init_from=init_from)
+              continue_training=continue_, init_from=init_from, init_zero_inputs=init_zero_inputs)
     print(f"zoo written under {Path(out) if out else zoo_dir()} in {time.time() - t0:.0f}s", flush=True)
     return 0
 
