@@ -50,12 +50,15 @@ DSRL_FIGURE: dict[str, tuple[float, float]] = {
 
 # How the times below were taken (from the training and collection logs of the runs that made this page).
 TIMES_NOTE: list[str] = [
-    "All times were taken on 2-core x86_64 machines shared with other jobs (load average 2–7 throughout), so wall",
-    "times are inflated; CPU seconds are the machine-independent cost. Zoo members train as one single-threaded",
-    "process each, two side by side; the AntRun members got 300k steps instead of the 500k default (a reduced",
-    "budget for this machine), the AntCircle members 2M. Collection ran with the number of worker processes",
-    "shown. The last column estimates one task on two otherwise idle cores: the zoo's CPU seconds split over two",
-    "cores plus the collection wall time scaled to two workers. CarRun's members predate CPU timing.",
+    "All times were taken on 2-core x86_64 machines shared with other jobs (load average 2–7 while the zoos",
+    "trained), so zoo wall times are inflated; CPU seconds are the machine-independent cost. Zoo members train as",
+    "one single-threaded process each, two side by side; AntRun's κ = 5 and 37.5 members got 300k steps instead",
+    "of the 500k default (a reduced budget for this machine), its κ = 75 and 150 members 1M more from κ = 37.5, the",
+    "AntCircle members 2M. The collections of AntRun, CarRun, CarCircle and DroneRun were re-timed on 2026-11-27",
+    "with 2 workers while the only other job ran at the lowest priority (nice 19; load ≈ 3); the others ran",
+    "beside other jobs. Collection ran with the number of worker processes shown. The last column estimates one",
+    "task on two otherwise idle cores: the zoo's CPU seconds split over two cores plus the collection wall time",
+    "scaled to two workers. CarRun's members predate CPU timing.",
 ]
 
 
@@ -94,18 +97,27 @@ NOTES: dict[str, str] = {
         "cost ≈ 48 and ≈ 800 at cost ≈ 87."
     ),
     "OfflineAntRun-v0": (
-        "DSRL's shape at a lower height: a dense cloud from cost 0 to ≈ 85 whose frontier rises from ≈ 500 at cost "
-        "0 to ≈ 570 at cost 75 (DSRL ≈ 690 → ≈ 960). The 300k-step members never reached their cost limits above "
-        "κ = 5 (the three unsafe members are the same policy, trained with one shared seed), so the high-cost, "
-        "high-reward end is thin; longer training with distinct seeds is the fix."
+        "DSRL's shape, about 20 % lower: a dense cloud over the whole cost range whose frontier rises from ≈ 500 at "
+        "cost 0 through ≈ 630 at cost 50 to ≈ 790 at cost 150 (DSRL ≈ 690 → ≈ 960). The first zoo's three unsafe "
+        "members were one policy (trained with one shared seed, they never reached their limits in 300k steps) and "
+        "the cloud stopped at cost ≈ 85 with a frontier of ≈ 570; the κ = 75 and 150 members were then retrained "
+        "from the κ = 37.5 member (`--init-from ppolag-k37.5`, 1M steps each; final training rewards 640 at cost "
+        "69 and 791 at cost 152), as DSRL raised the limit along one run."
     ),
     "OfflineAntCircle-v0": (
         "Not DSRL-like yet, though better than the first 300k-step zoo (whose best episode reached 59). The "
         "2M-step members still circle slowly (final training rewards 8, 34, 44 and 64 for κ = 5, 50, 100, 200) and "
         "54 % of the episodes end early because the Ant falls, so the frontier rises only from 84 at cost 0 to 96 "
         "at cost 5 and 109 at cost 130, about a quarter of DSRL's height (≈ 250 at cost 0, ≈ 460 at the top), "
-        "over a flat cloud. The members can be trained further in later sittings (`o3srl data train-behaviour "
-        "OfflineAntCircle-v0 --continue --steps 2000000`); the learning curves were still rising."
+        "over a flat cloud: the unsafe episodes gain little over the safe ones. Starting the members from AntRun's "
+        "κ = 37.5 walker instead (`--init-from OfflineAntRun-v0/ppolag-k37.5 --init-zero-inputs 0 1`, 2M steps "
+        "each) was faster at first (one κ = 200 run: 79 at 600k steps, against ≈ 10 from scratch) but no better "
+        "at 2M (final training rewards 4, 41, 38 and 30), so the members trained from scratch stay. Within the "
+        "45-minute generation budget per Ant task (2M steps per member already take ≈ 41 min on two idle cores) this is as far as "
+        "PPO-Lagrangian gets; the members can be trained further in later sittings (`o3srl data train-behaviour "
+        "OfflineAntCircle-v0 --continue --steps 2000000`, ≈ 20 CPU-min per member); the learning curves were "
+        "still rising. Normalized AntCircle rewards (DSRL's reference scores) are low for every algorithm for this "
+        "reason; R*_data(κ) is the fairer yardstick here."
     ),
 }
 
