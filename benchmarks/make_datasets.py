@@ -54,11 +54,13 @@ TIMES_NOTE: list[str] = [
     "trained), so zoo wall times are inflated; CPU seconds are the machine-independent cost. Zoo members train as",
     "one single-threaded process each, two side by side; AntRun's κ = 5 and 37.5 members got 300k steps instead",
     "of the 500k default (a reduced budget for this machine), its κ = 75 and 150 members 1M more from κ = 37.5, the",
-    "AntCircle members 2M. The collections of AntRun, CarRun, CarCircle and DroneRun were re-timed on 2026-11-27",
-    "with 2 workers while the only other job ran at the lowest priority (nice 19; load ≈ 3); the others ran",
-    "beside other jobs. Collection ran with the number of worker processes shown. The last column estimates one",
-    "task on two otherwise idle cores: the zoo's CPU seconds split over two cores plus the collection wall time",
-    "scaled to two workers. CarRun's members predate CPU timing.",
+    "AntCircle members 2M (κ = 100 and 200: 4M, in two sittings). The collections of AntCircle, AntRun, CarRun,",
+    "CarCircle, DroneCircle and DroneRun were timed on 2026-11-27 with 2 workers while the only other job ran at the lowest",
+    "priority (nice 19; load ≈ 3); the others ran beside other jobs. Collection ran with the number of worker",
+    "processes shown. The last column estimates one task on two otherwise idle cores: the zoo's CPU seconds split",
+    "over two cores plus the collection wall time scaled to two workers. CarRun's members predate CPU timing.",
+    "Every collection fits in 5 minutes; every zoo but AntCircle's fits the 15-minute (Ball, Car) or 45-minute",
+    "(Drone, Ant) budget per task. The zoos are committed, so regenerating a file takes only its collection.",
 ]
 
 
@@ -105,19 +107,20 @@ NOTES: dict[str, str] = {
         "69 and 791 at cost 152), as DSRL raised the limit along one run."
     ),
     "OfflineAntCircle-v0": (
-        "Not DSRL-like yet, though better than the first 300k-step zoo (whose best episode reached 59). The "
-        "2M-step members still circle slowly (final training rewards 8, 34, 44 and 64 for κ = 5, 50, 100, 200) and "
-        "54 % of the episodes end early because the Ant falls, so the frontier rises only from 84 at cost 0 to 96 "
-        "at cost 5 and 109 at cost 130, about a quarter of DSRL's height (≈ 250 at cost 0, ≈ 460 at the top), "
-        "over a flat cloud: the unsafe episodes gain little over the safe ones. Starting the members from AntRun's "
-        "κ = 37.5 walker instead (`--init-from OfflineAntRun-v0/ppolag-k37.5 --init-zero-inputs 0 1`, 2M steps "
-        "each) was faster at first (one κ = 200 run: 79 at 600k steps, against ≈ 10 from scratch) but no better "
-        "at 2M (final training rewards 4, 41, 38 and 30), so the members trained from scratch stay. Within the "
-        "45-minute generation budget per Ant task (2M steps per member already take ≈ 41 min on two idle cores) this is as far as "
-        "PPO-Lagrangian gets; the members can be trained further in later sittings (`o3srl data train-behaviour "
-        "OfflineAntCircle-v0 --continue --steps 2000000`, ≈ 20 CPU-min per member); the learning curves were "
-        "still rising. Normalized AntCircle rewards (DSRL's reference scores) are low for every algorithm for this "
-        "reason; R*_data(κ) is the fairer yardstick here."
+        "Not DSRL-like in height: about a quarter of DSRL's. The members circle slowly (final training rewards 8 and "
+        "34 for κ = 5 and 50 after 2M steps, 37 and 42 for κ = 100 and 200 after 4M, with swings between 20 and 95 "
+        "along the way) and 45 % of the episodes end early because the Ant falls. The frontier does rise with cost, "
+        "as DSRL's: 75 at cost 0–5, 78 at 10–20, 85 at 40, ≈ 100 at 70 and 133 at 115 (DSRL ≈ 250 at cost 0, "
+        "≈ 460 at the top), over a sparse cloud above a dense cluster of cautious episodes at cost 0. With the "
+        "κ = 100 and 200 members at 2M steps the file had a flatter top (84 at cost 0, 96 at 5, then nothing better "
+        "than 109 up to cost 200: unsafe episodes gained almost nothing); their 2M more steps (`--continue --steps "
+        "2000000`) bought the rising unsafe end at the price of the zoo exceeding the 45-minute budget (≈ 67 min "
+        "on two idle cores; regenerating the file from the committed zoo takes only the ≈ 3 min of collection). "
+        "Starting the members from AntRun's κ = 37.5 walker instead (`--init-from OfflineAntRun-v0/ppolag-k37.5 "
+        "--init-zero-inputs 0 1`, 2M steps each) was faster at first (one κ = 200 run: 79 at 600k steps, against "
+        "≈ 10 from scratch) but no better at 2M (final training rewards 4, 41, 38 and 30). Normalized AntCircle "
+        "rewards (DSRL's reference scores) are therefore low for every algorithm; R*_data(κ) is the fairer "
+        "yardstick here."
     ),
 }
 
@@ -192,9 +195,9 @@ def render(summary: dict[str, Any]) -> str:
         "DSRL's files cannot be downloaded on every machine, so o3srl makes DSRL-like datasets locally: the same file",
         "format (one flat gzip HDF5 file with `observations`, `next_observations`, `actions`, `rewards`, `costs`,",
         "`terminals`, `timeouts`) and the same character — one point per episode on the (cost return, reward return)",
-        "plane, covering cost 0 up to the task's max cost, with the best reward rising with cost. Not every task is",
-        "there yet: each task's note below says how its plot compares with DSRL's (AntCircle is not DSRL-like yet: its",
-        "behaviour zoo needs longer training).",
+        "plane, covering cost 0 up to the task's max cost, with the best reward rising with cost. Each task's note",
+        "below says how its plot compares with DSRL's; AntCircle has DSRL's rising shape at about a quarter of its",
+        "height (its PPO-Lagrangian zoo learns to circle slowly).",
         "",
         "## How the data is made",
         "",
