@@ -373,14 +373,12 @@ def train_zoo(
 def _init_source(spec: TaskSpec, root: Path, init_from: str | None,
                  zero_inputs: Sequence[int]) -> tuple[Path | None, str | None]:
     """(zoo directory, member) that ``--init-from`` names for ``spec``'s members, checked before any training."""
+    if zero_inputs and (init_from is None or "/" not in init_from):
+        raise O3SRLError("--init-zero-inputs goes with --init-from TASK/MEMBER (a member of another task); a member "
+                         "of the same task starts with all its inputs")
     if init_from is None:
-        if zero_inputs:
-            raise O3SRLError("--init-zero-inputs goes with --init-from TASK/MEMBER (a member of another task)")
         return None, None
     if "/" not in init_from:
-        if zero_inputs:
-            raise O3SRLError("--init-zero-inputs goes with --init-from TASK/MEMBER (a member of another task); a "
-                             "member of the same task starts with all its inputs")
         read_member(root / spec.task_id, init_from)
         return root / spec.task_id, init_from
     task, member = init_from.split("/", 1)
