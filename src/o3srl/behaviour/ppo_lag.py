@@ -345,10 +345,10 @@ def widen_snapshot(snapshot: dict[str, Any], obs_dim: int, zero_inputs: tuple[in
     bad = [i for i in zero_inputs if not 0 <= int(i) < old]
     if bad:
         raise ConfigError(f"zero_inputs {bad} are not observation dimensions of the source policy (0..{old - 1})")
-    w = np.concatenate([w, np.zeros((obs_dim - old, w.shape[1]), np.float32)], axis=0)
+    pad = obs_dim - old
+    w = np.concatenate([w, np.zeros((pad, w.shape[1]), np.float32)], axis=0)
     w[list(map(int, zero_inputs))] = 0.0
     actor = dict(snapshot["actor"], l0=dict(snapshot["actor"]["l0"], w=w))
-    pad = obs_dim - old
     return {k: v for k, v in snapshot.items() if k != "resume"} | {
         "actor": actor,
         "obs_mean": np.concatenate([np.asarray(snapshot["obs_mean"], np.float32), np.zeros(pad, np.float32)]),

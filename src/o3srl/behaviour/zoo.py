@@ -349,8 +349,9 @@ def train_zoo(
         if source_dir == root / spec.task_id and source_member in {member_name(float(k)) for k in limits}:
             raise O3SRLError(f"--init-from {init_from} names a member being trained: use --continue to train a "
                              "member further")
-        jobs += [(spec.task_id, float(k), int(n), seed + int(round(10 * k)), str(root), continue_training,
-                  source_member, str(source_dir) if source_dir else None, tuple(int(i) for i in init_zero_inputs)) for k in limits]
+        init = (source_member, str(source_dir) if source_dir else None, tuple(int(i) for i in init_zero_inputs))
+        jobs += [(spec.task_id, float(k), int(n), seed + int(round(10 * k)), str(root), continue_training, *init)
+                 for k in limits]
     jobs.sort(key=lambda j: -j[2] * _step_cost(get_task(j[0])))
     t0 = time.time()
     results: list[dict[str, Any]] = []
@@ -396,7 +397,8 @@ def _init_source(spec: TaskSpec, root: Path, init_from: str | None,
     read_member(directory, member)
     bad = [i for i in zero_inputs if not 0 <= int(i) < source.obs_dim]
     if bad:
-        raise O3SRLError(f"--init-zero-inputs {bad}: {source.task_id}'s observation has dimensions 0..{source.obs_dim - 1}")
+        raise O3SRLError(f"--init-zero-inputs {bad}: {source.task_id}'s observation has dimensions "
+                         f"0..{source.obs_dim - 1}")
     return directory, member
 
 
