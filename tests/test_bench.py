@@ -272,8 +272,11 @@ def test_half_finished_cell_resumes(local_run, tmp_path, monkeypatch):
     assert summary.finished == 1
     (row,) = read_rows(grid.results)
     assert row["status"] == "ok" and row["resumed_from_step"] == 100
-    steps = [json.loads(line)["step"] for line in (cell.run_dir / "metrics.jsonl").read_text().splitlines()]
-    assert steps == [100, 200]
+    logged = [json.loads(line) for line in (cell.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in logged] == [100, 200]
+    # Training time covers both sittings: the first 100 steps (before the kill) and the last 100.
+    assert row["train_seconds"] == pytest.approx(sum(100 / r["time/steps_per_second"] for r in logged), abs=2e-3)
+    assert row["sitting_seconds"] > 0
     reference = finished_rows(read_rows(local_run["grid"].results))["toy__o3srl__k5__s0"]
     assert row["metrics"] == pytest.approx(reference["metrics"], rel=1e-4, abs=1e-6)
 

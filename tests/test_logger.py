@@ -8,7 +8,7 @@ import math
 import pytest
 
 from o3srl.errors import O3SRLError
-from o3srl.logger import JsonlSink, TensorBoardSink, read_metrics
+from o3srl.logger import JsonlSink, TensorBoardSink, logged_seconds, read_metrics
 
 
 def test_jsonl_rows_and_resume_truncation(tmp_path):
@@ -23,6 +23,26 @@ def test_jsonl_rows_and_resume_truncation(tmp_path):
     # A run resumed from its step-20 checkpoint drops the rows written after it.
     JsonlSink(path, resume_step=20).close()
     assert [r["step"] for r in read_metrics(path)] == [10, 20]
+
+
+def test_logged_seconds_sum_the_windows(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    assert logged_seconds(path) is None  # no log yet
+    sink = JsonlSink(path)
+    sink.write(100, {"time/steps_per_second": 50.0})  # 100 steps in 2 s
+    sink.write(300, {"time/steps_per_second": 100.0})  # 200 steps in 2 s
+    sink.write(400, {"time/steps_per_second": 25.0})  # 100 steps in 4 s
+    sink.close()
+    assert logged_seconds(path) == pytest.approx(8.0)
+    # Resumed from its step-300 checkpoint, the run redoes steps 301–400 in 1 s: the lost 4 s are not counted.
+    sink = JsonlSink(path, resume_step=300)
+    sink.write(400, {"time/steps_per_second": 100.0})
+    sink.close()
+    assert logged_seconds(path) == pytest.approx(5.0)
+    sink = JsonlSink(path)
+    sink.write(500, {"loss/critic": 1.0})  # a row without the rate: the total is unknown
+    sink.close()
+    assert logged_seconds(path) is None
 
 
 def read_scalars(log_dir) -> dict[str, list[tuple[int, float]]]:

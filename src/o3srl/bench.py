@@ -568,6 +568,7 @@ def execute_cell(cell: Cell, grid_name: str) -> dict[str, Any]:
     from o3srl.checkpoint import CHECKPOINT_NAME, read_payload
     from o3srl.evaluate import evaluate
     from o3srl.io import atomic_write_text
+    from o3srl.logger import METRICS_NAME, logged_seconds
     from o3srl.policy import load_policy
     from o3srl.train import run
 
@@ -582,7 +583,11 @@ def execute_cell(cell: Cell, grid_name: str) -> dict[str, Any]:
         for stale in ("metrics.jsonl", "rounds.npz"):
             (run_dir / stale).unlink(missing_ok=True)
         run(cell.train_config())
-    train_seconds = time.time() - t0
+    sitting_seconds = time.time() - t0
+    # The whole cell's training time, earlier sittings of a resumed cell included (this sitting alone would
+    # undercount it); the sitting's wall time, with process start and compilation, is kept beside it.
+    logged = logged_seconds(run_dir / METRICS_NAME)
+    train_seconds = logged if logged is not None else sitting_seconds
 
     cfg = cell.config
     info = json.loads((run_dir / "run.json").read_text())
@@ -612,6 +617,7 @@ def execute_cell(cell: Cell, grid_name: str) -> dict[str, Any]:
         "env_id": info["env_id"],
         "o3srl_version": __version__,
         "train_seconds": round(train_seconds, 3),
+        "sitting_seconds": round(sitting_seconds, 3),
         "eval_seconds": round(eval_seconds, 3),
         "resumed_from_step": resumed_from,
         "steps": cfg.steps,

@@ -19,6 +19,27 @@ class Sink(Protocol):
     def close(self) -> None: ...
 
 
+def logged_seconds(path: str | Path) -> float | None:
+    """Training-loop seconds recorded in a ``metrics.jsonl``, summed over its windows.
+
+    Each row's ``time/steps_per_second`` covers the steps since the previous row, and a resumed run's file keeps only
+    the rows up to its checkpoint, so the sum is the time spent on the steps the run has now — over every sitting of
+    a resumed run, without the work a killed sitting lost. ``None`` when the file is missing or empty, or when a row
+    lacks the rate.
+    """
+    rows = read_metrics(path)
+    if not rows:
+        return None
+    total, previous = 0.0, 0
+    for row in rows:
+        rate = row.get("time/steps_per_second")
+        if not rate:
+            return None
+        total += (row["step"] - previous) / rate
+        previous = row["step"]
+    return total
+
+
 def _clean(value: Any) -> float | None:
     value = float(value)
     return value if math.isfinite(value) else None
