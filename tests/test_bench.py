@@ -249,6 +249,7 @@ def test_missing_datasets_are_reported_before_anything_is_written(tmp_path):
 
 def test_half_finished_cell_resumes(local_run, tmp_path, monkeypatch):
     from o3srl import logger
+    from o3srl.logger import read_metrics
     from o3srl.train import run
 
     data = toy_grid(local_run["dataset"], tmp_path)
@@ -272,7 +273,7 @@ def test_half_finished_cell_resumes(local_run, tmp_path, monkeypatch):
     assert summary.finished == 1
     (row,) = read_rows(grid.results)
     assert row["status"] == "ok" and row["resumed_from_step"] == 100
-    logged = [json.loads(line) for line in (cell.run_dir / "metrics.jsonl").read_text().splitlines()]
+    logged = read_metrics(cell.run_dir / "metrics.jsonl")
     assert [r["step"] for r in logged] == [100, 200]
     # Training time covers both sittings: the first 100 steps (before the kill) and the last 100.
     assert row["train_seconds"] == pytest.approx(sum(100 / r["time/steps_per_second"] for r in logged), abs=2e-3)
