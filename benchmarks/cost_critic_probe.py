@@ -20,7 +20,7 @@ import numpy as np
 
 from o3srl.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from o3srl.config import from_dict
-from o3srl.data.sampler import compute_norm_stats, sample_batch, sample_init_obs, to_device
+from o3srl.data.sampler import sample_batch, sample_init_obs, to_device
 from o3srl.io import atomic_write_text
 from o3srl.train import build_learner, load_problem
 
@@ -33,9 +33,8 @@ def probe(run_dir: Path, states: int = 4096, seed: int = 0) -> tuple[str, ...]:
         raise SystemExit(f"{run_dir}: the probe reads TD3+BC cost critics; this run's oracle is {cfg.oracle_name}")
     problem = load_problem(cfg)
     learner = build_learner(cfg, problem)
-    stats = compute_norm_stats(problem.dataset, problem.action_low, problem.action_high, normalize_obs=cfg.normalize_obs)
     template = learner.init(jax.random.PRNGKey(cfg.seed))
-    _, state, stats, _ = load_checkpoint(run_dir / CHECKPOINT_NAME, template)
+    _, state, stats, _ = load_checkpoint(run_dir / CHECKPOINT_NAME, template)  # the run's own normalisation
     data = to_device(problem.dataset, stats)
     scale = learner.oracle.config.cost_scale
     key = jax.random.PRNGKey(seed)
