@@ -224,7 +224,7 @@ def test_registered_tasks_need_no_simulator_to_train(task, monkeypatch, tmp_path
         def no_simulator(env_id):
             raise AssertionError("the simulator was built")
 
-        monkeypatch.setattr(train, "_action_bounds", no_simulator)
+        monkeypatch.setattr(train, "_env_facts", no_simulator)
         problem = train.load_problem(TrainConfig(dataset=str(path)))
         assert problem.dataset.obs_dim == spec.obs_dim and problem.action_low.shape == (spec.act_dim,)
         assert problem.reference == "dsrl" and problem.episode_length == spec.max_episode_steps

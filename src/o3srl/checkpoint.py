@@ -60,11 +60,42 @@ def read_payload(path: str | Path) -> dict[str, Any]:
 def load_checkpoint(path: str | Path, template: Any) -> tuple[int, Any, NormStats, dict[str, Any]]:
     """Restore ``(step, state, norm_stats, config_dict)`` into the structure of ``template``."""
     payload = read_payload(path)
+    state = restore(template, payload.get("state"), f"checkpoint {path}", "the run's networks")
     try:
-        state = serialization.from_state_dict(template, payload["state"])
-    except (ValueError, KeyError, TypeError) as exc:
-        raise CheckpointError(f"checkpoint {path} does not match the run's networks ({exc})") from None
-    return int(payload["step"]), state, stats_from_dict(payload["norm_stats"]), json.loads(payload["config"])
+        return int(payload["step"]), state, stats_from_dict(payload["norm_stats"]), json.loads(payload["config"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint {path} is incomplete or damaged ({type(exc).__name__}: {exc})") from None
+
+
+def _leaves(tree: Any) -> dict[str, Any]:
+    import jax
+
+    flat, _ = jax.tree_util.tree_flatten_with_path(tree)
+    return {jax.tree_util.keystr(path): leaf for path, leaf in flat}
+
+
+def restore(template: Any, state_dict: Any, source: str, what: str) -> Any:
+    """``flax.serialization.from_state_dict`` that also checks every array's shape and dtype against ``template``.
+
+    flax itself puts arrays of any shape into the template; a mismatch (a config or file whose network sizes were
+    edited) would only surface later inside a network call. Raises one :class:`CheckpointError` naming the array.
+    """
+    try:
+        state = serialization.from_state_dict(template, state_dict)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise CheckpointError(f"{source} does not match {what} ({type(exc).__name__}: {exc})") from None
+    want, got = _leaves(template), _leaves(state)
+    if want.keys() != got.keys():
+        missing = sorted(set(want) - set(got)) or sorted(set(got) - set(want))
+        raise CheckpointError(f"{source} does not match {what}: its arrays differ (first: {missing[0]})")
+    for name, leaf in want.items():
+        other = np.asarray(got[name])
+        if tuple(np.shape(leaf)) != other.shape or np.asarray(leaf).dtype != other.dtype:
+            raise CheckpointError(
+                f"{source} does not match {what}: {name.lstrip('.')} has shape {other.shape} ({other.dtype}) but the "
+                f"config gives {tuple(np.shape(leaf))} ({np.asarray(leaf).dtype})"
+            )
+    return state
 
 
 def stats_from_dict(d: dict[str, Any]) -> NormStats:

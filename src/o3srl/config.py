@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 from o3srl.algos.iql import IQLConfig
@@ -17,6 +19,7 @@ from o3srl.algos.o3srl_theory import TheoryConfig
 from o3srl.algos.td3bc import TD3BCConfig
 from o3srl.envs.registry import DEFAULT_TASK
 from o3srl.errors import ConfigError
+from o3srl.validation import check_fields
 
 Algo = Literal["o3srl", "td3bc", "iql"]
 
@@ -85,13 +88,16 @@ class TrainConfig:
         return self.oracle if self.algo == "o3srl" else self.algo
 
     def resolved(self) -> "TrainConfig":
-        """Apply ``quick`` and check consistency; raises :class:`ConfigError` naming the bad value."""
+        """Check every value (type and range, see :mod:`o3srl.validation`), apply ``quick`` and check that the
+        values are consistent with each other; raises :class:`ConfigError` naming the bad value."""
+        check_fields(self)
         cfg = self
         if cfg.quick:
             cfg = dataclasses.replace(cfg, steps=min(cfg.steps, 2_000), eval_episodes=min(cfg.eval_episodes, 5),
                                       log_every=min(cfg.log_every, 500), checkpoint_every=min(cfg.checkpoint_every, 1_000))
-        if cfg.algo == "o3srl" and cfg.variant == "theory":
-            if cfg.theory.iterations < 1 or cfg.steps % cfg.theory.iterations:
+        is_theory = cfg.algo == "o3srl" and cfg.variant == "theory"
+        if is_theory:
+            if cfg.steps % cfg.theory.iterations:
                 raise ConfigError(f"steps ({cfg.steps}) must be a multiple of theory.iterations ({cfg.theory.iterations})")
             # One logged row and one checkpoint per iteration.
             per = cfg.steps // cfg.theory.iterations
@@ -99,12 +105,6 @@ class TrainConfig:
                                       eval_every=cfg.eval_every and max(per, cfg.eval_every // per * per))
             cfg = dataclasses.replace(cfg, o3srl=dataclasses.replace(cfg.o3srl, steps_per_round=per))
         m = cfg.o3srl.steps_per_round
-        if cfg.steps < 1:
-            raise ConfigError(f"steps must be ≥ 1, got {cfg.steps}")
-        if cfg.cost_limit < 0:
-            raise ConfigError(f"cost_limit must be ≥ 0, got {cfg.cost_limit}")
-        if cfg.fixed_lambda < 0:
-            raise ConfigError(f"fixed_lambda must be ≥ 0, got {cfg.fixed_lambda}")
         if cfg.log_every < m or cfg.log_every % m:
             raise ConfigError(f"log_every ({cfg.log_every}) must be a multiple of steps_per_round M ({m})")
         if cfg.checkpoint_every % cfg.log_every:
@@ -113,14 +113,13 @@ class TrainConfig:
             raise ConfigError(f"eval_every ({cfg.eval_every}) must be a multiple of log_every ({cfg.log_every})")
         if cfg.steps % m:
             raise ConfigError(f"steps ({cfg.steps}) must be a multiple of steps_per_round M ({m})")
-        if cfg.eval_episodes < 0:
-            raise ConfigError(f"eval_episodes must be ≥ 0, got {cfg.eval_episodes}")
         if (cfg.reward_min is None) != (cfg.reward_max is None):
             raise ConfigError("give both reward_min and reward_max, or neither")
         if cfg.reward_min is not None and cfg.reward_max is not None and cfg.reward_max <= cfg.reward_min:
             raise ConfigError(f"reward_max ({cfg.reward_max}) must exceed reward_min ({cfg.reward_min})")
-        if cfg.o3srl.num_arms < 1:
-            raise ConfigError(f"o3srl.num_arms must be ≥ 1, got {cfg.o3srl.num_arms}")
+        if is_theory and cfg.theory.initial_lambda > cfg.theory.max_lambda:
+            raise ConfigError(f"theory.initial_lambda ({cfg.theory.initial_lambda}) must lie in [0, theory.max_lambda] "
+                              f"= [0, {cfg.theory.max_lambda}]")
         return cfg
 
 
@@ -152,6 +151,8 @@ def apply_overrides(cfg: Any, overrides: dict[str, Any]) -> Any:
         if key not in names:
             raise ConfigError(f"unknown config field {key!r} for {type(cfg).__name__}; known: {', '.join(sorted(names))}")
     for head, sub in nested.items():
+        if not dataclasses.is_dataclass(getattr(cfg, head)):
+            raise ConfigError(f"config key {head}.{next(iter(sub))}: {head} is not a section")
         flat[head] = apply_overrides(getattr(cfg, head), sub)
     for key, value in flat.items():
         if isinstance(value, list):
@@ -171,11 +172,16 @@ ADDED_FIELDS: dict[str, Any] = {"td3bc.critic_layer_norm": False}
 
 
 def from_dict(data: dict[str, Any]) -> TrainConfig:
-    """Rebuild a :class:`TrainConfig` from its JSON form (as saved in a run directory)."""
+    """Rebuild a :class:`TrainConfig` from its JSON form (as saved in a run directory); the values are checked by
+    :meth:`TrainConfig.resolved` (or :func:`read_config`), not here."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"a config must be a JSON object of fields, got {type(data).__name__}")
     data = dict(data)
     nested = {name: data.pop(name, {}) for name in ("o3srl", "td3bc", "iql", "theory")}
     flat_overrides = {k: v for k, v in data.items()}
     for head, sub in nested.items():
+        if not isinstance(sub, dict):
+            raise ConfigError(f"{head} must be a section (a JSON object of fields), got {sub!r}")
         for k, v in sub.items():
             flat_overrides[f"{head}.{k}"] = v
     for key, old_value in ADDED_FIELDS.items():
@@ -185,3 +191,26 @@ def from_dict(data: dict[str, Any]) -> TrainConfig:
 
 def dumps(cfg: Any) -> str:
     return json.dumps(to_dict(cfg), indent=2, sort_keys=True)
+
+
+def read_config(path: str | os.PathLike[str]) -> TrainConfig:
+    """The config saved in a run directory's ``config.json``, checked as a command line's would be: a file that is
+    not JSON, holds unknown fields or values out of range is one :class:`ConfigError` naming the file and field."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path} does not exist (is {path.parent} a run directory?)") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path} cannot be read ({exc})") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path} is not valid JSON ({exc}); it should hold the run's config as written by "
+                          "'o3srl train'") from None
+    try:
+        cfg = from_dict(data)
+        cfg.resolved()
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    return cfg

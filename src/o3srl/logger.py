@@ -55,9 +55,10 @@ class JsonlSink:
         self._file = open(self.path, "a", encoding="utf-8")
 
     def _truncate_after(self, step: int) -> None:
-        """On resume, drop rows logged after the checkpoint so the file matches an uninterrupted run."""
-        kept = [line for line in self.path.read_text(encoding="utf-8").splitlines()
-                if line.strip() and json.loads(line).get("step", 0) <= step]
+        """On resume, drop rows logged after the checkpoint so the file matches an uninterrupted run (a last row
+        torn by a crash mid-write is dropped with a note)."""
+        rows = _parse_lines(self.path, tolerate_torn_end=True)
+        kept = [line for line, row in rows if row.get("step", 0) <= step]
         from o3srl.io import atomic_write_text
 
         atomic_write_text(self.path, "".join(line + "\n" for line in kept))
@@ -91,7 +92,35 @@ class TensorBoardSink:
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    """The rows of a ``metrics.jsonl`` (``[]`` when it does not exist); a last line torn by a crash is skipped."""
     path = Path(path)
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [row for _, row in _parse_lines(path, tolerate_torn_end=True, note=False)]
+
+
+def _parse_lines(path: Path, *, tolerate_torn_end: bool, note: bool = True) -> list[tuple[str, dict[str, Any]]]:
+    """``(line, row)`` for every line of a JSON-lines file. Only the last line may be damaged (a write cut short by
+    a crash or ``kill -9``): it is dropped, with a note on stderr when ``note``; damage anywhere else is an error."""
+    import sys
+
+    try:
+        lines = [line for line in path.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
+    except OSError as exc:
+        raise O3SRLError(f"{path} cannot be read ({exc.strerror or exc})") from None
+    out: list[tuple[str, dict[str, Any]]] = []
+    for i, line in enumerate(lines):
+        try:
+            row = json.loads(line)
+            if not isinstance(row, dict):
+                raise ValueError("not a JSON object")
+        except ValueError as exc:
+            if tolerate_torn_end and i == len(lines) - 1:
+                if note:
+                    print(f"note: {path}: dropped its last line, which is incomplete ({len(line)} characters)",
+                          file=sys.stderr)
+                break
+            raise O3SRLError(f"{path}: line {i + 1} is not a metrics row ({exc}); only a torn last line can be "
+                             "repaired") from None
+        out.append((line, row))
+    return out

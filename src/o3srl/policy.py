@@ -84,13 +84,22 @@ def load_policy(run_dir: str | Path) -> Policy:
     payload = read_payload(path)
     import json
 
-    cfg = from_dict(json.loads(payload["config"]))
-    stats = stats_from_dict(payload["norm_stats"])
+    from o3srl.checkpoint import CheckpointError, restore
+    from o3srl.errors import ConfigError
+
+    try:
+        cfg = from_dict(json.loads(payload["config"]))
+        cfg.resolved()
+        stats = stats_from_dict(payload["norm_stats"])
+    except (KeyError, TypeError, ValueError) as exc:  # ConfigError is a ValueError
+        what = str(exc) if isinstance(exc, ConfigError) else f"{type(exc).__name__}: {exc}"
+        raise CheckpointError(f"{path} holds no usable config or normalisation ({what})") from None
     oracle = make_oracle(cfg.oracle_name, cfg.td3bc, cfg.iql, stats.obs_mean.shape[0], stats.action_low.shape[0])
     template = oracle.init(jax.random.PRNGKey(0)).actor
     if payload.get("kind") == "mixture":
         members = cfg.theory.iterations
         stacked = jax.tree.map(lambda x: jnp.zeros((members, *x.shape), x.dtype), template)
-        return MixturePolicy(oracle.act, serialization.from_state_dict(stacked, payload["actor"]), stats, seed=cfg.eval_seed)
-    actor = serialization.from_state_dict(template, payload["actor"])
+        actors = restore(stacked, payload.get("actor"), str(path), "the actor of the config saved with it")
+        return MixturePolicy(oracle.act, actors, stats, seed=cfg.eval_seed)
+    actor = restore(template, payload.get("actor"), str(path), "the actor of the config saved with it")
     return Policy(oracle.act, actor, stats)

@@ -21,13 +21,14 @@ import dataclasses
 import json
 import math
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Iterator
 
 import numpy as np
 
-from o3srl.config import TrainConfig, dumps, from_dict
+from o3srl.config import TrainConfig, dumps, from_dict, read_config
 from o3srl.errors import ConfigError, O3SRLError
 from o3srl.io import atomic_write_text, file_sha256
 
@@ -50,15 +51,25 @@ class Problem:
     action_high: np.ndarray
 
 
-def _action_bounds(env_id: str) -> tuple[np.ndarray, np.ndarray, int]:
+def _env_facts(env_id: str) -> tuple[np.ndarray, np.ndarray, int, int | None]:
+    """Action bounds, observation size and time limit (``None`` when the environment has none) of ``env_id``."""
     from o3srl.envs import make_env
 
     env = make_env(env_id)
     try:
         space, obs_space = env.action_space, env.observation_space
-        return np.asarray(space.low, np.float32), np.asarray(space.high, np.float32), int(np.prod(obs_space.shape))
+        spec = getattr(env, "spec", None)
+        limit = getattr(spec, "max_episode_steps", None)
+        limit = int(limit) if isinstance(limit, int) and limit > 0 else None
+        return (np.asarray(space.low, np.float32), np.asarray(space.high, np.float32), int(np.prod(obs_space.shape)),
+                limit)
     finally:
         env.close()
+
+
+def _action_bounds(env_id: str) -> tuple[np.ndarray, np.ndarray, int]:
+    low, high, obs_dim, _ = _env_facts(env_id)
+    return low, high, obs_dim
 
 
 def load_problem(cfg: TrainConfig) -> Problem:
@@ -76,9 +87,10 @@ def load_problem(cfg: TrainConfig) -> Problem:
         obs_dim = TASKS[env_id].obs_dim
         low = np.full(TASKS[env_id].act_dim, -1.0, np.float32)
         high = np.full(TASKS[env_id].act_dim, 1.0, np.float32)
+        time_limit: int | None = TASKS[env_id].max_episode_steps
     else:
         try:
-            low, high, obs_dim = _action_bounds(env_id)
+            low, high, obs_dim, time_limit = _env_facts(env_id)
         except EnvError as exc:
             known = ", ".join(sorted(TASKS))
             raise ConfigError(f"unknown task or environment {env_id!r} ({exc}); built-in tasks: {known}") from None
@@ -94,6 +106,7 @@ def load_problem(cfg: TrainConfig) -> Problem:
             f"'o3srl data make {cfg.task}')"
         )
     dataset = OfflineDataset.load(path, action_low=low, action_high=high)
+    dataset.check_episode_lengths(time_limit if time_limit is not None else spec.max_episode_steps if spec else None)
     if dataset.obs_dim != obs_dim:
         raise ConfigError(
             f"dataset {path} has observations of dim {dataset.obs_dim} but environment {env_id!r} has dim {obs_dim}"
@@ -108,7 +121,11 @@ def load_problem(cfg: TrainConfig) -> Problem:
         if hi <= lo:
             raise ConfigError(f"dataset {path}: all episodes have the same reward; pass --reward-min/--reward-max")
         reward_range, reference = (lo, hi), "dataset"
-    episode_length = cfg.episode_length or (spec.max_episode_steps if spec else int(dataset.episodes.length.max()))
+    # T of the budget conversion: given, the registry's, the environment's own time limit, or the data's longest
+    # episode (never another task's: an --env-id without --task is its own task).
+    episode_length = cfg.episode_length or (
+        spec.max_episode_steps if spec else time_limit or int(dataset.episodes.length.max())
+    )
     return Problem(
         dataset=dataset,
         dataset_path=str(Path(path).resolve()),
@@ -160,8 +177,25 @@ def make_policy(cfg: TrainConfig, learner: Any, state: Any, stats: Any) -> Any:
 
 def _default_run_dir(cfg: TrainConfig) -> Path:
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    name = f"{cfg.task}-{cfg.algo}-k{cfg.cost_limit:g}-s{cfg.seed}-{stamp}"
+    name = f"{safe_name(cfg.task)}-{cfg.algo}-k{cfg.cost_limit:g}-s{cfg.seed}-{stamp}"
     return Path("runs") / name
+
+
+def safe_name(text: str) -> str:
+    """``text`` with every character but letters, digits and ``_.+=-`` replaced by ``_`` (a file-name part)."""
+    import re
+
+    return re.sub(r"[^A-Za-z0-9_.+=-]", "_", text)
+
+
+def env_task_name(env_id: str) -> str:
+    """The task name of a run on ``env_id`` when no ``--task`` is given: a registered id itself, else the id or the
+    class named after ``module:`` (``my_pkg.envs:Corridor`` → ``Corridor``), made safe for a directory name."""
+    from o3srl.envs.registry import TASKS
+
+    if env_id in TASKS:
+        return env_id
+    return safe_name(env_id.rpartition(":")[2] or env_id)
 
 
 TRACE_NAME = "rounds.npz"
@@ -222,12 +256,18 @@ def _summarise(metrics: dict[str, Any]) -> dict[str, float]:
 
 
 def run(cfg: TrainConfig, *, resume_dir: str | None = None) -> dict[str, Any]:
-    """Train (or resume) one run and evaluate its final policy; returns the summary written to ``eval.json``."""
+    """Train (or resume) one run and evaluate its final policy; returns the summary written to ``eval.json``.
+
+    On resume the run's own ``config.json`` is used; ``cfg`` only confirms an environment entry point
+    (``cfg.env_id``) that the saved config names, which is otherwise not imported. Every check (values, dataset,
+    entry point, and on resume the dataset's hash and the checkpoint's config and network shapes) comes before
+    anything is written.
+    """
     import jax
 
     from o3srl.checkpoint import CHECKPOINT_NAME, POLICY_NAME, load_checkpoint, save_checkpoint, save_policy
     from o3srl.data.sampler import compute_norm_stats, to_device
-    from o3srl.envs.make import require_simulator
+    from o3srl.envs.make import check_entry_point, require_simulator
     from o3srl.envs.registry import TASKS
     from o3srl.logger import METRICS_NAME, JsonlSink, Sink, TensorBoardSink
 
@@ -236,22 +276,37 @@ def run(cfg: TrainConfig, *, resume_dir: str | None = None) -> dict[str, Any]:
         config_path = run_dir / "config.json"
         if not config_path.exists():
             raise O3SRLError(f"cannot resume {run_dir}: it has no config.json (is it a run directory?)")
-        cfg = from_dict(json.loads(config_path.read_text()))
+        confirmed_env = cfg.env_id
+        cfg = read_config(config_path)
+        if cfg.env_id is not None:
+            check_entry_point(cfg.env_id, confirmed_env, f"{config_path}")
     cfg = cfg.resolved()
+    record = _resume_record(run_dir, cfg) if resume_dir is not None else None
     problem = load_problem(cfg)
+    if record is not None and record.get("dataset_sha256") not in (None, problem.dataset_sha256):
+        raise O3SRLError(
+            f"cannot resume {run_dir}: dataset {problem.dataset_path} has changed since the run started (sha256 "
+            f"{problem.dataset_sha256[:12]}…, the run recorded {str(record['dataset_sha256'])[:12]}… in run.json); "
+            "restore the file the run was trained on, or start a new run"
+        )
     if cfg.eval_episodes > 0 and problem.env_id in TASKS:
         # An optional simulator that is missing would only fail at the evaluation, after the whole training.
         require_simulator(TASKS[problem.env_id], " (or pass --eval-episodes 0 to train without evaluating)")
     learner = build_learner(cfg, problem)
     stats = compute_norm_stats(problem.dataset, problem.action_low, problem.action_high, normalize_obs=cfg.normalize_obs)
 
+    template = learner.init(jax.random.PRNGKey(cfg.seed))
+    step = 0
+    state = template
+    if resume_dir is not None and (run_dir / CHECKPOINT_NAME).exists():
+        step, state, stats, _ = load_checkpoint(run_dir / CHECKPOINT_NAME, template)
     if resume_dir is None:
         run_dir = Path(cfg.run_dir) if cfg.run_dir else _default_run_dir(cfg)
         if (run_dir / CHECKPOINT_NAME).exists():
             raise O3SRLError(f"{run_dir} already holds a run; continue it with --resume {run_dir} or pick another --run-dir")
-        run_dir.mkdir(parents=True, exist_ok=True)
+        with _file_errors(f"cannot create run directory {run_dir}"):
+            run_dir.mkdir(parents=True, exist_ok=True)
     config_json = dumps(cfg)
-    atomic_write_text(run_dir / "config.json", config_json + "\n")
     from o3srl import __version__
 
     run_info = {
@@ -269,21 +324,17 @@ def run(cfg: TrainConfig, *, resume_dir: str | None = None) -> dict[str, Any]:
         "safe_frontier": problem.frontier,
         "o3srl_version": __version__,
     }
-    atomic_write_text(run_dir / "run.json", json.dumps(run_info, indent=2) + "\n")
-
-    template = learner.init(jax.random.PRNGKey(cfg.seed))
-    step = 0
-    state = template
-    if resume_dir is not None and (run_dir / CHECKPOINT_NAME).exists():
-        step, state, stats, _ = load_checkpoint(run_dir / CHECKPOINT_NAME, template)
+    with _file_errors(f"cannot write the run directory {run_dir}"):
+        atomic_write_text(run_dir / "config.json", config_json + "\n")
+        atomic_write_text(run_dir / "run.json", json.dumps(run_info, indent=2) + "\n")
+        sinks: list[Sink] = [JsonlSink(run_dir / METRICS_NAME, resume_step=step if resume_dir else None)]
     data = to_device(problem.dataset, stats)
-
-    sinks: list[Sink] = [JsonlSink(run_dir / METRICS_NAME, resume_step=step if resume_dir else None)]
     trace = RoundTrace.load(run_dir / TRACE_NAME, rounds=step // learner.steps_per_round)
     if cfg.tensorboard:
         sinks.append(TensorBoardSink(run_dir / "tb"))
     run_rounds = jax.jit(learner.run_rounds, static_argnums=2)
     m = learner.steps_per_round
+    last_checkpoint = step
 
     bar = None
     if cfg.progress:
@@ -296,6 +347,16 @@ def run(cfg: TrainConfig, *, resume_dir: str | None = None) -> dict[str, Any]:
             n = min(cfg.log_every, cfg.steps - step)
             state, metrics = run_rounds(state, data, n // m)
             metrics = jax.device_get(metrics)
+            bad = non_finite(state, metrics)
+            if bad is not None:
+                kept = (f"the last good checkpoint (step {last_checkpoint}) is intact" if last_checkpoint
+                        else "no checkpoint was written")
+                raise TrainingDiverged(
+                    f"training diverged in steps {step + 1}–{step + n}: {bad} is not finite (NaN or ±inf); nothing of "
+                    f"these steps was written and {kept} in {run_dir}; lower the learning rates, or check the scale "
+                    f"of the data's rewards and costs (largest |reward| {float(np.abs(problem.dataset['rewards']).max()):g}, "
+                    f"|cost| {float(np.abs(problem.dataset['costs']).max()):g})"
+                )
             step += n
             trace.extend(step, learner.steps_per_round, metrics)
             row = _summarise(metrics)
@@ -304,11 +365,18 @@ def run(cfg: TrainConfig, *, resume_dir: str | None = None) -> dict[str, Any]:
             if cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.steps and cfg.eval_every_episodes > 0:
                 result = _evaluate(cfg, problem, learner, state, stats, cfg.eval_every_episodes)
                 row.update(result.metrics())
-            for sink in sinks:
-                sink.write(step, row)
+            with _file_errors(f"cannot write the metrics of step {step} to {run_dir / METRICS_NAME}",
+                              f"; the last checkpoint (step {last_checkpoint}) is intact: continue with --resume {run_dir}"):
+                for sink in sinks:
+                    sink.write(step, row)
             if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-                trace.save(run_dir / TRACE_NAME)
-                save_checkpoint(run_dir / CHECKPOINT_NAME, step=step, state=state, stats=stats, config_json=config_json)
+                with _file_errors(f"cannot write the checkpoint of step {step} in {run_dir}",
+                                  f"; the last checkpoint (step {last_checkpoint}) is intact: continue with "
+                                  f"--resume {run_dir}"):
+                    trace.save(run_dir / TRACE_NAME)
+                    save_checkpoint(run_dir / CHECKPOINT_NAME, step=step, state=state, stats=stats,
+                                    config_json=config_json)
+                last_checkpoint = step
             if bar is not None:
                 bar.update(n)
                 post = {"λ": row.get("bandit/lambda_mean", float("nan")), "Ĉ": row.get("feedback/cost_estimate", float("nan"))}
@@ -317,24 +385,105 @@ def run(cfg: TrainConfig, *, resume_dir: str | None = None) -> dict[str, Any]:
         if bar is not None:
             bar.close()
         for sink in sinks:
-            sink.close()
+            try:
+                sink.close()
+            except OSError:
+                pass
 
-    if is_theory(cfg):
-        save_policy(run_dir / POLICY_NAME, actor=state.iterates, stats=stats, config_json=config_json, kind="mixture")
-    else:
-        save_policy(run_dir / POLICY_NAME, actor=state.oracle.actor, stats=stats, config_json=config_json)
-    if cfg.algo == "o3srl" and not is_theory(cfg):
-        from o3srl.plots import plot_bandit_history
+    with _file_errors(f"cannot write the final policy to {run_dir}",
+                      f"; the checkpoint of step {step} is intact: finish with --resume {run_dir}"):
+        if is_theory(cfg):
+            save_policy(run_dir / POLICY_NAME, actor=state.iterates, stats=stats, config_json=config_json, kind="mixture")
+        else:
+            save_policy(run_dir / POLICY_NAME, actor=state.oracle.actor, stats=stats, config_json=config_json)
+        if cfg.algo == "o3srl" and not is_theory(cfg):
+            from o3srl.plots import plot_bandit_history
 
-        plot_bandit_history(run_dir / TRACE_NAME, run_dir / "bandit.png", learner.arms.tolist())
+            plot_bandit_history(run_dir / TRACE_NAME, run_dir / "bandit.png", learner.arms.tolist())
     summary: dict[str, Any] = {"run_dir": str(run_dir), "step": step, "algo": cfg.algo, "task": cfg.task,
                                "cost_limit": cfg.cost_limit, "seed": cfg.seed, **run_info}
     if cfg.eval_episodes > 0:
         result = _evaluate(cfg, problem, learner, state, stats, cfg.eval_episodes)
         summary.update(result.metrics())
         summary["eval"] = result.to_dict()
-    atomic_write_text(run_dir / "eval.json", json.dumps(summary, indent=2) + "\n")
+    with _file_errors(f"cannot write {run_dir / 'eval.json'}"):
+        atomic_write_text(run_dir / "eval.json", json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+class TrainingDiverged(O3SRLError):
+    """A loss or a network parameter became NaN or infinite during training."""
+
+
+def non_finite(state: Any, metrics: dict[str, Any]) -> str | None:
+    """The name of the first floating-point parameter of ``state``, or loss in ``metrics``, that holds a NaN or
+    ±inf; ``None`` when everything is finite. (A loss of NaN alone is no alarm: rounds without an actor step report
+    their actor loss as NaN.)"""
+    import jax
+
+    for path, leaf in jax.tree_util.tree_flatten_with_path(state)[0]:
+        arr = np.asarray(leaf)
+        if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
+            return "parameter " + jax.tree_util.keystr(path).lstrip(".")
+    for key, values in metrics.items():
+        if key.startswith("loss/") and np.isinf(np.asarray(values, np.float64)).any():
+            return key
+    return None
+
+
+@contextmanager
+def _file_errors(what: str, after: str = "") -> Iterator[None]:
+    """Turn a file-system error (unwritable, under a file, disk full) into one :class:`O3SRLError` line."""
+    try:
+        yield
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        where = f" ({exc.filename})" if exc.filename else ""
+        raise O3SRLError(f"{what}: {reason}{where}{after}") from None
+
+
+def _resume_record(run_dir: Path, cfg: TrainConfig) -> dict[str, Any] | None:
+    """Check a run directory before it is resumed, writing nothing: its checkpoint (if any) must be readable and
+    saved with the same config as ``config.json``; returns its ``run.json`` record (``None`` before the first one)."""
+    from o3srl.checkpoint import CHECKPOINT_NAME, CheckpointError, read_payload
+    from o3srl.config import to_dict
+
+    checkpoint = run_dir / CHECKPOINT_NAME
+    if checkpoint.exists():
+        payload = read_payload(checkpoint)
+        try:
+            saved = from_dict(json.loads(payload["config"])).resolved()
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"checkpoint {checkpoint} holds no usable config ({exc})") from None
+        differ = _differences(to_dict(saved), to_dict(cfg))
+        if differ:
+            raise CheckpointError(
+                f"cannot resume {run_dir}: its config.json differs from the config the checkpoint was saved with "
+                f"({'; '.join(differ[:4])}); restore config.json, or start a new run"
+            )
+    info_path = run_dir / "run.json"
+    if not info_path.exists():
+        if checkpoint.exists():
+            raise O3SRLError(f"cannot resume {run_dir}: run.json is missing, so the dataset cannot be checked")
+        return None
+    try:
+        info = json.loads(info_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise O3SRLError(f"cannot resume {run_dir}: run.json cannot be read ({exc})") from None
+    if not isinstance(info, dict):
+        raise O3SRLError(f"cannot resume {run_dir}: run.json is not a JSON object")
+    return info
+
+
+def _differences(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
+    out: list[str] = []
+    for key in sorted(set(a) | set(b)):
+        x, y = a.get(key), b.get(key)
+        if isinstance(x, dict) and isinstance(y, dict):
+            out += _differences(x, y, f"{prefix}{key}.")
+        elif x != y:
+            out.append(f"{prefix}{key}: {x!r} in the checkpoint, {y!r} in config.json")
+    return out
 
 
 def _evaluate(cfg: TrainConfig, problem: Problem, learner: Any, state: Any, stats: Any, episodes: int) -> Any:
@@ -364,23 +513,34 @@ class TrainArgs:
     """Continue the killed (or finished) run in this directory; its saved config is used and other flags ignored."""
 
 
-def _task_from_argv(argv: list[str]) -> str | None:
+def _flag_from_argv(argv: list[str], flag: str) -> str | None:
     for i, arg in enumerate(argv):
-        if arg == "--task" and i + 1 < len(argv):
+        if arg == flag and i + 1 < len(argv):
             return argv[i + 1]
-        if arg.startswith("--task="):
+        if arg.startswith(flag + "="):
             return arg.split("=", 1)[1]
     return None
 
 
+def _task_from_argv(argv: list[str]) -> str | None:
+    return _flag_from_argv(argv, "--task")
+
+
 def cli_train(argv: list[str], prog: str = "o3srl train") -> int:
-    """``o3srl train``: the chosen task's preset fills the defaults; flags given on the command line win."""
+    """``o3srl train``: the chosen task's preset fills the defaults; flags given on the command line win.
+
+    ``--env-id`` without ``--task`` makes the environment its own task (its name, its time limit or the data's
+    episode length, the dataset's reference scores), never the default task's."""
     import tyro
 
     from o3srl.config import preset
     from o3srl.envs.registry import DEFAULT_TASK
 
-    defaults = TrainArgs(cfg=preset(_task_from_argv(argv) or DEFAULT_TASK))
+    task = _task_from_argv(argv)
+    env_id = _flag_from_argv(argv, "--env-id")
+    if task is None and env_id:
+        task = env_task_name(env_id)
+    defaults = TrainArgs(cfg=preset(task or DEFAULT_TASK))
     args = tyro.cli(TrainArgs, default=defaults, args=argv, prog=prog)
     summary = run(args.cfg, resume_dir=args.resume)
     print_summary(summary)
@@ -418,7 +578,8 @@ def print_summary(summary: dict[str, Any]) -> None:
     console.print(f"run directory: {summary['run_dir']}")
 
 
-def cli_eval(run_dir: Positional[str], episodes: int = 20, cost_limit: float | None = None, seed: int = 10_000, envs: int = 4) -> int:
+def cli_eval(run_dir: Positional[str], episodes: int = 20, cost_limit: float | None = None, seed: int = 10_000,
+             envs: int = 4, env_id: str | None = None) -> int:
     """Re-evaluate the policy saved in a run directory.
 
     Args:
@@ -427,23 +588,70 @@ def cli_eval(run_dir: Positional[str], episodes: int = 20, cost_limit: float | N
         cost_limit: κ for the normalised cost (default: the run's own).
         seed: evaluation seed.
         envs: environment copies stepped together.
+        env_id: environment to evaluate on (default: the run's). A module:Class entry point recorded in the run is
+            imported only when named here too, so a run directory from elsewhere cannot run code.
     """
+    from o3srl.envs.make import check_entry_point
     from o3srl.evaluate import evaluate
     from o3srl.policy import load_policy
+    from o3srl.validation import COUNT, NON_NEGATIVE, SEED, check_number
 
+    check_number("--episodes", episodes, COUNT)
+    check_number("--envs", envs, COUNT)
+    check_number("--seed", seed, SEED)
+    if cost_limit is not None:
+        check_number("--cost-limit", cost_limit, NON_NEGATIVE)
     path = Path(run_dir)
     if not (path / "config.json").exists() or not (path / "run.json").exists():
         raise O3SRLError(f"{run_dir} is not a run directory (config.json / run.json missing)")
-    cfg = from_dict(json.loads((path / "config.json").read_text()))
-    info = json.loads((path / "run.json").read_text())
+    cfg = read_config(path / "config.json")
+    info = _read_run_info(path / "run.json")
+    recorded_env = info["env_id"]
+    if env_id is None:
+        check_entry_point(recorded_env, None, str(path / "run.json"))
+    policy = load_policy(path)
+    _check_policy_config(path, cfg)
     kappa = cfg.cost_limit if cost_limit is None else cost_limit
     frontier = info.get("safe_frontier") if kappa == cfg.cost_limit else None
-    if frontier is not None and not math.isfinite(frontier):
+    if not isinstance(frontier, (int, float)) or not math.isfinite(frontier):
         frontier = None
-    result = evaluate(load_policy(path), info["env_id"], episodes=episodes, cost_limit=kappa, seed=seed,
+    result = evaluate(policy, env_id or recorded_env, episodes=episodes, cost_limit=kappa, seed=seed,
                       num_envs=envs, reward_range=tuple(info["reward_range"]), reference=info["reward_reference"],
                       frontier=frontier)
     summary = {"run_dir": str(path), "algo": cfg.algo, "task": cfg.task, "cost_limit": kappa, "seed": cfg.seed,
                **info, **result.metrics()}
     print_summary(summary)
     return 0
+
+
+def _check_policy_config(run_dir: Path, cfg: TrainConfig) -> None:
+    """The policy file carries the config it was trained with; a ``config.json`` edited since is refused."""
+    from o3srl.checkpoint import POLICY_NAME, read_payload
+    from o3srl.config import to_dict
+
+    saved = from_dict(json.loads(read_payload(run_dir / POLICY_NAME)["config"]))
+    differ = _differences(to_dict(saved), to_dict(cfg))
+    if differ:
+        text = "; ".join(d.replace("in the checkpoint", "in the policy") for d in differ[:4])
+        raise O3SRLError(f"{run_dir}: config.json differs from the config saved with its policy ({text}); "
+                         "restore config.json")
+
+
+def _read_run_info(path: Path) -> dict[str, Any]:
+    """A run's ``run.json``, with the fields evaluation reads checked; problems are one :class:`O3SRLError`."""
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise O3SRLError(f"{path} cannot be read ({exc}); it should hold the run's record as written by 'o3srl train'") from None
+    if not isinstance(info, dict):
+        raise O3SRLError(f"{path} is not a JSON object")
+    env = info.get("env_id")
+    if not isinstance(env, str) or not env:
+        raise O3SRLError(f"{path}: env_id must be a non-empty string, got {env!r}")
+    rr = info.get("reward_range")
+    if (not isinstance(rr, list) or len(rr) != 2 or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in rr)
+            or rr[1] <= rr[0]):
+        raise O3SRLError(f"{path}: reward_range must be two finite numbers [min, max] with max > min, got {rr!r}")
+    if info.get("reward_reference") not in ("dsrl", "given", "dataset"):
+        raise O3SRLError(f"{path}: reward_reference must be 'dsrl', 'given' or 'dataset', got {info.get('reward_reference')!r}")
+    return info

@@ -139,6 +139,14 @@ class OfflineDataset:
             if bad.any():
                 row = int(np.argwhere(bad)[0][0])
                 raise DatasetError(f"{where}: {key} has {int(bad.sum())} non-finite value(s), first at row {row}")
+        negative = out["costs"] < 0
+        if negative.any():
+            row = int(np.argmax(negative))
+            raise DatasetError(
+                f"{where}: costs has {int(negative.sum())} negative value(s), first at row {row} "
+                f"({out['costs'][row]:g}); costs must be ≥ 0 (a cost is a count or measure of constraint violation, "
+                "and the cost critics, the cost estimate and the safe frontier all assume so)"
+            )
         done = out["terminals"] | out["timeouts"]
         if not done[-1]:
             raise DatasetError(
@@ -158,6 +166,27 @@ class OfflineDataset:
                     f"[{low[col]:g}, {high[col]:g}] (first: row {row}, dim {col}, value {act[row, col]:g})"
                 )
         return out
+
+    def check_episode_lengths(self, time_limit: int | None) -> None:
+        """Raise :class:`DatasetError` when the episode boundaries look missing: an episode longer than the
+        environment's ``time_limit``, or (no limit known) a dataset that is one single episode."""
+        ep = self.episodes
+        where = f"dataset {self.source}"
+        hint = ("mark the last transition of every episode in timeouts (or terminals); episode boundaries are "
+                "terminals | timeouts")
+        if time_limit is not None:
+            long = np.flatnonzero(ep.length > time_limit)
+            if long.size:
+                i = int(long[0])
+                raise DatasetError(
+                    f"{where}: {long.size} episode(s) are longer than the environment's time limit of {time_limit} "
+                    f"steps (first: episode {i}, rows {int(ep.start[i])}–{int(ep.start[i] + ep.length[i] - 1)}, "
+                    f"{int(ep.length[i])} steps); {hint}"
+                )
+        elif len(ep) == 1 and len(self) > 1:
+            raise DatasetError(
+                f"{where}: all {len(self)} transitions form one single episode (no boundary but the last row); {hint}"
+            )
 
     # ------------------------------------------------------------------ views
     def __len__(self) -> int:

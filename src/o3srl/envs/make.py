@@ -175,11 +175,42 @@ def make_env(env_id: str, **kwargs: Any) -> Any:
         module_name, _, attr = env_id.partition(":")
         try:
             module = importlib.import_module(module_name)
-            env_cls = getattr(module, attr)
-        except (ImportError, AttributeError) as exc:
-            raise EnvError(f"cannot import environment entry point {env_id!r}: {exc}") from exc
-        return env_cls(**kwargs)
+        except Exception as exc:  # an entry point's module can fail to import in any way
+            raise EnvError(f"cannot import environment entry point {env_id!r}: {type(exc).__name__}: {exc}") from exc
+        if hasattr(module, attr):
+            try:
+                return getattr(module, attr)(**kwargs)
+            except Exception as exc:
+                raise EnvError(f"cannot make environment {env_id!r}: {type(exc).__name__}: {exc}") from exc
+        if attr in gym.envs.registry:
+            # Gymnasium's own "module:EnvId" form: importing the module registered the id.
+            return gym.make(attr, **kwargs)
+        raise EnvError(f"cannot make environment {env_id!r}: module {module_name!r} has no attribute {attr!r} and "
+                       f"registers no gymnasium id {attr!r}")
     try:
         return gym.make(env_id, **kwargs)
     except gym.error.Error as exc:
         raise EnvError(f"cannot make environment {env_id!r}: {exc}") from exc
+
+
+def entry_point_module(env_id: str) -> str | None:
+    """The module that making ``env_id`` imports (the ``module`` of ``module:Class`` or gymnasium's ``module:EnvId``),
+    or ``None`` for the registry's ids and plain gymnasium ids, which import nothing named by the id."""
+    if env_id in TASKS or ":" not in env_id:
+        return None
+    return env_id.partition(":")[0]
+
+
+def check_entry_point(env_id: str, confirmed: str | None, source: str, flag: str = "--env-id") -> None:
+    """Refuse to import an entry point that only a file (``source``: a run's config or record) names.
+
+    Evaluating or resuming a run directory received from someone else must not run their code: an entry point is
+    imported only when the caller names it too (``confirmed``, e.g. ``--env-id`` on the command line). Modules of
+    this package itself are trusted.
+    """
+    module = entry_point_module(env_id)
+    if module is None or module == "o3srl" or module.startswith("o3srl.") or confirmed == env_id:
+        return
+    raise EnvError(f"{source} names the environment entry point {env_id!r}, which would import and run module "
+                   f"{module!r}; o3srl imports code named by a run directory only when you name it too: pass "
+                   f"{flag} {env_id} if you trust it")
