@@ -67,11 +67,25 @@ def load_checkpoint(path: str | Path, template: Any) -> tuple[int, Any, NormStat
         raise CheckpointError(f"checkpoint {path} is incomplete or damaged ({type(exc).__name__}: {exc})") from None
 
 
-def _leaves(tree: Any) -> dict[str, Any]:
+def path_name(path: tuple[Any, ...]) -> str:
+    """A pytree path as ``oracle/critic/params/Dense_0/kernel``."""
+    parts = []
+    for entry in path:
+        for attr in ("key", "name", "idx"):
+            if hasattr(entry, attr):
+                parts.append(str(getattr(entry, attr)))
+                break
+        else:
+            parts.append(str(entry))
+    return "/".join(parts)
+
+
+def named_leaves(tree: Any) -> dict[str, Any]:
+    """Every array of a pytree by its :func:`path_name`."""
     import jax
 
     flat, _ = jax.tree_util.tree_flatten_with_path(tree)
-    return {jax.tree_util.keystr(path): leaf for path, leaf in flat}
+    return {path_name(path): leaf for path, leaf in flat}
 
 
 def restore(template: Any, state_dict: Any, source: str, what: str) -> Any:
@@ -84,7 +98,7 @@ def restore(template: Any, state_dict: Any, source: str, what: str) -> Any:
         state = serialization.from_state_dict(template, state_dict)
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise CheckpointError(f"{source} does not match {what} ({type(exc).__name__}: {exc})") from None
-    want, got = _leaves(template), _leaves(state)
+    want, got = named_leaves(template), named_leaves(state)
     if want.keys() != got.keys():
         missing = sorted(set(want) - set(got)) or sorted(set(got) - set(want))
         raise CheckpointError(f"{source} does not match {what}: its arrays differ (first: {missing[0]})")
@@ -92,7 +106,7 @@ def restore(template: Any, state_dict: Any, source: str, what: str) -> Any:
         other = np.asarray(got[name])
         if tuple(np.shape(leaf)) != other.shape or np.asarray(leaf).dtype != other.dtype:
             raise CheckpointError(
-                f"{source} does not match {what}: {name.lstrip('.')} has shape {other.shape} ({other.dtype}) but the "
+                f"{source} does not match {what}: {name} has shape {other.shape} ({other.dtype}) but the "
                 f"config gives {tuple(np.shape(leaf))} ({np.asarray(leaf).dtype})"
             )
     return state

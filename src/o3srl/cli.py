@@ -86,6 +86,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except O3SRLError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a file-system fault no command anticipated (unwritable, under a file, disk full)
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

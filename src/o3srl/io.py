@@ -47,3 +47,20 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def ensure_writable_dir(directory: str | os.PathLike[str], what: str) -> Path:
+    """Create ``directory`` if needed and check that a file can be written in it, before long work that would
+    otherwise fail only at its end; raises one :class:`~o3srl.errors.O3SRLError` naming ``what`` and the reason."""
+    from o3srl.errors import O3SRLError
+
+    directory = Path(directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=directory)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise O3SRLError(f"{what}: cannot write to directory {directory} ({reason})") from None
+    return directory

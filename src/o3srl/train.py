@@ -419,12 +419,15 @@ def non_finite(state: Any, metrics: dict[str, Any]) -> str | None:
     """The name of the first floating-point parameter of ``state``, or loss in ``metrics``, that holds a NaN or
     ±inf; ``None`` when everything is finite. (A loss of NaN alone is no alarm: rounds without an actor step report
     their actor loss as NaN.)"""
-    import jax
+    from o3srl.checkpoint import named_leaves
 
-    for path, leaf in jax.tree_util.tree_flatten_with_path(state)[0]:
-        arr = np.asarray(leaf)
-        if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
-            return "parameter " + jax.tree_util.keystr(path).lstrip(".")
+    bad = [name for name, leaf in named_leaves(state).items()
+           if np.issubdtype(np.asarray(leaf).dtype, np.floating) and not np.isfinite(np.asarray(leaf)).all()]
+    if bad:
+        # Name a network's own parameter rather than an optimiser's moment of it when there is one.
+        first = next((name for name in bad if "_opt" not in name), bad[0])
+        more = f" (and {len(bad) - 1} other array(s))" if len(bad) > 1 else ""
+        return f"parameter {first}{more}"
     for key, values in metrics.items():
         if key.startswith("loss/") and np.isinf(np.asarray(values, np.float64)).any():
             return key

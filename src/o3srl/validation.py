@@ -119,6 +119,11 @@ RULES: dict[str, Range] = {
     "iterations": COUNT,
     "initial_lambda": NON_NEGATIVE,
     "fqe_steps": COUNT,
+    # dataset collection (o3srl data make)
+    "episodes": COUNT,
+    "target": COUNT,
+    "chunk_episodes": COUNT,
+    "noise_max": NON_NEGATIVE,
 }
 """Allowed values by field name (the same name means the same thing in every config)."""
 
@@ -130,6 +135,8 @@ SUFFIX_RULES: tuple[tuple[str, Range], ...] = (
     ("_episodes", NON_NEGATIVE_INT),
     ("_seed", SEED),
     ("_scale", positive()),
+    ("_prob", Range(lo=0.0, hi=1.0)),
+    ("_bins", COUNT),
 )
 """Fields not named in :data:`RULES` take the rule of their name's ending."""
 

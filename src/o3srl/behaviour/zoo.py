@@ -447,6 +447,14 @@ def cli_train_behaviour(
         init_zero_inputs: with ``--init-from TASK/MEMBER``, observation dimensions whose input weights start at zero
             because their meaning changes between the tasks (``0 1``: the x, y position).
     """
+    from o3srl.validation import COUNT, NON_NEGATIVE, SEED, check_number
+
+    for kappa in cost_limits:
+        check_number("--cost-limits (each)", kappa, NON_NEGATIVE)
+    if steps is not None:
+        check_number("--steps", steps, COUNT)
+    check_number("--workers", workers, COUNT)
+    check_number("--seed", seed, SEED)
     names = list(BULLET_TASKS) if list(tasks) == ["all"] else list(tasks)
     if not names:
         raise O3SRLError("name at least one task (or `all`)")

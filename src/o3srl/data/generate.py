@@ -165,6 +165,9 @@ def default_dataset(directory: str | os.PathLike[str] | None = None) -> Path:
     directory = Path(directory) if directory is not None else data_dir()
     path = directory / f"OfflineBallRun-v0-{GENERATOR_VERSION}-s{DEFAULT_SEED}.hdf5"
     if not path.exists():
+        from o3srl.io import ensure_writable_dir
+
+        ensure_writable_dir(directory, "the data directory ($O3SRL_DATA_DIR or ~/.cache/o3srl/datasets)")
         print(f"generating the built-in OfflineBallRun-v0 dataset into {path} (once; about half a minute)", flush=True)
         make_default_dataset(path)
     return path

@@ -122,13 +122,22 @@ def cli_info(
         json_out: print the summary as JSON instead of tables.
     """
     from o3srl.errors import ConfigError
-    from o3srl.io import atomic_write_bytes
+    from o3srl.io import atomic_write_bytes, ensure_writable_dir
 
     if plot is not None and Path(plot).suffix.lower() != ".png":
         raise ConfigError(f"--plot {plot}: the scatter plot is written as PNG; give a file name ending in .png")
-    if any(k < 0 for k in cost_limits):
-        raise ConfigError(f"cost limits must be ≥ 0, got {list(cost_limits)}")
+    from o3srl.validation import NON_NEGATIVE, check_number
+
+    for kappa in cost_limits:
+        check_number("--cost-limits (each)", kappa, NON_NEGATIVE)
+    if plot is not None:
+        ensure_writable_dir(Path(plot).absolute().parent, f"--plot {plot}")
     dataset = OfflineDataset.load(file)
+    if len(dataset.episodes) == 1 and len(dataset) > 1:
+        import sys
+
+        print(f"note: {file}: all {len(dataset)} transitions form one single episode; are its episode boundaries "
+              "(terminals | timeouts) missing?", file=sys.stderr)
     summary = summarize(dataset, cost_limits)
     if json_out:
         print(json.dumps(summary, indent=2))

@@ -187,7 +187,12 @@ def make_dataset(
     from o3srl.behaviour.zoo import load_zoo
     from o3srl.envs.make import require_simulator
 
+    from o3srl.io import ensure_writable_dir
+    from o3srl.validation import check_fields, check_number, COUNT
+
     spec = get_task(config.task)
+    check_fields(config)
+    check_number("workers", workers, COUNT)
     require_simulator(spec)
     episodes = config.episodes if config.episodes is not None else default_episodes(spec)
     target = config.target if config.target is not None else spec.dsrl_num_trajectories
@@ -196,6 +201,8 @@ def make_dataset(
     path = Path(out) if out is not None else data_dir() / f"{spec.task_id}.hdf5"
     if path.suffix.lower() not in (".hdf5", ".h5"):
         raise MakeError(f"output {path} must be a .hdf5 file (DSRL's format)")
+    # Minutes of collection must not end in a directory that cannot take the file.
+    ensure_writable_dir(path.absolute().parent, f"dataset output {path}")
     members = load_zoo(spec.task_id, zoo)
     zoo_sha, zoo_entries = _zoo_fingerprint(spec.task_id, zoo)
     t0 = time.time()
