@@ -485,7 +485,7 @@ def _differences(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list
         if isinstance(x, dict) and isinstance(y, dict):
             out += _differences(x, y, f"{prefix}{key}.")
         elif x != y:
-            out.append(f"{prefix}{key}: {x!r} in the checkpoint, {y!r} in config.json")
+            out.append(f"{prefix}{key}: {json.dumps(x)} in the checkpoint, {json.dumps(y)} in config.json")
     return out
 
 
