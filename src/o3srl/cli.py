@@ -26,6 +26,7 @@ DATA_COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("o3srl.data.info:cli_info", "summarise a dataset file (episodes, returns, safe frontier, plot)"),
     "make": ("o3srl.data.make:cli_make", "make a DSRL-format dataset for a task by rolling out its behaviour zoo"),
     "train-behaviour": ("o3srl.behaviour.zoo:cli_train_behaviour", "retrain a task's behaviour-policy zoo (PPO-Lag)"),
+    "compare": ("o3srl.data.compare:cli_compare", "check that two dataset files hold the same data within a tolerance"),
 }
 EXTRAS_COMMANDS: dict[str, tuple[str, str]] = {
     "install": ("o3srl.envs.extras:cli_install", "install an optional simulator (safety-gymnasium) into this Python"),

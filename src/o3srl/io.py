@@ -55,6 +55,8 @@ def ensure_writable_dir(directory: str | os.PathLike[str], what: str) -> Path:
     from o3srl.errors import O3SRLError
 
     directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise O3SRLError(f"{what}: cannot write to directory {directory} (it is a file, not a directory)")
     try:
         directory.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=directory)
