@@ -45,7 +45,7 @@ def test_info_command_prints_and_plots(arrays, tmp_path, capsys):
     [
         (["missing.hdf5"], "does not exist"),
         (["{file}", "--plot", "out.jpg"], "PNG"),
-        (["{file}", "--cost-limits", "-1"], "cost limits must be ≥ 0"),
+        (["{file}", "--cost-limits", "-1"], "--cost-limits (each) must be a finite number ≥ 0"),
     ],
 )
 def test_info_bad_input_is_one_clear_error(arrays, tmp_path, capsys, args, message):
