@@ -119,6 +119,8 @@ RULES: dict[str, Range] = {
     "iterations": COUNT,
     "initial_lambda": NON_NEGATIVE,
     "fqe_steps": COUNT,
+    "optimism": NON_NEGATIVE,
+    "margin": Range(lo=0.0, hi=1.0, hi_open=True),
     # dataset collection (o3srl data make)
     "episodes": COUNT,
     "target": COUNT,
