@@ -47,6 +47,25 @@ def rollout(policy, member_count: int = 1) -> tuple[float, float]:
     return float(np.mean(rewards)), float(np.mean(costs))
 
 
+# The λ-player before the adaptive design (2026-11-30): absolute arms, no optimism, no margin, the twins' mean at
+# initial states. Cells of the earlier ablation use it, so that they measure what they measured then.
+EARLIER = dict(lambda_scale=1.0, optimism=0.0, margin=0.0, cost_estimate="mean", feedback_states="initial")
+
+
+def adaptive_cells(seeds: list[int], kappas: list[float]) -> list[dict]:
+    """The default O3SRL next to the earlier default (shaped/EXP3) and fixed λ's, on the same data."""
+    out = []
+    for kappa, seed in itertools.product(kappas, seeds):
+        out.append(dict(algo="o3srl", variant="practical", bandit="exp3s", feedback="lagrangian", budget="osrl",
+                        design="default", kappa=kappa, seed=seed))
+        out.append(dict(algo="o3srl", variant="practical", bandit="exp3", feedback="shaped", budget="osrl",
+                        design="earlier", kappa=kappa, seed=seed))
+        for lam in (0.0, 0.5, 1.25, 5.0):
+            out.append(dict(algo="td3bc", variant=f"fixed λ={lam:g}", bandit="-", feedback="-", budget="osrl",
+                            design="-", kappa=kappa, seed=seed, lam=lam))
+    return out
+
+
 def cells(seeds: list[int], kappas: list[float]) -> list[dict]:
     out = []
     for kappa, seed in itertools.product(kappas, seeds):
@@ -74,9 +93,10 @@ def run_cell(cell: dict, dataset: Path, steps: int) -> dict:
             steps=steps, log_every=1000, checkpoint_every=steps, eval_episodes=0, progress=False,
             fixed_lambda=cell.get("lam", 0.0), run_dir=str(Path(tmp) / "run"),
             td3bc=TD3BCConfig(hidden=(64, 64), gamma=0.9, reward_scale=1.0),
-            o3srl=O3SRLConfig(feedback=cell["feedback"] if cell["feedback"] in ("lagrangian", "shaped") else "lagrangian",
-                              bandit=cell["bandit"] if cell["bandit"] != "-" else "exp3", budget_convention=cell["budget"],
-                              feedback_batch=64),
+            o3srl=O3SRLConfig(feedback_batch=64) if cell.get("design") == "default" else O3SRLConfig(
+                feedback=cell["feedback"] if cell["feedback"] in ("lagrangian", "shaped") else "lagrangian",
+                bandit=cell["bandit"] if cell["bandit"] != "-" else "exp3", budget_convention=cell["budget"],
+                feedback_batch=64, **EARLIER),
             theory=TheoryConfig(iterations=10, fqe_steps=1000, budget_convention=cell["budget"]),
         )
         t0 = time.time()
@@ -90,7 +110,8 @@ def run_cell(cell: dict, dataset: Path, steps: int) -> dict:
 def summarise(rows: list[dict], out: Path, command: str) -> None:
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
-        groups.setdefault((r["kappa"], r["algo"], r["variant"], r["bandit"], r["feedback"], r["budget"]), []).append(r)
+        variant = r["variant"] + (", default" if r.get("design") == "default" else "")
+        groups.setdefault((r["kappa"], r["algo"], variant, r["bandit"], r["feedback"], r["budget"]), []).append(r)
     lines = [
         "# Toy task: arm feedback, budget convention and bandit",
         "",
@@ -125,6 +146,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--kappas", type=float, nargs="+", default=[2.0, 5.0])
     parser.add_argument("--steps", type=int, default=6000)
+    parser.add_argument("--cells", choices=["ablation", "adaptive"], default="ablation",
+                        help="ablation: the earlier feedback × budget × bandit grid; adaptive: the default λ-player "
+                             "next to the earlier default and fixed λ's")
     args = parser.parse_args()
     dataset = Path(tempfile.gettempdir()) / "o3srl_toy_ablation.hdf5"
     OfflineDataset(toy_dataset(300, seed=0, low=0.2)).save(dataset)
@@ -133,7 +157,8 @@ def main() -> None:
         for line in args.rows.read_text().splitlines():
             row = json.loads(line)
             done[row["key"]] = row
-    todo = [c for c in cells(list(range(args.seeds)), args.kappas) if key_of(c) not in done]
+    make = adaptive_cells if args.cells == "adaptive" else cells
+    todo = [c for c in make(list(range(args.seeds)), args.kappas) if key_of(c) not in done]
     print(f"{len(done)} cells done, {len(todo)} to run", flush=True)
     args.rows.parent.mkdir(parents=True, exist_ok=True)
     for i, cell in enumerate(todo):
@@ -144,7 +169,8 @@ def main() -> None:
         print(f"[{i + 1}/{len(todo)}] {cell} → reward {row['reward']:.2f} cost {row['cost']:.2f}", flush=True)
         done[row["key"]] = row
     command = "python benchmarks/toy_ablation.py " + " ".join(
-        [f"--seeds {args.seeds}", "--kappas " + " ".join(f"{k:g}" for k in args.kappas), f"--steps {args.steps}"]
+        [f"--seeds {args.seeds}", "--kappas " + " ".join(f"{k:g}" for k in args.kappas), f"--steps {args.steps}",
+         f"--cells {args.cells}", f"--rows {args.rows}", f"--out {args.out}"]
     )
     summarise(list(done.values()), args.out, command)
     print(f"wrote {args.out}")

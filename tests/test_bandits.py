@@ -12,7 +12,8 @@ from o3srl.bandits import BanditState
 
 
 def _state(log_w):
-    return BanditState(log_weights=jnp.asarray(log_w, jnp.float32), rounds=jnp.zeros((), jnp.int32))
+    log_w = jnp.asarray(log_w, jnp.float32)
+    return BanditState(log_weights=log_w, rounds=jnp.zeros((), jnp.int32), hint=jnp.zeros_like(log_w))
 
 
 def test_arm_grid():
@@ -126,3 +127,92 @@ def test_exp3_no_regret_against_a_switching_adversary():
     best_fixed = float(losses.sum(axis=0).min())
     assert expected_loss - best_fixed <= math.sqrt(2 * rounds * k * math.log(k))
     assert float(probs[-100:, 1].mean()) > 0.8
+
+
+def test_exp3s_update_mixes_the_share_hand_values():
+    probs = jnp.array([0.25, 0.75])
+    losses = jnp.array([0.5, 0.9])
+    # pulled arm 0: w_0 −= 0.1 · 0.5 / 0.25 = 0.2 → softmax (e^−0.2, 1) / (1 + e^−0.2); share α = 0.2 over K = 2:
+    # p = 0.8 softmax + 0.1; log-weights shifted by the max.
+    new = bandits.update_bandit(_state([0.0, 0.0]), "exp3s", jnp.array(0), losses, probs, 0.1, 0.2)
+    s0 = math.exp(-0.2) / (1 + math.exp(-0.2))
+    p = [0.8 * s0 + 0.1, 0.8 * (1 - s0) + 0.1]
+    np.testing.assert_allclose(new.log_weights, [math.log(p[0] / p[1]), 0.0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(jax.nn.softmax(new.log_weights), p, rtol=1e-5)
+    # the share keeps every arm at ≥ α / K however large the loss: (1 − α) · 0 + α / K = 0.1
+    far = bandits.update_bandit(_state([0.0, 0.0]), "exp3s", jnp.array(0), jnp.array([1.0, 0.0]),
+                                jnp.array([1e-3, 1.0]), 10.0, 0.2)
+    assert float(jax.nn.softmax(far.log_weights)[0]) == pytest.approx(0.1, rel=1e-4)
+
+
+def test_optimistic_estimate_and_draw_hand_values():
+    state = BanditState(log_weights=jnp.zeros(2), rounds=jnp.zeros((), jnp.int32), hint=jnp.array([0.4, 0.8]))
+    # draw: softmax(w − β m) with β = 2: softmax(−0.8, −1.6); EXP3.S mixes γ = 0.1: 0.9 p + 0.05
+    p = bandits.arm_probabilities(state, "exp3s", 0.1, 2.0)
+    s0 = 1 / (1 + math.exp(-0.8))
+    np.testing.assert_allclose(p, [0.9 * s0 + 0.05, 0.9 * (1 - s0) + 0.05], rtol=1e-6)
+    # estimate m + e_k (ℓ_k − m_k) / p_k with arm 1 pulled at p = 0.75: (0.4, 0.8 + 0.1 / 0.75); η = 0.1 (EXP3, no
+    # share): w = −0.1 · (0.4, 0.93333) → shifted by the max: (0, −0.053333); the next hint is this round's losses.
+    new = bandits.update_bandit(state, "exp3", jnp.array(1), jnp.array([0.5, 0.9]), jnp.array([0.25, 0.75]), 0.1, 0.0,
+                                optimism=2.0)
+    np.testing.assert_allclose(new.log_weights, [0.0, -0.1 * (0.8 + 0.1 / 0.75 - 0.4)], rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(new.hint, [0.5, 0.9])
+    # without optimism the hint stays zero, so EXP3 is exactly the plain importance-weighted algorithm
+    plain = bandits.update_bandit(_state([0.0, 0.0]), "exp3", jnp.array(1), jnp.array([0.5, 0.9]),
+                                  jnp.array([0.25, 0.75]), 0.1, 0.0)
+    np.testing.assert_allclose(plain.hint, [0.0, 0.0])
+
+
+def test_optimistic_estimate_is_unbiased():
+    """E_k~p[m + e_k (ℓ_k − m_k) / p_k] = ℓ for any hint m: the log-weight change averaged over the draw is −η ℓ."""
+    hint = jnp.array([0.3, 0.9, 0.1])
+    losses = jnp.array([0.6, 0.2, 0.4])
+    probs = jnp.array([0.2, 0.5, 0.3])
+    state = BanditState(log_weights=jnp.zeros(3), rounds=jnp.zeros((), jnp.int32), hint=hint)
+    mean_change = jnp.zeros(3)
+    for k in range(3):
+        pulled = jax.nn.one_hot(k, 3)
+        estimate = hint + pulled * (losses[k] - hint[k]) / probs[k]  # the formula, checked against the update below
+        new = bandits.update_bandit(state, "exp3", jnp.array(k), losses, probs, 1.0, 0.0, optimism=1.0)
+        np.testing.assert_allclose(new.log_weights - new.log_weights[0], -(estimate - estimate[0]), rtol=1e-5)
+        mean_change = mean_change + probs[k] * estimate
+    np.testing.assert_allclose(mean_change, losses, rtol=1e-6)
+
+
+def test_lagrangian_feedback_margin_hand_values():
+    lambdas = jnp.array([0.0, 2.5, 5.0])
+    # Ĉ = B = 4 is on the budget, but the game is played against (1 − 0.25) · 4 = 3: g = (4 − 3) / 4 = 0.25,
+    # ℓ = ½ (1 − (λ / 5) 0.25) = (0.5, 0.4375, 0.375): a policy on the boundary still pushes λ up
+    out = bandits.lagrangian_feedback(lambdas, 5.0, jnp.array(4.0), 4.0, margin=0.25)
+    np.testing.assert_allclose(out, [0.5, 0.4375, 0.375])
+
+
+def test_lambda_unit_hand_values():
+    # (s_r / s_c) ΔR / ΔC = 0.1 · (50 − 10) / (20 − 0) = 0.2
+    assert bandits.lambda_unit(np.array([10.0, 30.0, 50.0]), np.array([0.0, 5.0, 20.0]), 0.1, 1.0) == pytest.approx(0.2)
+    # no spread of costs (or rewards): the scales' ratio
+    assert bandits.lambda_unit(np.array([10.0, 30.0]), np.array([3.0, 3.0]), 0.1, 1.0) == pytest.approx(0.1)
+    assert bandits.lambda_unit(np.array([]), np.array([]), 2.0, 4.0) == pytest.approx(0.5)
+
+
+def test_default_lambda_player_drives_a_responsive_cost_to_the_tightened_budget():
+    """A closed loop with a known answer: the 'policy' is a low-pass filter of the drawn λ's cost
+    c(λ) = 2 B e^{−λ}, so it integrates the rounds' λ as the oracle's networks do. The default λ-player (EXP3.S,
+    η = 0.2, α = 0.01, β = 4, margin δ = 0.1) must hold the filtered cost at (1 − δ) B on average over the last
+    rounds, with λ = 0 (cost 2 B) and the largest arm (cost ≈ 0) both far from it."""
+    budget, margin = 4.0, 0.1
+    arms = jnp.asarray(bandits.arm_grid(5, 5.0))
+
+    def step(carry, key):
+        state, cost = carry
+        probs = bandits.arm_probabilities(state, "exp3s", bandits.TRACKING_SHARE, 4.0)
+        arm = bandits.draw_arm(key, probs)
+        cost = cost + 0.05 * (2 * budget * jnp.exp(-arms[arm]) - cost)
+        losses = bandits.lagrangian_feedback(arms, 5.0, cost, budget, margin=margin)
+        state = bandits.update_bandit(state, "exp3s", arm, losses, probs, bandits.TRACKING_RATE,
+                                      bandits.TRACKING_SHARE, 4.0)
+        return (state, cost), cost
+
+    _, costs = jax.lax.scan(step, (bandits.init_bandit(5), jnp.array(0.0)), jax.random.split(jax.random.PRNGKey(0), 4000))
+    tail = float(costs[-1000:].mean())
+    assert tail == pytest.approx((1 - margin) * budget, rel=0.1)

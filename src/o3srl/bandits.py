@@ -8,14 +8,23 @@ Bandits
     ``exp3``     importance-weighted EXP3 with an exploration mix (Auer et al., 2002):
                  ``p = (1 − γ) softmax(w) + γ / K``; only the pulled arm is updated, ``w_k −= η ℓ_k / p_k``.
     ``exp3ix``   EXP3-IX (Neu, 2015): ``p = softmax(w)``, ``w_k −= η ℓ_k / (p_k + γ_ix)`` (implicit exploration).
+    ``exp3s``    EXP3 with fixed share (the tracking form of EXP3, Auer et al., 2002, §8; Herbster & Warmuth, 1998):
+                 ``p = softmax(w)``; the pulled arm's importance-weighted loss updates ``w``, then the weights are
+                 mixed with the uniform distribution, ``p ← (1 − α) p + α / K``. The share α keeps every arm's
+                 probability ≥ α / K (the exploration) and bounds how far the weights can drift apart, so the
+                 bandit can follow losses that change over time: its regret is bounded against every *sequence*
+                 of arms with S switches (O(√(S K n ln(K n))) for tuned η and α), not only against the best fixed
+                 arm. The O3SRL default, because the oracle changes every round and so do the arms' losses.
     ``hedge``    full information: every arm's loss is observed, ``w −= η ℓ``. Usable because the critic-based
                  feedbacks below give the loss of *every* arm from one pair of critics.
 
 Feedback (the paper leaves it open; see docs/algorithms/o3srl.md)
-    ``lagrangian``  ``ℓ_k = ½ (1 − (λ_k / C) g)``, ``g = clip((Ĉ − B) / s, −1, 1)``: the λ-dependent part of the
-                    Lagrangian of the current policy, from the cost critic's estimate Ĉ of V_c(π) and the value
+    ``lagrangian``  ``ℓ_k = ½ (1 − (λ_k / C) g)``, ``g = clip((Ĉ − (1 − δ) B) / s, −1, 1)``: the λ-dependent part
+                    of the Lagrangian of the current policy, from the cost critic's estimate Ĉ of V_c(π) and the value
                     budget B, scaled by ``s = max(B, min_scale)`` and mapped affinely into [0, 1]. When the policy is
                     estimated to violate the budget (g > 0), large λ has the smallest loss; with slack, λ = 0 does.
+                    The margin δ ∈ [0, 1) plays the game against the slightly tighter budget (1 − δ) B, so that the
+                    last iterate, which ends near the boundary of the game it plays, errs on the safe side of B.
     ``shaped``      ``ℓ_k = ½ (1 + clip((R̂ − λ_k (Ĉ − B)) / S, −1, 1))``: the whole Lagrangian including the reward
                     value R̂, with a fixed scale S (the largest possible |Lagrangian| given the data's reward and
                     cost ranges). R̂ does not depend on the arm, so it only adds a common shift (and, for EXP3,
@@ -29,20 +38,24 @@ from typing import Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-BanditKind = Literal["exp3", "exp3ix", "hedge"]
+BanditKind = Literal["exp3", "exp3s", "exp3ix", "hedge"]
 FeedbackKind = Literal["lagrangian", "shaped"]
 
 
 class BanditState(NamedTuple):
-    """Log-weights of the K arms and the number of updates made."""
+    """Log-weights of the K arms, the number of updates made, and the hint: the last round's loss of every arm
+    (the optimistic prediction of the next round's losses; zero when optimism is off)."""
 
     log_weights: jax.Array  # (K,)
     rounds: jax.Array  # () int32
+    hint: jax.Array  # (K,)
 
 
 def init_bandit(num_arms: int) -> BanditState:
-    return BanditState(log_weights=jnp.zeros((num_arms,), jnp.float32), rounds=jnp.zeros((), jnp.int32))
+    zeros = jnp.zeros((num_arms,), jnp.float32)
+    return BanditState(log_weights=zeros, rounds=jnp.zeros((), jnp.int32), hint=zeros)
 
 
 def arm_grid(num_arms: int, max_lambda: float) -> list[float]:
@@ -54,6 +67,36 @@ def arm_grid(num_arms: int, max_lambda: float) -> list[float]:
     if num_arms == 1:
         return [float(max_lambda)]
     return [max_lambda * k / (num_arms - 1) for k in range(num_arms)]
+
+
+def lambda_unit(
+    episode_rewards: np.ndarray, episode_costs: np.ndarray, reward_scale: float = 1.0, cost_scale: float = 1.0
+) -> float:
+    """The natural unit of λ for a dataset, in the critics' units: ``(s_r / s_c) · ΔR / ΔC``.
+
+    ΔR and ΔC are the ranges of the episodes' reward and cost returns, so the unit is the average rate at which the
+    data trades reward for cost (the mean slope of its reward–cost cloud); the constrained optimum's multiplier λ*
+    is the local slope of the reward–cost frontier at κ, so it is of this order. ``s_r`` and ``s_c`` are the
+    factors the critics scale rewards and costs by (the shaped reward is ``s_r r − λ s_c (c − b)``). A dataset
+    without a spread of both returns gives ``s_r / s_c``.
+    """
+    r = np.asarray(episode_rewards, np.float64)
+    c = np.asarray(episode_costs, np.float64)
+    ratio = reward_scale / cost_scale
+    if r.size == 0 or c.size == 0:
+        return float(ratio)
+    d_r, d_c = float(r.max() - r.min()), float(c.max() - c.min())
+    if not (math.isfinite(d_r) and math.isfinite(d_c)) or d_r <= 0.0 or d_c <= 0.0:
+        return float(ratio)
+    return float(ratio * d_r / d_c)
+
+
+TRACKING_RATE = 0.2
+"""EXP3.S's default rate η: measured on the tabular CMDPs (docs/results/tabular.md), where it follows λ* within a few
+hundred rounds; the textbook rate for 10,000 rounds (≈ 0.008) takes thousands."""
+TRACKING_SHARE = 0.01
+"""EXP3.S's default share α: every arm keeps probability ≥ α / K, and the weights never drift further apart than
+about ln(K / α), so the λ-player can turn around within a bounded number of rounds."""
 
 
 def default_learning_rate(num_arms: int, num_rounds: int) -> float:
@@ -68,10 +111,13 @@ def default_exploration(num_arms: int, num_rounds: int) -> float:
     return min(1.0, math.sqrt(k * math.log(k) / ((math.e - 1.0) * max(num_rounds, 1))))
 
 
-def arm_probabilities(state: BanditState, kind: BanditKind, exploration: float) -> jax.Array:
-    """The distribution the next arm is drawn from."""
-    p = jax.nn.softmax(state.log_weights)
-    if kind == "exp3":
+def arm_probabilities(
+    state: BanditState, kind: BanditKind, exploration: float, optimism: float | jax.Array = 0.0
+) -> jax.Array:
+    """The distribution the next arm is drawn from: ``softmax(w − β m)`` with the hint m (the last losses) and the
+    optimism β (0: the plain algorithm), mixed with the uniform distribution by ``exploration`` for EXP3 / EXP3.S."""
+    p = jax.nn.softmax(state.log_weights - optimism * state.hint)
+    if kind in ("exp3", "exp3s"):
         k = state.log_weights.shape[0]
         p = (1.0 - exploration) * p + exploration / k
     return p
@@ -89,30 +135,49 @@ def update_bandit(
     probs: jax.Array,
     learning_rate: float,
     exploration: float,
+    optimism: float | jax.Array = 0.0,
+    hint_losses: jax.Array | None = None,
 ) -> BanditState:
     """One bandit update. ``losses`` holds every arm's loss; the bandit kinds differ in what they may look at.
 
-    EXP3 and EXP3-IX only use ``losses[arm]`` (the pulled arm) with an importance weight; Hedge uses all of them.
+    EXP3, EXP3.S and EXP3-IX only use ``losses[arm]`` (the pulled arm) with an importance weight; Hedge uses all of
+    them. The bandits' estimate is ``ℓ̂ = m + e_k (ℓ_k − m_k) / p_k`` with the hint m held in the state (zero
+    without optimism: plain importance weighting), unbiased whatever m is; when m is close to ℓ its variance is
+    small. For EXP3.S, ``exploration`` is also the share α mixed into the weights after the update.
+    With ``optimism`` > 0 the next hint is ``hint_losses`` (default ``losses``): every arm's loss computed this round,
+    which the next draw anticipates (optimistic EXP3 / optimistic Hedge).
     """
     if kind == "hedge":
         estimate = losses
     else:
         pulled = jax.nn.one_hot(arm, losses.shape[0], dtype=losses.dtype)
         denom = probs[arm] + (exploration if kind == "exp3ix" else 0.0)
-        estimate = pulled * losses[arm] / denom
+        estimate = state.hint + pulled * (losses[arm] - state.hint[arm]) / denom
     log_w = state.log_weights - learning_rate * estimate
+    if kind == "exp3s":
+        k = losses.shape[0]
+        mixed = (1.0 - exploration) * jax.nn.softmax(log_w) + exploration / k
+        log_w = jnp.log(mixed)
     # Shift by the max to keep the log-weights bounded; probabilities are unchanged.
     log_w = log_w - jnp.max(log_w)
-    return BanditState(log_weights=log_w, rounds=state.rounds + 1)
+    new_hint = losses if hint_losses is None else hint_losses
+    hint = jnp.where(jnp.asarray(optimism) > 0, new_hint, jnp.zeros_like(state.hint))
+    return BanditState(log_weights=log_w, rounds=state.rounds + 1, hint=hint.astype(state.hint.dtype))
 
 
 def lagrangian_feedback(
-    lambdas: jax.Array, max_lambda: float, cost_estimate: jax.Array, budget: float | jax.Array, min_scale: float = 1.0
+    lambdas: jax.Array,
+    max_lambda: float,
+    cost_estimate: jax.Array,
+    budget: float | jax.Array,
+    min_scale: float = 1.0,
+    margin: float | jax.Array = 0.0,
+    relative_scale: float | jax.Array = 1.0,
 ) -> jax.Array:
     """Losses of every arm from the λ-dependent part of the Lagrangian, in [0, 1] (see module docstring)."""
     # jnp.maximum (not max) so that the budget may be a traced value, e.g. one compiled loop for many budgets.
-    scale = jnp.maximum(budget, min_scale)
-    g = jnp.clip((cost_estimate - budget) / scale, -1.0, 1.0)
+    scale = relative_scale * jnp.maximum(budget, min_scale)
+    g = jnp.clip((cost_estimate - (1.0 - margin) * budget) / scale, -1.0, 1.0)
     c = max(max_lambda, 1e-12)
     return 0.5 * (1.0 - (lambdas / c) * g)
 

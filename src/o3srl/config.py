@@ -168,7 +168,15 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 # existed. A saved config without the field gets that value when it is read back (so an old run directory still
 # evaluates and resumes as it was trained), and grids treat its absence as that value. A new field whose absence
 # means something else must not be listed.
-ADDED_FIELDS: dict[str, Any] = {"td3bc.critic_layer_norm": False}
+ADDED_FIELDS: dict[str, Any] = {
+    "td3bc.critic_layer_norm": False,
+    # The adaptive λ-player (2026-11-30): runs saved before it used absolute arms, no optimism, no margin and the
+    # twins' mean as the cost estimate.
+    "o3srl.lambda_scale": 1.0,
+    "o3srl.optimism": 0.0,
+    "o3srl.margin": 0.0,
+    "o3srl.cost_estimate": "mean",
+}
 
 
 def from_dict(data: dict[str, Any]) -> TrainConfig:

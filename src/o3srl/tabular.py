@@ -450,15 +450,17 @@ class _Model(NamedTuple):
     costs: jax.Array
     initial: jax.Array
     allowed: jax.Array  # (S, A) bool: actions in the data's support
+    visits: jax.Array  # (S,) the data's state frequencies (where "batch" feedback reads the critics)
 
 
 def _as_model(model: CMDP, counts: np.ndarray, min_count: int) -> _Model:
     allowed = counts >= min_count
     allowed[~allowed.any(1)] = True  # a state the data never shows: nothing to constrain to
     f = jnp.float32
+    visits = counts.sum(1) / max(counts.sum(), 1.0)
     return _Model(
         jnp.asarray(model.transitions, f), jnp.asarray(model.rewards, f), jnp.asarray(model.costs, f),
-        jnp.asarray(model.initial, f), jnp.asarray(allowed),
+        jnp.asarray(model.initial, f), jnp.asarray(allowed), jnp.asarray(visits, f),
     )
 
 
@@ -502,10 +504,12 @@ def oracle_step(
     return OracleState(q_r, q_c, logits)
 
 
-def _initial_values(model: _Model, state: OracleState) -> tuple[jax.Array, jax.Array]:
-    """The critics' V̂_r, V̂_c of the current policy at the data's initial states (the practical feedback's input)."""
+def _initial_values(model: _Model, state: OracleState, where: str = "initial") -> tuple[jax.Array, jax.Array]:
+    """The critics' V̂_r, V̂_c of the current policy at the data's initial states, or averaged over the data's state
+    frequencies (``where="batch"``, the analogue of reading the critics on training batches): the feedback's input."""
     pi = oracle_policy(state)
-    return model.initial @ (pi * state.q_reward).sum(1), model.initial @ (pi * state.q_cost).sum(1)
+    weights = model.visits if where == "batch" else model.initial
+    return weights @ (pi * state.q_reward).sum(1), weights @ (pi * state.q_cost).sum(1)
 
 
 # ----------------------------------------------------------------------------------------- O3SRL, practical
@@ -522,17 +526,31 @@ class TabularConfig:
     steps_per_round: int = 10
     rounds: int = 10_000
     """10,000 rounds of M = 10: the deep version's 100k oracle steps."""
-    bandit: bandits.BanditKind = "exp3"
+    bandit: bandits.BanditKind = "exp3s"
     feedback: bandits.FeedbackKind = "lagrangian"
     learning_rate: float | None = None
+    """None: as the deep version (0.2 for exp3s, the textbook rate for the others)."""
     exploration: float | None = None
+    """None: as the deep version (share 0.01 for exp3s, Auer et al.'s mix for exp3)."""
     budget_convention: BudgetConvention = "osrl"
     min_scale: float = 1.0
+    margin: float = 0.1
+    """δ: the lagrangian feedback plays against the budget (1 − δ) B."""
+    relative_scale: float = 1.0
+    """ρ: the lagrangian feedback's violation is measured in units of ρ · max(B, min_scale)."""
+    optimism: float = 4.0
+    """β: the draw anticipates the last round's losses, p ∝ exp(−η L̂ − β ℓ_last) (0: off)."""
+    lambda_scale: float = 1.0
+    """Unit of the arm grid: arms = lambda_scale × linspace(0, C, K) (e.g. o3srl.bandits.lambda_unit of the data)."""
+    feedback_states: Literal["initial", "batch"] = "initial"
     actor: ActorKind = "softmax"
     actor_lr: float = 0.01
     """Mirror-descent step per unit of shaped advantage (softmax actor)."""
     min_count: int = 1
     """Actions seen fewer times in a state are outside the support the policy may use."""
+    tail_fraction: float = 0.1
+    tail_members: int = 20
+    """The tail mixture: ``tail_members`` iterates spread evenly over the last ``tail_fraction`` of the rounds."""
 
 
 class PracticalResult(NamedTuple):
@@ -544,16 +562,19 @@ class PracticalResult(NamedTuple):
     reward_estimates: np.ndarray
     final_probs: np.ndarray
     budget: float
+    tail: np.ndarray
+    """(N, S, A): iterates spread evenly over the last ``tail_fraction`` of the rounds (the tail mixture's members)."""
 
 
 def resolve_arms(config: TabularConfig) -> np.ndarray:
     if config.arms:
         return np.asarray(config.arms, np.float32)
-    return np.asarray(bandits.arm_grid(config.num_arms, config.max_lambda), np.float32)
+    return np.asarray(bandits.arm_grid(config.num_arms, config.max_lambda * config.lambda_scale), np.float32)
 
 
 @partial(
-    jax.jit, static_argnames=("bandit", "feedback", "actor", "steps_per_round", "rounds", "max_lambda", "min_scale")
+    jax.jit,
+    static_argnames=("bandit", "feedback", "actor", "steps_per_round", "rounds", "max_lambda", "min_scale", "where"),
 )
 def _practical(
     model: _Model,
@@ -567,6 +588,9 @@ def _practical(
     learning_rate: jax.Array,
     exploration: jax.Array,
     actor_lr: jax.Array,
+    margin: jax.Array,
+    relative_scale: jax.Array,
+    optimism: jax.Array,
     *,
     bandit: bandits.BanditKind,
     feedback: bandits.FeedbackKind,
@@ -575,26 +599,27 @@ def _practical(
     rounds: int,
     max_lambda: float,
     min_scale: float,
+    where: str,
 ) -> tuple[OracleState, tuple[jax.Array, ...], jax.Array]:
     def step(lam: jax.Array) -> Callable[[int, OracleState], OracleState]:
         return lambda _, o: oracle_step(model, gamma, budget_step, actor, actor_lr, o, lam)
 
     def round_(carry: tuple[OracleState, bandits.BanditState], k: jax.Array):  # noqa: ANN202
         o, b = carry
-        probs = bandits.arm_probabilities(b, bandit, exploration)
+        probs = bandits.arm_probabilities(b, bandit, exploration, optimism)
         arm = bandits.draw_arm(k, probs)
         lam = arms[arm]
         o = jax.lax.fori_loop(0, steps_per_round, step(lam), o)  # M warm-started oracle steps at λ
-        reward_est, cost_est = _initial_values(model, o)
+        reward_est, cost_est = _initial_values(model, o, where)
         if feedback == "lagrangian":
-            losses = bandits.lagrangian_feedback(arms, max_lambda, cost_est, budget, min_scale)
+            losses = bandits.lagrangian_feedback(arms, max_lambda, cost_est, budget, min_scale, margin, relative_scale)
         else:
             losses = bandits.shaped_feedback(arms, reward_est, cost_est, budget, value_scale)
-        b = bandits.update_bandit(b, bandit, arm, losses, probs, learning_rate, exploration)
-        return (o, b), (lam, cost_est, reward_est)
+        b = bandits.update_bandit(b, bandit, arm, losses, probs, learning_rate, exploration, optimism)
+        return (o, b), (lam, cost_est, reward_est, oracle_policy(o))
 
     (o, b), trace = jax.lax.scan(round_, (oracle, bandits.init_bandit(arms.shape[0])), jax.random.split(key, rounds))
-    return o, trace, bandits.arm_probabilities(b, bandit, exploration)
+    return o, trace, bandits.arm_probabilities(b, bandit, exploration, optimism)
 
 
 def run_practical(
@@ -604,23 +629,30 @@ def run_practical(
     arms = resolve_arms(config)
     k = len(arms)
     max_lambda = float(max(arms.max(), 1e-12))
-    lr = config.learning_rate if config.learning_rate is not None else bandits.default_learning_rate(k, config.rounds)
-    expl = config.exploration if config.exploration is not None else bandits.default_exploration(k, config.rounds)
+    tracking = config.bandit == "exp3s"
+    lr = config.learning_rate
+    if lr is None:
+        lr = bandits.TRACKING_RATE if tracking else bandits.default_learning_rate(k, config.rounds)
+    expl = config.exploration
+    if expl is None:
+        expl = bandits.TRACKING_SHARE if tracking else bandits.default_exploration(k, config.rounds)
     b_step = budget_per_step(cost_limit, model.gamma, model.horizon, config.budget_convention)
     budget = budget_value(b_step, model.gamma)
     # As in the deep version: the largest possible |Lagrangian| given the data's reward and cost ranges.
     value_scale = (np.abs(model.rewards).max() + max_lambda * np.abs(model.costs).max()) / (1.0 - model.gamma)
     f = jnp.float32
-    o, (lams, costs, rewards), probs = _practical(
+    o, (lams, costs, rewards, iterates), probs = _practical(
         _as_model(model, counts, config.min_count), init_oracle(counts, config.min_count), jnp.asarray(arms),
         jax.random.PRNGKey(seed), model.gamma, f(b_step), f(budget), f(value_scale), f(lr), f(expl),
-        f(config.actor_lr), bandit=config.bandit, feedback=config.feedback, actor=config.actor,
+        f(config.actor_lr), f(config.margin), f(config.relative_scale), f(config.optimism), bandit=config.bandit, feedback=config.feedback, actor=config.actor,
         steps_per_round=config.steps_per_round, rounds=config.rounds, max_lambda=max_lambda,
-        min_scale=config.min_scale,
+        min_scale=config.min_scale, where=config.feedback_states,
     )
+    tail = max(1, int(round(config.rounds * config.tail_fraction)))
+    members = np.asarray(iterates[-tail:][:: max(1, tail // config.tail_members)], np.float64)
     return PracticalResult(
         np.asarray(oracle_policy(o), np.float64), np.asarray(lams), np.asarray(costs), np.asarray(rewards),
-        np.asarray(probs), budget,
+        np.asarray(probs), budget, members,
     )
 
 

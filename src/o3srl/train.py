@@ -142,6 +142,7 @@ def load_problem(cfg: TrainConfig) -> Problem:
 
 def build_learner(cfg: TrainConfig, problem: Problem) -> Any:
     from o3srl.algos.o3srl import O3SRL, Setting, make_oracle
+    from o3srl.bandits import lambda_unit
 
     ds = problem.dataset
     oracle = make_oracle(cfg.oracle_name, cfg.td3bc, cfg.iql, ds.obs_dim, ds.act_dim)
@@ -153,6 +154,9 @@ def build_learner(cfg: TrainConfig, problem: Problem) -> Any:
         total_steps=cfg.steps,
         reward_abs_max=float(np.abs(ds["rewards"]).max()),
         cost_abs_max=float(np.abs(ds["costs"]).max()),
+        lambda_unit=lambda_unit(
+            ds.episodes.reward_return, ds.episodes.cost_return, oracle.config.reward_scale, oracle.config.cost_scale
+        ),
     )
     if cfg.algo == "o3srl" and cfg.variant == "theory":
         from o3srl.algos.o3srl_theory import O3SRLTheory

@@ -101,10 +101,12 @@ class IQL:
         """The mean action (deterministic evaluation, as in IQL)."""
         return self.actor.apply(actor_params, obs)[0]
 
-    def policy_values(self, state: IQLState, obs: jax.Array) -> tuple[jax.Array, jax.Array]:
+    def policy_values(self, state: IQLState, obs: jax.Array, cost_reduce: str = "mean") -> tuple[jax.Array, jax.Array]:
+        """(Q_r, Q_c) at the policy's mean action; Q_c the twins' mean or (``cost_reduce="max"``) their larger value."""
         a = self.act(state.actor, obs)
         q_r = self.critic.apply(state.critic["reward"], obs, a).mean(axis=0)
-        q_c = self.critic.apply(state.critic["cost"], obs, a).mean(axis=0)
+        q_cs = self.critic.apply(state.critic["cost"], obs, a)
+        q_c = q_cs.max(axis=0) if cost_reduce == "max" else q_cs.mean(axis=0)
         return q_r, q_c
 
     def value_loss(self, value: Any, state: IQLState, batch: Batch) -> tuple[jax.Array, Metrics]:

@@ -33,28 +33,48 @@ from o3srl.errors import ConfigError
 
 @dataclass(frozen=True)
 class O3SRLConfig:
-    """The λ-player of O3SRL and the round structure (defaults: the paper's K = 5, C = 5, M = 10, EXP3)."""
+    """The λ-player of O3SRL and the round structure (K = 5, C = 5, M = 10 as in the paper; the bandit, its rates
+    and the feedback are this project's design, chosen on the evidence in docs/algorithms/o3srl.md)."""
 
     num_arms: int = 5
-    """K: number of λ values on the grid linspace(0, C, K)."""
+    """K: number of λ values on the grid u · linspace(0, C, K)."""
     max_lambda: float = 5.0
-    """C: the largest λ."""
+    """C: the largest λ, in units u of --o3srl.lambda-scale."""
+    lambda_scale: float | None = None
+    """u: the unit of the arm grid, in the critics' units. None: from the data, (reward scale / cost scale) × (range of
+    the episodes' reward returns / range of their cost returns), the rate at which the data trades reward for cost,
+    so that the grid fits every task without tuning (o3srl.bandits.lambda_unit)."""
     arms: tuple[float, ...] | None = None
-    """An explicit list of λ values (overrides K and C)."""
+    """An explicit list of λ values in the critics' units (overrides K, C and the unit)."""
     steps_per_round: int = 10
     """M: oracle gradient steps per bandit round."""
-    bandit: bandits.BanditKind = "exp3"
-    feedback: bandits.FeedbackKind = "shaped"
-    """The pulled arm's loss (see o3srl.bandits). 'shaped' is the default on evidence: safe in every BallRun, toy and
-    all but one tabular run, where 'lagrangian' was unsafe in about half (docs/algorithms/o3srl.md)."""
+    bandit: bandits.BanditKind = "exp3s"
+    """exp3s: EXP3 with fixed share, which can follow losses that drift as the oracle learns (the default);
+    exp3 (the paper's), exp3ix and hedge (full information) for ablations."""
+    feedback: bandits.FeedbackKind = "lagrangian"
+    """The pulled arm's loss (see o3srl.bandits): lagrangian, the λ-player's own loss −λ (Ĉ − (1 − δ) B) scaled by
+    the budget (the default); shaped, the whole Lagrangian over a fixed scale (the earlier default)."""
     learning_rate: float | None = None
-    """Bandit rate η; None: EXP3's textbook sqrt(2 ln K / (K n)) for the run's n rounds."""
+    """Bandit rate η; None: 0.2 for exp3s (measured on the tabular CMDPs), EXP3's textbook sqrt(2 ln K / (K n))
+    for the run's n rounds for the other bandits."""
     exploration: float | None = None
-    """EXP3's uniform mix γ (EXP3-IX's implicit exploration); None: Auer et al.'s rate for n rounds."""
+    """exp3s: the share α (and uniform exploration), None: 0.01; exp3: the uniform mix γ, None: Auer et al.'s rate
+    for n rounds; exp3ix: the implicit exploration."""
+    optimism: float = 4.0
+    """β: the draw anticipates the last round's losses of every arm, p ∝ exp(−η L̂ − β ℓ_last), and the bandit's loss
+    estimate uses them as its baseline (0: off). A proportional term next to the weights' integral: it damps the
+    λ-player's oscillation and removes most of the importance-weighting noise."""
+    margin: float = 0.1
+    """δ: the lagrangian feedback plays the game against the tighter budget (1 − δ) B, so that the last iterate, which
+    ends near the boundary of the game it plays, errs on the safe side."""
+    cost_estimate: Literal["mean", "max"] = "max"
+    """How the twin cost critics give Ĉ: their larger value (pessimistic, the default) or their mean."""
     budget_convention: BudgetConvention = "osrl"
     """How the episodic cost limit becomes the per-step budget (see o3srl.data.transforms.budget_per_step)."""
-    feedback_states: Literal["initial", "batch"] = "initial"
-    """Where the cost critic is read: dataset episodes' initial states (V_c(s0)) or the training batch's states."""
+    feedback_states: Literal["initial", "batch"] = "batch"
+    """Where the cost critic is read: the training batch's states (the default: the cost rate of the policy over the
+    data's states, which discounting does not hide when an episode is longer than 1 / (1 − γ)) or dataset episodes'
+    initial states (V_c(s0))."""
     feedback_batch: int = 256
     min_scale: float = 1.0
     """Floor of the budget scale that normalises the lagrangian feedback (matters when κ is near 0)."""
@@ -77,6 +97,8 @@ class Setting:
     total_steps: int
     reward_abs_max: float
     cost_abs_max: float
+    lambda_unit: float = 1.0
+    """The data's unit of λ in the critics' units (o3srl.bandits.lambda_unit); scales the arm grid."""
 
 
 def make_oracle(name: str, td3bc: TD3BCConfig, iql: IQLConfig, obs_dim: int, act_dim: int) -> TD3BC | IQL:
@@ -94,28 +116,41 @@ class O3SRL:
         self.config = config
         self.oracle = oracle
         self.setting = setting
+        self.lambda_unit = 1.0
         if fixed_lambda is not None:
             arms = [float(fixed_lambda)]
         elif config.arms:
             arms = [float(a) for a in config.arms]
         else:
-            arms = bandits.arm_grid(config.num_arms, config.max_lambda)
+            unit = setting.lambda_unit if config.lambda_scale is None else config.lambda_scale
+            if not (math.isfinite(unit) and unit > 0):
+                raise ConfigError(f"o3srl.lambda_scale must be a finite number > 0, got {unit}")
+            self.lambda_unit = float(unit)
+            arms = bandits.arm_grid(config.num_arms, config.max_lambda * unit)
         if any(a < 0 or not math.isfinite(a) for a in arms):
             raise ConfigError(f"λ arms must be finite and ≥ 0, got {arms}")
         if config.steps_per_round < 1:
             raise ConfigError(f"steps_per_round (M) must be ≥ 1, got {config.steps_per_round}")
         self.fixed = fixed_lambda is not None
+        if not 0.0 <= config.margin < 1.0:
+            raise ConfigError(f"o3srl.margin must be in [0, 1), got {config.margin}")
+        if not (math.isfinite(config.optimism) and config.optimism >= 0):
+            raise ConfigError(f"o3srl.optimism must be a finite number ≥ 0, got {config.optimism}")
         self.steps_per_round = config.steps_per_round
         self.arms = np.asarray(arms, np.float32)
         self.max_lambda = float(max(self.arms.max(), 1e-12))
         self.num_rounds = max(1, setting.total_steps // config.steps_per_round)
         k = len(arms)
-        self.learning_rate = (
-            config.learning_rate if config.learning_rate is not None else bandits.default_learning_rate(k, self.num_rounds)
-        )
-        self.exploration = (
-            config.exploration if config.exploration is not None else bandits.default_exploration(k, self.num_rounds)
-        )
+        tracking = config.bandit == "exp3s"
+        if config.learning_rate is not None:
+            self.learning_rate = config.learning_rate
+        else:
+            self.learning_rate = bandits.TRACKING_RATE if tracking else bandits.default_learning_rate(k, self.num_rounds)
+        if config.exploration is not None:
+            self.exploration = config.exploration
+        else:
+            self.exploration = bandits.TRACKING_SHARE if tracking else bandits.default_exploration(k, self.num_rounds)
+        self.optimism = config.optimism
         from o3srl.data.transforms import budget_per_step, budget_value
 
         gamma = oracle.config.gamma
@@ -142,7 +177,7 @@ class O3SRL:
         cfg = self.config
         key, k_arm, k_steps, k_fb = jax.random.split(state.key, 4)
         arms = jnp.asarray(self.arms)
-        probs = bandits.arm_probabilities(state.bandit, cfg.bandit, self.exploration)
+        probs = bandits.arm_probabilities(state.bandit, cfg.bandit, self.exploration, self.optimism)
         arm = bandits.draw_arm(k_arm, probs)
         lam = arms[arm]
 
@@ -158,14 +193,16 @@ class O3SRL:
             fb_obs = sample_init_obs(k_fb, data, cfg.feedback_batch)
         else:
             fb_obs = sample_batch(k_fb, data, cfg.feedback_batch).obs
-        q_r, q_c = self.oracle.policy_values(oracle_state, fb_obs)
+        q_r, q_c = self.oracle.policy_values(oracle_state, fb_obs, cfg.cost_estimate)
         cost_estimate, reward_estimate = q_c.mean(), q_r.mean()
         if cfg.feedback == "lagrangian":
-            losses = bandits.lagrangian_feedback(arms, self.max_lambda, cost_estimate, self.budget_value, cfg.min_scale)
+            losses = bandits.lagrangian_feedback(
+                arms, self.max_lambda, cost_estimate, self.budget_value, cfg.min_scale, cfg.margin
+            )
         else:
             losses = bandits.shaped_feedback(arms, reward_estimate, cost_estimate, self.budget_value, self.value_scale)
         bandit_state = bandits.update_bandit(
-            state.bandit, cfg.bandit, arm, losses, probs, self.learning_rate, self.exploration
+            state.bandit, cfg.bandit, arm, losses, probs, self.learning_rate, self.exploration, self.optimism
         )
         metrics = {k: jnp.nanmean(v) for k, v in step_metrics.items()}
         metrics.update(

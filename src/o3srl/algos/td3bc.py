@@ -116,11 +116,15 @@ class TD3BC:
         """Deterministic action in [−1, 1] for normalised observations."""
         return self.actor.apply(actor_params, obs)
 
-    def policy_values(self, state: TD3BCState, obs: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """(Q_r, Q_c) of the current policy at ``obs``, in the critics' (scaled) units, averaged over the twins."""
+    def policy_values(
+        self, state: TD3BCState, obs: jax.Array, cost_reduce: str = "mean"
+    ) -> tuple[jax.Array, jax.Array]:
+        """(Q_r, Q_c) of the current policy at ``obs``, in the critics' (scaled) units: Q_r averaged over the twins,
+        Q_c their mean or (``cost_reduce="max"``, pessimistic) their larger value."""
         a = self.act(state.actor, obs)
         q_r = self.critic.apply(state.critic["reward"], obs, a).mean(axis=0)
-        q_c = self._floor(self.critic.apply(state.critic["cost"], obs, a).mean(axis=0))
+        q_cs = self.critic.apply(state.critic["cost"], obs, a)
+        q_c = self._floor(q_cs.max(axis=0) if cost_reduce == "max" else q_cs.mean(axis=0))
         return q_r, q_c
 
     def _floor(self, q_c: jax.Array) -> jax.Array:
