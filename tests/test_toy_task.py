@@ -50,3 +50,54 @@ def test_o3srl_is_safe_where_unconstrained_is_not(toy_file, tmp_path):
     assert c_o3 <= kappa, f"O3SRL should meet the limit (cost {c_o3:.2f})"
     # Safe behaviour in this data is worth at least ¾ per step; O3SRL must not collapse below the data's safe level.
     assert r_o3 >= 0.75 * toy_optimum(kappa)
+
+
+def test_tail_mixture_output_holds_the_last_iterates_and_an_old_checkpoint_resumes(toy_file, tmp_path):
+    """``--o3srl.output tail``: the policy is the uniform mixture of ``tail_members`` iterates spread over the last
+    ``tail_fraction`` of the rounds, slot 0 being the last iterate itself. A checkpoint in the layout before the
+    adaptive λ-player (no bandit hint, no tail) still resumes, with the values that reproduce what it ran."""
+    import jax
+    from flax import serialization
+
+    import o3srl
+    from o3srl.algos.o3srl import O3SRLConfig
+    from o3srl.algos.td3bc import TD3BCConfig
+    from o3srl.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+    from o3srl.config import TrainConfig, dumps
+    from o3srl.policy import MixturePolicy
+    from o3srl.train import build_learner, load_problem, run
+
+    cfg = TrainConfig(
+        task="toy", env_id="o3srl.envs.toy:ToyRunEnv", dataset=str(toy_file), cost_limit=5.0, steps=2_000,
+        log_every=500, checkpoint_every=1_000, eval_episodes=0, progress=False, run_dir=str(tmp_path / "tail"),
+        td3bc=TD3BCConfig(hidden=(32, 32), gamma=0.9, reward_scale=1.0),
+        o3srl=O3SRLConfig(feedback_batch=32, output="tail", tail_members=4, tail_fraction=0.2),
+    )
+    run(cfg)
+    policy = o3srl.load_policy(tmp_path / "tail")
+    assert isinstance(policy, MixturePolicy) and policy.num_members == 4
+    learner = build_learner(cfg.resolved(), load_problem(cfg.resolved()))
+    assert (learner.tail_stride, learner.tail_members) == (10, 4)  # 200 rounds: tail of 40 rounds, every 10th
+    _, state, _, _ = load_checkpoint(tmp_path / "tail" / CHECKPOINT_NAME, learner.init(jax.random.PRNGKey(0)))
+    for member, last in zip(jax.tree.leaves(state.tail), jax.tree.leaves(state.oracle.actor)):
+        np.testing.assert_array_equal(member[0], last)  # slot 0 is the last iterate
+    assert not np.array_equal(jax.tree.leaves(state.tail)[0][1], jax.tree.leaves(state.tail)[0][0])
+
+    # An earlier layout: drop the hint and the tail from a step-1000 checkpoint, then resume it.
+    old_dir = tmp_path / "old"
+    old_cfg = dataclasses.replace(cfg, run_dir=str(old_dir), steps=1_000, o3srl=O3SRLConfig(feedback_batch=32))
+    run(old_cfg)
+    learner = build_learner(old_cfg.resolved(), load_problem(old_cfg.resolved()))
+    _, state, stats, _ = load_checkpoint(old_dir / CHECKPOINT_NAME, learner.init(jax.random.PRNGKey(0)))
+    old = serialization.to_state_dict(state)
+    del old["tail"], old["bandit"]["hint"]
+    save_checkpoint(old_dir / CHECKPOINT_NAME, step=1_000, state=old, stats=stats,
+                    config_json=(old_dir / "config.json").read_text().strip())
+    with pytest.raises(Exception):
+        load_checkpoint(old_dir / CHECKPOINT_NAME, learner.init(jax.random.PRNGKey(0)))
+    _, upgraded, _, _ = load_checkpoint(old_dir / CHECKPOINT_NAME, learner.init(jax.random.PRNGKey(0)),
+                                        learner.upgrade_state_dict)
+    assert np.all(np.asarray(upgraded.bandit.hint) == 0)
+    np.testing.assert_array_equal(upgraded.bandit.log_weights, state.bandit.log_weights)
+    run(dataclasses.replace(old_cfg, steps=2_000), resume_dir=str(old_dir))  # train.run applies the upgrade itself
+    assert (old_dir / "policy.msgpack").exists()

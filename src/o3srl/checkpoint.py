@@ -9,6 +9,7 @@ config, so no code objects are ever deserialised.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -57,10 +58,18 @@ def read_payload(path: str | Path) -> dict[str, Any]:
     return payload
 
 
-def load_checkpoint(path: str | Path, template: Any) -> tuple[int, Any, NormStats, dict[str, Any]]:
-    """Restore ``(step, state, norm_stats, config_dict)`` into the structure of ``template``."""
+def load_checkpoint(
+    path: str | Path, template: Any, upgrade: Callable[[Any, Any], Any] | None = None
+) -> tuple[int, Any, NormStats, dict[str, Any]]:
+    """Restore ``(step, state, norm_stats, config_dict)`` into the structure of ``template``.
+
+    ``upgrade(state_dict, template)``, if given, brings a state written by an earlier layout of the learner into
+    today's (filling what was added since with the values that reproduce the earlier behaviour)."""
     payload = read_payload(path)
-    state = restore(template, payload.get("state"), f"checkpoint {path}", "the run's networks")
+    state_dict = payload.get("state")
+    if upgrade is not None and isinstance(state_dict, dict):
+        state_dict = upgrade(state_dict, template)
+    state = restore(template, state_dict, f"checkpoint {path}", "the run's networks")
     try:
         return int(payload["step"]), state, stats_from_dict(payload["norm_stats"]), json.loads(payload["config"])
     except (KeyError, TypeError, ValueError) as exc:

@@ -97,7 +97,9 @@ def load_policy(run_dir: str | Path) -> Policy:
     oracle = make_oracle(cfg.oracle_name, cfg.td3bc, cfg.iql, stats.obs_mean.shape[0], stats.action_low.shape[0])
     template = oracle.init(jax.random.PRNGKey(0)).actor
     if payload.get("kind") == "mixture":
-        members = cfg.theory.iterations
+        # The theory variant's iterates or the practical variant's tail members: the count is the stack's length.
+        leaves = jax.tree.leaves(payload.get("actor"))
+        members = int(np.shape(leaves[0])[0]) if leaves and np.ndim(leaves[0]) > 0 else cfg.theory.iterations
         stacked = jax.tree.map(lambda x: jnp.zeros((members, *x.shape), x.dtype), template)
         actors = restore(stacked, payload.get("actor"), str(path), "the actor of the config saved with it")
         return MixturePolicy(oracle.act, actors, stats, seed=cfg.eval_seed)

@@ -176,7 +176,14 @@ def make_policy(cfg: TrainConfig, learner: Any, state: Any, stats: Any) -> Any:
 
     if is_theory(cfg):
         return MixturePolicy(learner.act, state.iterates, stats, seed=cfg.eval_seed)
+    if outputs_tail(cfg):
+        return MixturePolicy(learner.act, state.tail, stats, seed=cfg.eval_seed)
     return Policy(learner.act, state.oracle.actor, stats)
+
+
+def outputs_tail(cfg: TrainConfig) -> bool:
+    """Whether the run's output is the practical O3SRL's tail mixture (``--o3srl.output tail``)."""
+    return cfg.algo == "o3srl" and not is_theory(cfg) and cfg.o3srl.output == "tail"
 
 
 def _default_run_dir(cfg: TrainConfig) -> Path:
@@ -303,7 +310,9 @@ def run(cfg: TrainConfig, *, resume_dir: str | None = None) -> dict[str, Any]:
     step = 0
     state = template
     if resume_dir is not None and (run_dir / CHECKPOINT_NAME).exists():
-        step, state, stats, _ = load_checkpoint(run_dir / CHECKPOINT_NAME, template)
+        step, state, stats, _ = load_checkpoint(
+            run_dir / CHECKPOINT_NAME, template, getattr(learner, "upgrade_state_dict", None)
+        )
     if resume_dir is None:
         run_dir = Path(cfg.run_dir) if cfg.run_dir else _default_run_dir(cfg)
         if (run_dir / CHECKPOINT_NAME).exists():
@@ -398,6 +407,8 @@ def run(cfg: TrainConfig, *, resume_dir: str | None = None) -> dict[str, Any]:
                       f"; the checkpoint of step {step} is intact: finish with --resume {run_dir}"):
         if is_theory(cfg):
             save_policy(run_dir / POLICY_NAME, actor=state.iterates, stats=stats, config_json=config_json, kind="mixture")
+        elif outputs_tail(cfg):
+            save_policy(run_dir / POLICY_NAME, actor=state.tail, stats=stats, config_json=config_json, kind="mixture")
         else:
             save_policy(run_dir / POLICY_NAME, actor=state.oracle.actor, stats=stats, config_json=config_json)
         if cfg.algo == "o3srl" and not is_theory(cfg):

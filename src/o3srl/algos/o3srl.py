@@ -71,11 +71,17 @@ class O3SRLConfig:
     """How the twin cost critics give Ĉ: their larger value (pessimistic, the default) or their mean."""
     budget_convention: BudgetConvention = "osrl"
     """How the episodic cost limit becomes the per-step budget (see o3srl.data.transforms.budget_per_step)."""
-    feedback_states: Literal["initial", "batch"] = "batch"
-    """Where the cost critic is read: the training batch's states (the default: the cost rate of the policy over the
-    data's states, which discounting does not hide when an episode is longer than 1 / (1 − γ)) or dataset episodes'
-    initial states (V_c(s0))."""
+    feedback_states: Literal["initial", "batch"] = "initial"
+    """Where the cost critic is read: dataset episodes' initial states (V_c(s0), what the budget B bounds; the
+    default) or the training batch's states (the policy's cost rate over the data's states, including states the
+    policy would not visit: more pessimistic; on the toy task it left the κ = 5 policy at 3 % of its cost limit)."""
     feedback_batch: int = 256
+    output: Literal["last", "tail"] = "last"
+    """The policy the run outputs: its last iterate (the paper's), or the tail mixture: ``tail_members`` iterates
+    spread evenly over the last ``tail_fraction`` of the rounds (the last one included), one drawn per episode.
+    Every run keeps the tail members, so either output can be evaluated afterwards."""
+    tail_members: int = 10
+    tail_fraction: float = 0.1
     min_scale: float = 1.0
     """Floor of the budget scale that normalises the lagrangian feedback (matters when κ is near 0)."""
 
@@ -84,6 +90,7 @@ class LearnerState(flax.struct.PyTreeNode):
     oracle: Any
     bandit: bandits.BanditState
     key: jax.Array
+    tail: Any  # actor parameters of the tail mixture's members, stacked along a leading axis (slot 0: the last round)
 
 
 @dataclass(frozen=True)
@@ -151,6 +158,14 @@ class O3SRL:
         else:
             self.exploration = bandits.TRACKING_SHARE if tracking else bandits.default_exploration(k, self.num_rounds)
         self.optimism = config.optimism
+        if config.tail_members < 1 or not 0.0 < config.tail_fraction <= 1.0:
+            raise ConfigError(
+                f"o3srl.tail_members must be ≥ 1 and o3srl.tail_fraction in (0, 1], got {config.tail_members} and "
+                f"{config.tail_fraction}"
+            )
+        tail_rounds = max(1, round(self.num_rounds * config.tail_fraction))
+        self.tail_stride = max(1, tail_rounds // config.tail_members)
+        self.tail_members = min(config.tail_members, (self.num_rounds - 1) // self.tail_stride + 1)
         from o3srl.data.transforms import budget_per_step, budget_value
 
         gamma = oracle.config.gamma
@@ -165,9 +180,36 @@ class O3SRL:
     # ------------------------------------------------------------------ state
     def init(self, key: jax.Array) -> LearnerState:
         k_oracle, k_run = jax.random.split(key)
-        return LearnerState(
-            oracle=self.oracle.init(k_oracle), bandit=bandits.init_bandit(len(self.arms)), key=k_run
+        oracle = self.oracle.init(k_oracle)
+        tail = jax.tree.map(lambda x: jnp.zeros((self.tail_members, *x.shape), x.dtype), oracle.actor)
+        return LearnerState(oracle=oracle, bandit=bandits.init_bandit(len(self.arms)), key=k_run, tail=tail)
+
+    def _keep_tail(self, tail: Any, actor: Any, rounds_done: jax.Array) -> Any:
+        """Store the actor in its tail slot when this round is one of the tail mixture's: slot j holds the iterate
+        of round n − j · stride (n rounds in all, so slot 0 is the last iterate)."""
+        left = self.num_rounds - rounds_done
+        slot = left // self.tail_stride
+        keep = (left >= 0) & (left % self.tail_stride == 0) & (slot < self.tail_members)
+        slot = jnp.clip(slot, 0, self.tail_members - 1)
+        return jax.lax.cond(
+            keep, lambda t: jax.tree.map(lambda stack, leaf: stack.at[slot].set(leaf), t, actor), lambda t: t, tail
         )
+
+    @staticmethod
+    def upgrade_state_dict(state_dict: dict[str, Any], template: "LearnerState") -> dict[str, Any]:
+        """A checkpoint written before the adaptive λ-player (no bandit hint, no tail members) in today's layout: the
+        hint is zero (as the optimism-free bandit it ran had), the tail is empty (the run outputs its last iterate)."""
+        from flax import serialization
+
+        fresh = serialization.to_state_dict(template)
+        state_dict = dict(state_dict)
+        if "tail" not in state_dict:
+            state_dict["tail"] = fresh["tail"]
+        bandit = dict(state_dict.get("bandit", {}))
+        if "hint" not in bandit and "log_weights" in bandit:
+            bandit["hint"] = fresh["bandit"]["hint"]
+            state_dict["bandit"] = bandit
+        return state_dict
 
     def act(self, actor_params: Any, obs: jax.Array) -> jax.Array:
         return self.oracle.act(actor_params, obs)
@@ -217,7 +259,8 @@ class O3SRL:
         )
         for k in range(len(self.arms)):
             metrics[f"bandit/p/{k}"] = probs[k]
-        return LearnerState(oracle=oracle_state, bandit=bandit_state, key=key), metrics
+        tail = self._keep_tail(state.tail, oracle_state.actor, bandit_state.rounds)
+        return LearnerState(oracle=oracle_state, bandit=bandit_state, key=key, tail=tail), metrics
 
     def run_rounds(
         self, state: LearnerState, data: DeviceData, num_rounds: int
