@@ -18,6 +18,7 @@ re-running skips finished rows. The markdown report is rewritten at the end.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import platform
@@ -28,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from o3srl import bandits
 from o3srl import tabular as tb
 
 CONVENTIONS = ("osrl", "average", "discounted")
@@ -42,7 +44,11 @@ def instances(num_grid: int, num_random: int) -> list[tb.CMDP]:
 
 @dataclass(frozen=True)
 class Method:
-    """One trained configuration; ``kind`` is practical, theory or fixed."""
+    """One trained configuration; ``kind`` is practical, theory or fixed.
+
+    ``design`` "earlier" is the λ-player before the adaptive one (textbook EXP3 rates, no share, no optimism, no
+    margin): the rows of the first sweep. "adaptive" is today's default (EXP3.S, optimism, margin) with the
+    knobs in ``ablate`` changed; ``output`` is the last iterate or the tail mixture."""
 
     kind: str
     feedback: str = "-"
@@ -50,6 +56,9 @@ class Method:
     convention: str = "osrl"
     actor: str = "softmax"
     lam: float = float("nan")
+    design: str = "earlier"
+    ablate: str = ""
+    output: str = "last"
 
     @property
     def key(self) -> str:
@@ -57,11 +66,41 @@ class Method:
             return f"fixed λ={self.lam:g} ({self.actor})"
         if self.kind == "theory":
             return f"theory ({self.convention})"
+        if self.design == "adaptive":
+            what = f"adaptive {self.bandit}" + (f", {self.ablate}" if self.ablate else "")
+            return f"{what} ({self.convention}, {self.output})"
         return f"practical {self.feedback}/{self.bandit} ({self.convention}, {self.actor})"
+
+    def config(self) -> tb.TabularConfig:
+        if self.kind == "fixed":
+            return tb.TabularConfig(arms=(self.lam,), bandit="exp3", margin=0.0, optimism=0.0,
+                                    budget_convention=self.convention, actor=self.actor)
+        if self.design == "adaptive":
+            knobs = {"no margin": {"margin": 0.0}, "no optimism": {"optimism": 0.0},
+                     "data-scaled arms": {}, "": {}}[self.ablate]
+            return tb.TabularConfig(bandit=self.bandit, budget_convention=self.convention, actor=self.actor, **knobs)
+        return tb.TabularConfig(feedback=self.feedback, bandit=self.bandit, margin=0.0, optimism=0.0,
+                                budget_convention=self.convention, actor=self.actor)
+
+
+# The adaptive λ-player: the default (EXP3 on a box) with both outputs, and one knob changed at a time (the other
+# bandits with their own default rates: exp3s η = 0.2 and share 0.01; exp3 and hedge the textbook rate).
+ADAPTIVE = [
+    Method("practical", "lagrangian", "exp3box", "osrl", design="adaptive", output="last"),
+    Method("practical", "lagrangian", "exp3box", "osrl", design="adaptive", output="tail"),
+    Method("practical", "lagrangian", "exp3box", "osrl", design="adaptive", ablate="data-scaled arms", output="last"),
+    Method("practical", "lagrangian", "exp3box", "osrl", design="adaptive", ablate="no margin", output="last"),
+    Method("practical", "lagrangian", "exp3box", "osrl", design="adaptive", ablate="no margin", output="tail"),
+    Method("practical", "lagrangian", "exp3box", "osrl", design="adaptive", ablate="no optimism", output="last"),
+    Method("practical", "lagrangian", "exp3s", "osrl", design="adaptive", output="last"),
+    Method("practical", "lagrangian", "exp3", "osrl", design="adaptive", output="last"),
+    Method("practical", "lagrangian", "hedge", "osrl", design="adaptive", output="last"),
+]
 
 
 def methods() -> list[Method]:
-    out = [
+    out = list(ADAPTIVE)
+    out += [
         Method("practical", fb, bd, conv)
         for fb in ("lagrangian", "shaped")
         for bd in ("exp3", "hedge")
@@ -98,19 +137,32 @@ def references(cmdp: tb.CMDP, tau: float) -> dict:
     return ref
 
 
-def train(model: tb.CMDP, counts: np.ndarray, kappa: float, method: Method, seed: int) -> tuple[np.ndarray, bool, dict]:
+def cached_references(rows_path: Path, cmdp: tb.CMDP, tau: float) -> dict:
+    """:func:`references`, kept in ``<rows>.refs.json`` (the MILPs take minutes) so that adding methods is cheap."""
+    path = rows_path.with_suffix(".refs.json")
+    cache = json.loads(path.read_text()) if path.exists() else {}
+    key = f"{cmdp.name}|{tau}"
+    if key not in cache:
+        cache[key] = references(cmdp, tau)
+        path.write_text(json.dumps(cache, indent=1) + "\n")
+    return cache[key]
+
+
+def train(
+    model: tb.CMDP, counts: np.ndarray, kappa: float, method: Method, seed: int, data_unit: float = 1.0
+) -> tuple[np.ndarray, bool, dict]:
     """Returns the output policy (or the stack of mixture members), whether it is a mixture, and trace facts."""
     if method.kind == "theory":
         res = tb.run_theory(model, counts, kappa, tb.TabularTheoryConfig(budget_convention=method.convention))
         return res.policies, True, {"lambda_mean": float(res.lambdas.mean()), "lambda_last": float(res.lambdas[-1])}
-    arms = (method.lam,) if method.kind == "fixed" else None
-    config = tb.TabularConfig(
-        arms=arms, feedback=method.feedback if method.kind == "practical" else "lagrangian",
-        bandit=method.bandit if method.kind == "practical" else "exp3",
-        budget_convention=method.convention, actor=method.actor,
-    )
+    config = method.config()
+    if method.ablate == "data-scaled arms":
+        config = dataclasses.replace(config, lambda_scale=data_unit)
     res = tb.run_practical(model, counts, kappa, config, seed)
     tail = res.lambdas[-len(res.lambdas) // 10 :]
+    if method.output == "tail":
+        return res.tail, True, {"lambda_mean": float(tail.mean()), "lambda_last": float(res.lambdas[-1]),
+                                "final_probs": [round(float(p), 4) for p in res.final_probs]}
     return res.policy, False, {
         "lambda_mean": float(tail.mean()), "lambda_last": float(res.lambdas[-1]),
         "final_probs": [round(float(p), 4) for p in res.final_probs],
@@ -129,7 +181,7 @@ def run(args: argparse.Namespace) -> None:
             if not todo:
                 continue
             t0 = time.time()
-            ref = references(cmdp, tau)
+            ref = cached_references(rows_path, cmdp, tau)
             print(f"{cmdp.name} τ={tau}: κ={ref['kappa']:.2f}, references in {time.time() - t0:.1f}s", flush=True)
             kappa = ref["kappa"]
             by_seed: dict[int, tuple[tb.CMDP, np.ndarray, dict]] = {}
@@ -139,10 +191,11 @@ def run(args: argparse.Namespace) -> None:
                     data = tb.sample_dataset(cmdp, behaviour, args.episodes, seed=1000 + seed)
                     model, counts = tb.empirical_model(data, cmdp.num_states, cmdp.num_actions, cmdp.gamma, cmdp.horizon)
                     beh = {"behaviour_reward": tb.evaluate(cmdp, behaviour).reward, "behaviour_cost": tb.evaluate(cmdp, behaviour).cost}
-                    by_seed[seed] = (model, counts, beh)
-                model, counts, beh = by_seed[seed]
+                    returns = [data[k].reshape(-1, cmdp.horizon).sum(1) for k in ("rewards", "costs")]
+                    by_seed[seed] = (model, counts, beh, bandits.lambda_unit(*returns))
+                model, counts, beh, unit = by_seed[seed]
                 t1 = time.time()
-                policy, mixture, trace = train(model, counts, kappa, method, seed)
+                policy, mixture, trace = train(model, counts, kappa, method, seed, unit)
                 seconds = time.time() - t1
                 disc = tb.evaluate_mixture(cmdp, policy) if mixture else tb.evaluate(cmdp, policy)
                 epi = tb.evaluate_mixture(cmdp, policy, episodic=True) if mixture else tb.evaluate_episode(cmdp, policy)
@@ -213,6 +266,31 @@ def report(rows_path: Path, out: Path, args: argparse.Namespace) -> None:
             f"{r['lp_multiplier']:.2f} | {r['milp_reward']:.2f} | {r['episodic_lp_reward']:.2f} |"
         )
     lines += ["", "Analysis and the choice of defaults: `docs/algorithms/o3srl.md`, section \"Exact ground truth: tabular CMDPs\".", ""]
+    # All 45 runs (both families) for the adaptive λ-player and the earlier defaults: the acceptance view.
+    lines += ["## All instances (osrl budget): the adaptive λ-player and the earlier defaults", "",
+              "Adaptive = the default λ-player (EXP3 on a box of width W = 6, η = 0.03, optimism β = 8, lagrangian "
+              "feedback against 0.8 B, arms linspace(0, 5, 5), 10,000 rounds of M = 10); *last* is its last iterate, "
+              "*tail* the uniform mixture of 20 iterates spread over the last 10 % of rounds; each ablation changes "
+              "one thing (data-scaled arms: the grid's unit from the data's reward and cost returns, as the deep "
+              "version does by default; exp3s: fixed share 0.01 instead of the box, η = 0.2; exp3 and hedge: no box, "
+              "textbook rate). λ (last 10 %) is the mean pulled λ over the last 1,000 rounds, λ* the LP's multiplier "
+              "(means over the 45 runs).", "",
+              "| method | reward / LP | cost / B | safe | reward / LP of safe runs | λ (last 10 %) | λ* |",
+              "|---|---|---|---|---|---|---|"]
+    earlier = [Method("practical", "shaped", "exp3").key, Method("practical", "lagrangian", "exp3").key,
+               Method("practical", "lagrangian", "hedge").key]
+    for key in [m.key for m in ADAPTIVE] + earlier:
+        rs = [r for r in rows if r["method"] == key]
+        if not rs:
+            continue
+        ok = [r for r in rs if r["cost"] <= r["budget"] * (1 + tol)]
+        safe_ratio = f"{np.mean([r['reward'] / r['lp_reward'] for r in ok]):.3f}" if ok else "-"
+        lines.append(
+            f"| {key} | {_fmt([r['reward'] / r['lp_reward'] for r in rs])} | {_fmt([r['cost'] / r['budget'] for r in rs])} | "
+            f"{len(ok)}/{len(rs)} | {safe_ratio} | {np.mean([r['lambda_mean'] for r in rs]):.2f} | "
+            f"{np.mean([r['lp_multiplier'] for r in rs]):.2f} |"
+        )
+    lines.append("")
     for family in ("gridworld", "random"):
         lines += [f"## {family}", "", "| method | reward / LP | MILP / LP | cost / B | safe | ep. reward / ep. LP | ep. cost / κ | ep. safe | λ (last 10 %) |",
                   "|---|---|---|---|---|---|---|---|---|"]
@@ -238,8 +316,8 @@ def report(rows_path: Path, out: Path, args: argparse.Namespace) -> None:
     # Per τ: the defaults' candidates only, to see where each fails.
     lines += ["## By tightness τ (practical, EXP3, osrl, softmax; theory osrl)", "",
               "| family | τ | method | reward / LP | cost / B | safe | λ* (LP) |", "|---|---|---|---|---|---|---|"]
-    keys = [Method("practical", "lagrangian", "exp3").key, Method("practical", "shaped", "exp3").key,
-            Method("practical", "lagrangian", "hedge").key, Method("theory", "fqe", "ogd", "osrl", "greedy").key]
+    keys = [ADAPTIVE[0].key, ADAPTIVE[1].key, Method("practical", "lagrangian", "exp3").key,
+            Method("practical", "shaped", "exp3").key, Method("theory", "fqe", "ogd", "osrl", "greedy").key]
     for family in ("gridworld", "random"):
         for tau in sorted({r["tau"] for r in rows}):
             for key in keys:

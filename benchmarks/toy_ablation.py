@@ -56,7 +56,7 @@ def adaptive_cells(seeds: list[int], kappas: list[float]) -> list[dict]:
     """The default O3SRL next to the earlier default (shaped/EXP3) and fixed λ's, on the same data."""
     out = []
     for kappa, seed in itertools.product(kappas, seeds):
-        out.append(dict(algo="o3srl", variant="practical", bandit="exp3s", feedback="lagrangian", budget="osrl",
+        out.append(dict(algo="o3srl", variant="practical", bandit="exp3box", feedback="lagrangian", budget="osrl",
                         design="default", kappa=kappa, seed=seed))
         out.append(dict(algo="o3srl", variant="practical", bandit="exp3", feedback="shaped", budget="osrl",
                         design="earlier", kappa=kappa, seed=seed))

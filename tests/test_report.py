@@ -93,7 +93,13 @@ def test_report_renders_markdown_and_plots(tmp_path):
     assert "**κ = 10** (1 task × 2 seeds: OfflineBallRun-v0;" in text
     assert "FloatingPointError: the critic diverged" in text
     assert "no training curves" in text and "No O3SRL run directories" in text
-    for name in ("tradeoff_k5.png", "tradeoff_k10.png"):
+    # κ-response: raw episode reward / cost against κ, means over the seeds by hand (O3SRL, BallRun:
+    # (676.87 + 728.91) / 2 = 702.9 at cost (4 + 4.5) / 2; (937.08 + 885.04) / 2 = 911.1 at cost 8), unsafe marked
+    assert "## Response to the cost limit" in text
+    assert "| O3SRL | 702.9 / 4.2 | 911.1 / 8.0 |" in text
+    assert "| TD3+BC λ=0 | ✗ 1132.2 / 9.5 | 1158.3 / 9.5 |" in text
+    assert "| R*_data(κ) | 796.4 | 796.4 |" in text
+    for name in ("tradeoff_k5.png", "tradeoff_k10.png", "kappa_response_OfflineBallRun-v0.png"):
         png = tmp_path / "docs" / "small" / name
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"(small/{name})" in text

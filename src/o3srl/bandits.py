@@ -8,13 +8,23 @@ Bandits
     ``exp3``     importance-weighted EXP3 with an exploration mix (Auer et al., 2002):
                  ``p = (1 − γ) softmax(w) + γ / K``; only the pulled arm is updated, ``w_k −= η ℓ_k / p_k``.
     ``exp3ix``   EXP3-IX (Neu, 2015): ``p = softmax(w)``, ``w_k −= η ℓ_k / (p_k + γ_ix)`` (implicit exploration).
+    ``exp3box``  EXP3 on a box (the O3SRL default): the importance-weighted EXP3 update, then no arm's log-weight may
+                 fall more than ``W = max_gap`` below the best one's (a projection onto the truncated simplex
+                 ``p_k ≥ e^{−W} max_j p_j``). Inside the box nothing pulls the weights anywhere, so the λ-player
+                 integrates its losses exactly (with linear losses in λ it settles where the violation averages
+                 zero); the box bounds how far the weights can wind up, so it turns around within ≈ W / (η Δℓ)
+                 rounds when the oracle's drift changes which arm is best, and it keeps every arm's probability
+                 above ≈ e^{−W} / K (its exploration). Mirror descent on the truncated simplex keeps EXP3's regret
+                 against every fixed arm (plus the truncation's O(K e^{−W} n)) and bounds the regret against every
+                 *sequence* of arms with S switches by O((S W + ln K) / η + η K n) (Herbster & Warmuth, 2001).
     ``exp3s``    EXP3 with fixed share (the tracking form of EXP3, Auer et al., 2002, §8; Herbster & Warmuth, 1998):
                  ``p = softmax(w)``; the pulled arm's importance-weighted loss updates ``w``, then the weights are
                  mixed with the uniform distribution, ``p ← (1 − α) p + α / K``. The share α keeps every arm's
                  probability ≥ α / K (the exploration) and bounds how far the weights can drift apart, so the
                  bandit can follow losses that change over time: its regret is bounded against every *sequence*
                  of arms with S switches (O(√(S K n ln(K n))) for tuned η and α), not only against the best fixed
-                 arm. The O3SRL default, because the oracle changes every round and so do the arms' losses.
+                 arm. The share pulls the weights towards uniform in every round, which biases a λ-player
+                 settled at λ* towards the mean arm (measured: the settled λ sits above λ*); kept for ablations.
     ``hedge``    full information: every arm's loss is observed, ``w −= η ℓ``. Usable because the critic-based
                  feedbacks below give the loss of *every* arm from one pair of critics.
 
@@ -40,7 +50,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-BanditKind = Literal["exp3", "exp3s", "exp3ix", "hedge"]
+BanditKind = Literal["exp3box", "exp3", "exp3s", "exp3ix", "hedge"]
 FeedbackKind = Literal["lagrangian", "shaped"]
 
 
@@ -91,12 +101,34 @@ def lambda_unit(
     return float(ratio * d_r / d_c)
 
 
+BOX_RATE = 0.03
+"""exp3box's default rate η (the integral gain; with the optimism β = 8 as the proportional one): measured on the
+tabular CMDPs (docs/results/tabular.md), where η ∈ [0.01, 0.03] with β ∈ [4, 8] kept all 45 last iterates safe and
+η = 0.1 with β = 4 did not (39/45)."""
 TRACKING_RATE = 0.2
-"""EXP3.S's default rate η: measured on the tabular CMDPs (docs/results/tabular.md), where it follows λ* within a few
-hundred rounds; the textbook rate for 10,000 rounds (≈ 0.008) takes thousands."""
+"""EXP3.S's default rate η (measured on the tabular CMDPs with its share α = 0.01)."""
 TRACKING_SHARE = 0.01
-"""EXP3.S's default share α: every arm keeps probability ≥ α / K, and the weights never drift further apart than
-about ln(K / α), so the λ-player can turn around within a bounded number of rounds."""
+"""EXP3.S's default share α: every arm keeps probability ≥ α / K."""
+MAX_GAP = 6.0
+"""exp3box's default box W: no arm's log-weight more than 6 below the best (probability ≥ e^{−6} ≈ 0.0025 of the
+best arm's)."""
+
+
+def default_rates(
+    kind: BanditKind, num_arms: int, num_rounds: int, learning_rate: float | None, exploration: float | None
+) -> tuple[float, float]:
+    """(η, γ): the given values, or each bandit's default (tracking rates for exp3box / exp3s, textbook ones else)."""
+    if learning_rate is None:
+        if kind == "exp3box":
+            learning_rate = BOX_RATE
+        else:
+            learning_rate = TRACKING_RATE if kind == "exp3s" else default_learning_rate(num_arms, num_rounds)
+    if exploration is None:
+        if kind == "exp3box":
+            exploration = 0.0
+        else:
+            exploration = TRACKING_SHARE if kind == "exp3s" else default_exploration(num_arms, num_rounds)
+    return float(learning_rate), float(exploration)
 
 
 def default_learning_rate(num_arms: int, num_rounds: int) -> float:
@@ -117,7 +149,7 @@ def arm_probabilities(
     """The distribution the next arm is drawn from: ``softmax(w − β m)`` with the hint m (the last losses) and the
     optimism β (0: the plain algorithm), mixed with the uniform distribution by ``exploration`` for EXP3 / EXP3.S."""
     p = jax.nn.softmax(state.log_weights - optimism * state.hint)
-    if kind in ("exp3", "exp3s"):
+    if kind in ("exp3", "exp3s", "exp3box"):
         k = state.log_weights.shape[0]
         p = (1.0 - exploration) * p + exploration / k
     return p
@@ -137,6 +169,7 @@ def update_bandit(
     exploration: float,
     optimism: float | jax.Array = 0.0,
     hint_losses: jax.Array | None = None,
+    max_gap: float | jax.Array | None = None,
 ) -> BanditState:
     """One bandit update. ``losses`` holds every arm's loss; the bandit kinds differ in what they may look at.
 
@@ -160,6 +193,12 @@ def update_bandit(
         log_w = jnp.log(mixed)
     # Shift by the max to keep the log-weights bounded; probabilities are unchanged.
     log_w = log_w - jnp.max(log_w)
+    if kind == "exp3box" and max_gap is None:
+        max_gap = MAX_GAP
+    if max_gap is not None:
+        # A box on the log-weights: no arm falls more than max_gap below the best, so the weights can turn around
+        # within a bounded number of rounds (the anti-windup of a controller), without the share's pull to uniform.
+        log_w = jnp.maximum(log_w, -max_gap)
     new_hint = losses if hint_losses is None else hint_losses
     hint = jnp.where(jnp.asarray(optimism) > 0, new_hint, jnp.zeros_like(state.hint))
     return BanditState(log_weights=log_w, rounds=state.rounds + 1, hint=hint.astype(state.hint.dtype))

@@ -427,6 +427,97 @@ def bandit_plots(results: Results, cost_limit: float, out_dir: Path) -> list[tup
     return made
 
 
+# ---------------------------------------------------------------------------------------------------- κ-response
+def tail_lambda(run_dir: str | Path, fraction: float = 0.1) -> float | None:
+    """The mean pulled λ over the last ``fraction`` of a run's rounds (from its ``rounds.npz``); None if absent."""
+    path = Path(run_dir) / "rounds.npz"
+    if not path.exists():
+        return None
+    with np.load(path) as f:
+        if "bandit__lambda" not in f.files:
+            return None
+        lam = np.asarray(f["bandit__lambda"], np.float64)
+    if lam.size == 0:
+        return None
+    return float(lam[-max(1, int(round(lam.size * fraction))):].mean())
+
+
+def _response_cells(results: Results, task: str, alg: str) -> dict[float, list[dict[str, Any]]]:
+    out: dict[float, list[dict[str, Any]]] = {}
+    for r in results.rows:
+        if r["task"] == task and r["algorithm"] == alg:
+            out.setdefault(float(r["cost_limit"]), []).append(r)
+    return out
+
+
+def kappa_response_section(results: Results, fig_dir: Path, rel: str) -> tuple[list[str], dict[Path, bytes]]:
+    """With two or more cost limits: per task, the episode reward and cost of every algorithm against κ (raw
+    returns, mean over seeds), the mean λ of the last 10 % of rounds, and the dataset's safe frontier R*_data(κ);
+    one figure per task (reward and cost against κ, the frontier and the limit drawn)."""
+    if len(results.cost_limits) < 2:
+        return [], {}
+    plt = _pyplot()
+    md = ["## Response to the cost limit", "",
+          "Per task and κ: episode reward / episode cost (raw returns, mean over seeds) and, for O3SRL, λ̄ = the mean "
+          "pulled λ over the last 10 % of rounds (mean over seeds; from the run directories). ✗ marks a mean "
+          "normalized cost above 1. R*_data(κ): the dataset's best episode reward among episodes with cost ≤ κ.", ""]
+    figures: dict[Path, bytes] = {}
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for task in results.tasks:
+        kappas = [k for k in results.cost_limits if any(r["task"] == task and float(r["cost_limit"]) == k
+                                                        for r in results.rows)]
+        if len(kappas) < 2:
+            continue
+        frontier = {float(r["cost_limit"]): float(r["safe_frontier"]) for r in results.rows
+                    if r["task"] == task and r.get("safe_frontier") is not None}
+        md += [f"### {task}", "", "| algorithm | " + " | ".join(f"κ = {k:g}" for k in kappas) + " |",
+               "|---|" + "---|" * len(kappas)]
+        md.append("| R*_data(κ) | " + " | ".join(f"{frontier[k]:.1f}" if k in frontier else "—" for k in kappas) + " |")
+        fig, (ax_r, ax_c) = plt.subplots(1, 2, figsize=(9.0, 3.4))
+        for i, alg in enumerate(results.algorithms):
+            cells = _response_cells(results, task, alg)
+            if not cells:
+                continue
+            parts, xs, rew, rew_sd, cost, cost_sd = [], [], [], [], [], []
+            for k in kappas:
+                rs = cells.get(k, [])
+                if not rs:
+                    parts.append("—")
+                    continue
+                r_mean, r_sd = mean_std([r["metrics"]["eval/reward"] for r in rs])
+                c_mean, c_sd = mean_std([r["metrics"]["eval/cost"] for r in rs])
+                n_cost = float(np.mean([r["metrics"]["eval/normalized_cost"] for r in rs]))
+                lams = [x for x in (tail_lambda(r.get("run_dir", "")) for r in rs) if x is not None]
+                lam = f" (λ̄ {np.mean(lams):.3g})" if lams and (rs[0].get("config") or {}).get("algo") == "o3srl" else ""
+                mark = "" if is_safe(n_cost) else f"{UNSAFE} "
+                parts.append(f"{mark}{r_mean:.1f} / {c_mean:.1f}{lam}")
+                xs.append(k)
+                rew.append(r_mean)
+                rew_sd.append(r_sd)
+                cost.append(c_mean)
+                cost_sd.append(c_sd)
+            md.append(f"| {results.labels[alg]} | " + " | ".join(parts) + " |")
+            color = colors[i % len(colors)]
+            ax_r.errorbar(xs, rew, yerr=rew_sd, marker="o", capsize=3, color=color, label=results.labels[alg])
+            ax_c.errorbar(xs, cost, yerr=cost_sd, marker="o", capsize=3, color=color, label=results.labels[alg])
+        if frontier:
+            ks = sorted(k for k in frontier if k in kappas)
+            ax_r.plot(ks, [frontier[k] for k in ks], "k--", lw=1, label="R*_data(κ)")
+        ax_c.plot(kappas, kappas, "k:", lw=1, label="κ (the limit)")
+        ax_r.set_xlabel("κ")
+        ax_r.set_ylabel("episode reward")
+        ax_c.set_xlabel("κ")
+        ax_c.set_ylabel("episode cost")
+        ax_r.set_title(task, fontsize=9)
+        ax_c.legend(fontsize=7)
+        ax_r.legend(fontsize=7)
+        fig.tight_layout()
+        path = fig_dir / f"kappa_response_{task}.png"
+        figures[path] = _figure_bytes(fig)
+        md += ["", f"![reward and cost against κ, {task}]({rel}/{path.name})", ""]
+    return md, figures
+
+
 # ---------------------------------------------------------------------------------------------------- the report
 def _reference_section(results: Results) -> str:
     by_task: dict[str, set[tuple[str, tuple[float, float]]]] = defaultdict(set)
@@ -530,6 +621,9 @@ def write_report(results_path: str | Path, out: str | Path | None = None, *, tit
         trade = fig_dir / f"tradeoff_k{kappa:g}.png"
         figures[trade] = plot_tradeoff(results, kappa)
         md += [f"![normalized cost vs reward, κ = {kappa:g}]({rel}/{trade.name})", ""]
+    response_md, response_figs = kappa_response_section(results, fig_dir, rel)
+    md += response_md
+    figures.update(response_figs)
     md += ["## Aggregate statistics", "", aggregate_section(results, reps=reps), ""]
 
     md += ["## Training curves", ""]

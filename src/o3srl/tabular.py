@@ -526,7 +526,7 @@ class TabularConfig:
     steps_per_round: int = 10
     rounds: int = 10_000
     """10,000 rounds of M = 10: the deep version's 100k oracle steps."""
-    bandit: bandits.BanditKind = "exp3s"
+    bandit: bandits.BanditKind = "exp3box"
     feedback: bandits.FeedbackKind = "lagrangian"
     learning_rate: float | None = None
     """None: as the deep version (0.2 for exp3s, the textbook rate for the others)."""
@@ -534,12 +534,14 @@ class TabularConfig:
     """None: as the deep version (share 0.01 for exp3s, Auer et al.'s mix for exp3)."""
     budget_convention: BudgetConvention = "osrl"
     min_scale: float = 1.0
-    margin: float = 0.1
+    margin: float = 0.2
     """δ: the lagrangian feedback plays against the budget (1 − δ) B."""
     relative_scale: float = 1.0
     """ρ: the lagrangian feedback's violation is measured in units of ρ · max(B, min_scale)."""
-    optimism: float = 4.0
+    optimism: float = 8.0
     """β: the draw anticipates the last round's losses, p ∝ exp(−η L̂ − β ℓ_last) (0: off)."""
+    max_gap: float | None = None
+    """A box on the log-weights: no arm more than max_gap below the best (None: exp3box's default, no box else)."""
     lambda_scale: float = 1.0
     """Unit of the arm grid: arms = lambda_scale × linspace(0, C, K) (e.g. o3srl.bandits.lambda_unit of the data)."""
     feedback_states: Literal["initial", "batch"] = "initial"
@@ -591,6 +593,7 @@ def _practical(
     margin: jax.Array,
     relative_scale: jax.Array,
     optimism: jax.Array,
+    max_gap: jax.Array,
     *,
     bandit: bandits.BanditKind,
     feedback: bandits.FeedbackKind,
@@ -615,7 +618,7 @@ def _practical(
             losses = bandits.lagrangian_feedback(arms, max_lambda, cost_est, budget, min_scale, margin, relative_scale)
         else:
             losses = bandits.shaped_feedback(arms, reward_est, cost_est, budget, value_scale)
-        b = bandits.update_bandit(b, bandit, arm, losses, probs, learning_rate, exploration, optimism)
+        b = bandits.update_bandit(b, bandit, arm, losses, probs, learning_rate, exploration, optimism, None, max_gap)
         return (o, b), (lam, cost_est, reward_est, oracle_policy(o))
 
     (o, b), trace = jax.lax.scan(round_, (oracle, bandits.init_bandit(arms.shape[0])), jax.random.split(key, rounds))
@@ -629,13 +632,7 @@ def run_practical(
     arms = resolve_arms(config)
     k = len(arms)
     max_lambda = float(max(arms.max(), 1e-12))
-    tracking = config.bandit == "exp3s"
-    lr = config.learning_rate
-    if lr is None:
-        lr = bandits.TRACKING_RATE if tracking else bandits.default_learning_rate(k, config.rounds)
-    expl = config.exploration
-    if expl is None:
-        expl = bandits.TRACKING_SHARE if tracking else bandits.default_exploration(k, config.rounds)
+    lr, expl = bandits.default_rates(config.bandit, k, config.rounds, config.learning_rate, config.exploration)
     b_step = budget_per_step(cost_limit, model.gamma, model.horizon, config.budget_convention)
     budget = budget_value(b_step, model.gamma)
     # As in the deep version: the largest possible |Lagrangian| given the data's reward and cost ranges.
@@ -644,7 +641,7 @@ def run_practical(
     o, (lams, costs, rewards, iterates), probs = _practical(
         _as_model(model, counts, config.min_count), init_oracle(counts, config.min_count), jnp.asarray(arms),
         jax.random.PRNGKey(seed), model.gamma, f(b_step), f(budget), f(value_scale), f(lr), f(expl),
-        f(config.actor_lr), f(config.margin), f(config.relative_scale), f(config.optimism), bandit=config.bandit, feedback=config.feedback, actor=config.actor,
+        f(config.actor_lr), f(config.margin), f(config.relative_scale), f(config.optimism), f(config.max_gap if config.max_gap is not None else (bandits.MAX_GAP if config.bandit == "exp3box" else 1e9)), bandit=config.bandit, feedback=config.feedback, actor=config.actor,
         steps_per_round=config.steps_per_round, rounds=config.rounds, max_lambda=max_lambda,
         min_scale=config.min_scale, where=config.feedback_states,
     )

@@ -48,23 +48,26 @@ class O3SRLConfig:
     """An explicit list of λ values in the critics' units (overrides K, C and the unit)."""
     steps_per_round: int = 10
     """M: oracle gradient steps per bandit round."""
-    bandit: bandits.BanditKind = "exp3s"
-    """exp3s: EXP3 with fixed share, which can follow losses that drift as the oracle learns (the default);
-    exp3 (the paper's), exp3ix and hedge (full information) for ablations."""
+    bandit: bandits.BanditKind = "exp3box"
+    """exp3box: EXP3 whose log-weights stay within a box of width max_gap, so that it follows losses that drift as
+    the oracle learns without biasing where it settles (the default); exp3 (the paper's, textbook rates), exp3s
+    (fixed share), exp3ix and hedge (full information) for ablations."""
     feedback: bandits.FeedbackKind = "lagrangian"
     """The pulled arm's loss (see o3srl.bandits): lagrangian, the λ-player's own loss −λ (Ĉ − (1 − δ) B) scaled by
     the budget (the default); shaped, the whole Lagrangian over a fixed scale (the earlier default)."""
     learning_rate: float | None = None
-    """Bandit rate η; None: 0.2 for exp3s (measured on the tabular CMDPs), EXP3's textbook sqrt(2 ln K / (K n))
-    for the run's n rounds for the other bandits."""
+    """Bandit rate η; None: 0.03 for exp3box, 0.2 for exp3s (measured on the tabular CMDPs), EXP3's textbook
+    sqrt(2 ln K / (K n)) for the run's n rounds for the other bandits."""
     exploration: float | None = None
-    """exp3s: the share α (and uniform exploration), None: 0.01; exp3: the uniform mix γ, None: Auer et al.'s rate
-    for n rounds; exp3ix: the implicit exploration."""
-    optimism: float = 4.0
+    """The uniform mix γ of the draw (exp3, exp3box) or the share α (exp3s) or the implicit exploration (exp3ix).
+    None: 0 for exp3box (its box keeps every arm drawn), 0.01 for exp3s, Auer et al.'s rate for n rounds for exp3."""
+    max_gap: float = bandits.MAX_GAP
+    """exp3box: no arm's log-weight more than this below the best one's."""
+    optimism: float = 8.0
     """β: the draw anticipates the last round's losses of every arm, p ∝ exp(−η L̂ − β ℓ_last), and the bandit's loss
     estimate uses them as its baseline (0: off). A proportional term next to the weights' integral: it damps the
     λ-player's oscillation and removes most of the importance-weighting noise."""
-    margin: float = 0.1
+    margin: float = 0.2
     """δ: the lagrangian feedback plays the game against the tighter budget (1 − δ) B, so that the last iterate, which
     ends near the boundary of the game it plays, errs on the safe side."""
     cost_estimate: Literal["mean", "max"] = "max"
@@ -148,15 +151,9 @@ class O3SRL:
         self.max_lambda = float(max(self.arms.max(), 1e-12))
         self.num_rounds = max(1, setting.total_steps // config.steps_per_round)
         k = len(arms)
-        tracking = config.bandit == "exp3s"
-        if config.learning_rate is not None:
-            self.learning_rate = config.learning_rate
-        else:
-            self.learning_rate = bandits.TRACKING_RATE if tracking else bandits.default_learning_rate(k, self.num_rounds)
-        if config.exploration is not None:
-            self.exploration = config.exploration
-        else:
-            self.exploration = bandits.TRACKING_SHARE if tracking else bandits.default_exploration(k, self.num_rounds)
+        self.learning_rate, self.exploration = bandits.default_rates(
+            config.bandit, k, self.num_rounds, config.learning_rate, config.exploration
+        )
         self.optimism = config.optimism
         if config.tail_members < 1 or not 0.0 < config.tail_fraction <= 1.0:
             raise ConfigError(
@@ -232,7 +229,9 @@ class O3SRL:
             oracle_step, state.oracle, jax.random.split(k_steps, cfg.steps_per_round)
         )
         if cfg.feedback_states == "initial":
-            fb_obs = sample_init_obs(k_fb, data, cfg.feedback_batch)
+            # The same initial states every round: Ĉ then changes only as the policy and critics do, so the loss
+            # hint (last round's losses) predicts the next losses closely and the bandit's estimate stays quiet.
+            fb_obs = sample_init_obs(jax.random.PRNGKey(0), data, cfg.feedback_batch)
         else:
             fb_obs = sample_batch(k_fb, data, cfg.feedback_batch).obs
         q_r, q_c = self.oracle.policy_values(oracle_state, fb_obs, cfg.cost_estimate)
@@ -244,7 +243,8 @@ class O3SRL:
         else:
             losses = bandits.shaped_feedback(arms, reward_estimate, cost_estimate, self.budget_value, self.value_scale)
         bandit_state = bandits.update_bandit(
-            state.bandit, cfg.bandit, arm, losses, probs, self.learning_rate, self.exploration, self.optimism
+            state.bandit, cfg.bandit, arm, losses, probs, self.learning_rate, self.exploration, self.optimism,
+            max_gap=cfg.max_gap if cfg.bandit == "exp3box" else None,
         )
         metrics = {k: jnp.nanmean(v) for k, v in step_metrics.items()}
         metrics.update(

@@ -14,7 +14,8 @@ Losses (normalised observations, actions in [−1, 1], rewards scaled by ``rewar
     Critics: LayerNorm after every hidden layer (``critic_layer_norm``, on by default)
     L_critic = Σ_i (Q_r,i(s, a) − y_r)² + (Q_c,i(s, a) − y_c)²
     Q_λ(s, a) = Q_r,1(s, a) − λ (Q_c,1(s, a) − b / (1 − γ))
-    L_actor = −α / mean|Q_λ| · mean Q_λ(s, π(s)) + mean (π(s) − a)²        (every ``policy_delay`` steps)
+    L_actor = −α / mean|Q_λ| · mean Q_λ(s, π(s)) + mean (π(s) − a)²        (every ``policy_delay`` steps;
+              ``q_normalizer="reward"``: divided by mean|Q_r| instead, which makes the update linear in λ)
 Timeouts are not terminals: both critics bootstrap through them.
 """
 
@@ -64,6 +65,10 @@ class TD3BCConfig:
     critics the unconstrained oracle (λ = 0) diverged after ≈ 80k steps on BallRun in 3 of 3 seeds (Q_c at 20× the
     largest possible discounted cost) and its last iterate scored 0.14 normalized reward; with LayerNorm the critics
     stayed within the data's bounds and it scored 0.73–0.88 (see docs/results/td3bc_layer_norm.md)."""
+    q_normalizer: Literal["shaped", "reward"] = "shaped"
+    """What the Q term of the actor loss is divided by: the mean |Q_λ| of the shaped value (TD3+BC's own rule applied
+    to the shaped reward), or the mean |Q_r| of the reward critic, which does not depend on λ: the actor's update is
+    then linear in λ, so a run whose λ switches between arms (O3SRL) trains the policy of the mean λ."""
     cost_floor: bool = True
     """Read the cost critics through max(Q_c, 0) in the cost target, the actor loss and the policy's cost estimate:
     costs are non-negative, so a negative Q_c is extrapolation error that the actor could otherwise exploit. On by
@@ -164,7 +169,8 @@ class TD3BC:
         q_r = self.critic.apply(critic["reward"], batch.obs, pi)[0]
         q_c = self._floor(self.critic.apply(critic["cost"], batch.obs, pi)[0])
         q_lam = shaped_value(q_r, q_c, lam, cfg.cost_scale * budget_step, cfg.gamma)
-        weight = jax.lax.stop_gradient(cfg.alpha / (jnp.abs(q_lam).mean() + 1e-6))
+        scale = jnp.abs(q_r).mean() if cfg.q_normalizer == "reward" else jnp.abs(q_lam).mean()
+        weight = jax.lax.stop_gradient(cfg.alpha / (scale + 1e-6))
         bc = ((pi - batch.actions) ** 2).mean()
         return -weight * q_lam.mean() + bc, {"loss/actor": -q_lam.mean(), "loss/bc": bc}
 
