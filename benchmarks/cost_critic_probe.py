@@ -34,7 +34,9 @@ def probe(run_dir: Path, states: int = 4096, seed: int = 0) -> tuple[str, ...]:
     problem = load_problem(cfg)
     learner = build_learner(cfg, problem)
     template = learner.init(jax.random.PRNGKey(cfg.seed))
-    _, state, stats, _ = load_checkpoint(run_dir / CHECKPOINT_NAME, template)  # the run's own normalisation
+    _, state, stats, _ = load_checkpoint(  # the run's own normalisation; an earlier layout is brought up to date
+        run_dir / CHECKPOINT_NAME, template, getattr(learner, "upgrade_state_dict", None)
+    )
     data = to_device(problem.dataset, stats)
     scale = learner.oracle.config.cost_scale
     key = jax.random.PRNGKey(seed)
