@@ -53,7 +53,8 @@ EARLIER = dict(lambda_scale=1.0, optimism=0.0, margin=0.0, cost_estimate="mean",
 
 
 def adaptive_cells(seeds: list[int], kappas: list[float]) -> list[dict]:
-    """The default O3SRL next to the earlier default (shaped/EXP3) and fixed λ's, on the same data."""
+    """O3SRL with the adaptive λ-player (design "default" in the rows: the cells were run while it was the default)
+    next to the earlier λ-player (shaped/EXP3, still the deep default) and fixed λ's, on the same data."""
     out = []
     for kappa, seed in itertools.product(kappas, seeds):
         out.append(dict(algo="o3srl", variant="practical", bandit="exp3box", feedback="lagrangian", budget="osrl",
@@ -93,7 +94,7 @@ def run_cell(cell: dict, dataset: Path, steps: int) -> dict:
             steps=steps, log_every=1000, checkpoint_every=steps, eval_episodes=0, progress=False,
             fixed_lambda=cell.get("lam", 0.0), run_dir=str(Path(tmp) / "run"),
             td3bc=TD3BCConfig(hidden=(64, 64), gamma=0.9, reward_scale=1.0),
-            o3srl=O3SRLConfig(feedback_batch=64) if cell.get("design") == "default" else O3SRLConfig(
+            o3srl=O3SRLConfig(feedback_batch=64, player="adaptive") if cell.get("design") == "default" else O3SRLConfig(
                 feedback=cell["feedback"] if cell["feedback"] in ("lagrangian", "shaped") else "lagrangian",
                 bandit=cell["bandit"] if cell["bandit"] != "-" else "exp3", budget_convention=cell["budget"],
                 feedback_batch=64, **EARLIER),
@@ -110,7 +111,7 @@ def run_cell(cell: dict, dataset: Path, steps: int) -> dict:
 def summarise(rows: list[dict], out: Path, command: str) -> None:
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
-        variant = r["variant"] + (", default" if r.get("design") == "default" else "")
+        variant = r["variant"] + (", adaptive λ-player" if r.get("design") == "default" else "")
         groups.setdefault((r["kappa"], r["algo"], variant, r["bandit"], r["feedback"], r["budget"]), []).append(r)
     lines = [
         "# Toy task: arm feedback, budget convention and bandit",

@@ -172,6 +172,7 @@ ADDED_FIELDS: dict[str, Any] = {
     "td3bc.critic_layer_norm": False,
     # The adaptive λ-player (2026-11-30): runs saved before it used absolute arms, no optimism, no margin and the
     # twins' mean as the cost estimate.
+    "o3srl.player": "earlier",
     "o3srl.lambda_scale": 1.0,
     "o3srl.optimism": 0.0,
     "o3srl.margin": 0.0,

@@ -36,25 +36,32 @@ class O3SRLConfig:
     """The λ-player of O3SRL and the round structure (K = 5, C = 5, M = 10 as in the paper; the bandit, its rates
     and the feedback are this project's design, chosen on the evidence in docs/algorithms/o3srl.md)."""
 
+    player: Literal["earlier", "adaptive"] = "earlier"
+    """Which λ-player the knobs below default to (an explicit flag overrides its knob). earlier: shaped feedback,
+    EXP3 with textbook rates, absolute arms, the twins' mean as Ĉ (safe on the built-in task and BallRun at κ = 5,
+    but it behaves as a fixed λ ≈ 2.5). adaptive: lagrangian feedback against (1 − δ) B, EXP3 on a box with
+    optimism, arms in the data's unit, the twins' larger Ĉ; it tracks λ* exactly on the tabular CMDPs and responds
+    to κ on the toy task, but on Bullet it follows a cost critic that does not yet tell policies apart (unsafe at
+    κ = 5 on BallRun), so it is not the default yet (docs/algorithms/o3srl.md)."""
     num_arms: int = 5
     """K: number of λ values on the grid u · linspace(0, C, K)."""
     max_lambda: float = 5.0
     """C: the largest λ, in units u of --o3srl.lambda-scale."""
     lambda_scale: float | None = None
-    """u: the unit of the arm grid, in the critics' units. None: from the data, (reward scale / cost scale) × (range of
-    the episodes' reward returns / range of their cost returns), the rate at which the data trades reward for cost,
-    so that the grid fits every task without tuning (o3srl.bandits.lambda_unit)."""
+    """u: the unit of the arm grid, in the critics' units. None: 1 for the earlier player; for the adaptive one, from
+    the data, (reward scale / cost scale) × (range of the episodes' reward returns / range of their cost returns),
+    the rate at which the data trades reward for cost (o3srl.bandits.lambda_unit)."""
     arms: tuple[float, ...] | None = None
     """An explicit list of λ values in the critics' units (overrides K, C and the unit)."""
     steps_per_round: int = 10
     """M: oracle gradient steps per bandit round."""
-    bandit: bandits.BanditKind = "exp3box"
-    """exp3box: EXP3 whose log-weights stay within a box of width max_gap, so that it follows losses that drift as
-    the oracle learns without biasing where it settles (the default); exp3 (the paper's, textbook rates), exp3s
-    (fixed share), exp3ix and hedge (full information) for ablations."""
-    feedback: bandits.FeedbackKind = "lagrangian"
-    """The pulled arm's loss (see o3srl.bandits): lagrangian, the λ-player's own loss −λ (Ĉ − (1 − δ) B) scaled by
-    the budget (the default); shaped, the whole Lagrangian over a fixed scale (the earlier default)."""
+    bandit: bandits.BanditKind | None = None
+    """None: exp3 (the paper's, textbook rates) for the earlier player, exp3box for the adaptive one (EXP3 whose
+    log-weights stay within a box of width max_gap, so that it follows losses that drift as the oracle learns
+    without biasing where it settles); also exp3s (fixed share), exp3ix and hedge (full information)."""
+    feedback: bandits.FeedbackKind | None = None
+    """The pulled arm's loss (see o3srl.bandits). None: shaped (the whole Lagrangian over a fixed scale) for the
+    earlier player, lagrangian (the λ-player's own loss −λ (Ĉ − (1 − δ) B) scaled by the budget) for the adaptive."""
     learning_rate: float | None = None
     """Bandit rate η; None: 0.03 for exp3box, 0.2 for exp3s (measured on the tabular CMDPs), EXP3's textbook
     sqrt(2 ln K / (K n)) for the run's n rounds for the other bandits."""
@@ -63,15 +70,16 @@ class O3SRLConfig:
     None: 0 for exp3box (its box keeps every arm drawn), 0.01 for exp3s, Auer et al.'s rate for n rounds for exp3."""
     max_gap: float = bandits.MAX_GAP
     """exp3box: no arm's log-weight more than this below the best one's."""
-    optimism: float = 8.0
-    """β: the draw anticipates the last round's losses of every arm, p ∝ exp(−η L̂ − β ℓ_last), and the bandit's loss
+    optimism: float | None = None
+    """β (None: 0 for the earlier player, 8 for the adaptive one): the draw anticipates the last round's losses of every arm, p ∝ exp(−η L̂ − β ℓ_last), and the bandit's loss
     estimate uses them as its baseline (0: off). A proportional term next to the weights' integral: it damps the
     λ-player's oscillation and removes most of the importance-weighting noise."""
-    margin: float = 0.2
-    """δ: the lagrangian feedback plays the game against the tighter budget (1 − δ) B, so that the last iterate, which
+    margin: float | None = None
+    """δ (None: 0 for the earlier player, 0.2 for the adaptive one): the lagrangian feedback plays the game against the tighter budget (1 − δ) B, so that the last iterate, which
     ends near the boundary of the game it plays, errs on the safe side."""
-    cost_estimate: Literal["mean", "max"] = "max"
-    """How the twin cost critics give Ĉ: their larger value (pessimistic, the default) or their mean."""
+    cost_estimate: Literal["mean", "max"] | None = None
+    """How the twin cost critics give Ĉ: their mean (None, earlier player) or their larger value (pessimistic; None,
+    adaptive player)."""
     budget_convention: BudgetConvention = "osrl"
     """How the episodic cost limit becomes the per-step budget (see o3srl.data.transforms.budget_per_step)."""
     feedback_states: Literal["initial", "batch"] = "initial"
@@ -87,6 +95,25 @@ class O3SRLConfig:
     tail_fraction: float = 0.1
     min_scale: float = 1.0
     """Floor of the budget scale that normalises the lagrangian feedback (matters when κ is near 0)."""
+
+
+PLAYERS: dict[str, dict[str, Any]] = {
+    "earlier": {"bandit": "exp3", "feedback": "shaped", "optimism": 0.0, "margin": 0.0, "lambda_scale": 1.0,
+                "cost_estimate": "mean"},
+    "adaptive": {"bandit": "exp3box", "feedback": "lagrangian", "optimism": 8.0, "margin": 0.2, "lambda_scale": None,
+                 "cost_estimate": "max"},
+}
+"""The knobs each λ-player sets when the config leaves them at None (lambda_scale None: the data's unit)."""
+
+
+def resolve_player(config: O3SRLConfig) -> O3SRLConfig:
+    """The config with every knob left at None set by its player (explicit values are kept)."""
+    import dataclasses
+
+    if config.player not in PLAYERS:
+        raise ConfigError(f"unknown o3srl.player {config.player!r}; choose one of {', '.join(PLAYERS)}")
+    fills = {k: v for k, v in PLAYERS[config.player].items() if getattr(config, k) is None and v is not None}
+    return dataclasses.replace(config, **fills)
 
 
 class LearnerState(flax.struct.PyTreeNode):
@@ -123,6 +150,7 @@ class O3SRL:
     """The round loop around an oracle. Pure functions of :class:`LearnerState`."""
 
     def __init__(self, config: O3SRLConfig, oracle: TD3BC | IQL, setting: Setting, fixed_lambda: float | None = None):
+        config = resolve_player(config)
         self.config = config
         self.oracle = oracle
         self.setting = setting
@@ -132,7 +160,7 @@ class O3SRL:
         elif config.arms:
             arms = [float(a) for a in config.arms]
         else:
-            unit = setting.lambda_unit if config.lambda_scale is None else config.lambda_scale
+            unit = setting.lambda_unit if config.lambda_scale is None else config.lambda_scale  # None: adaptive
             if not (math.isfinite(unit) and unit > 0):
                 raise ConfigError(f"o3srl.lambda_scale must be a finite number > 0, got {unit}")
             self.lambda_unit = float(unit)
@@ -229,9 +257,11 @@ class O3SRL:
             oracle_step, state.oracle, jax.random.split(k_steps, cfg.steps_per_round)
         )
         if cfg.feedback_states == "initial":
-            # The same initial states every round: Ĉ then changes only as the policy and critics do, so the loss
-            # hint (last round's losses) predicts the next losses closely and the bandit's estimate stays quiet.
-            fb_obs = sample_init_obs(jax.random.PRNGKey(0), data, cfg.feedback_batch)
+            # With optimism, the same initial states every round: Ĉ then changes only as the policy and critics do,
+            # so the loss hint (last round's losses) predicts the next losses closely and the estimate stays quiet.
+            # Without it (the earlier player), fresh states every round, as before.
+            fb_key = jax.random.PRNGKey(0) if self.optimism > 0 else k_fb
+            fb_obs = sample_init_obs(fb_key, data, cfg.feedback_batch)
         else:
             fb_obs = sample_batch(k_fb, data, cfg.feedback_batch).obs
         q_r, q_c = self.oracle.policy_values(oracle_state, fb_obs, cfg.cost_estimate)
