@@ -8,7 +8,7 @@ Bandits
     ``exp3``     importance-weighted EXP3 with an exploration mix (Auer et al., 2002):
                  ``p = (1 − γ) softmax(w) + γ / K``; only the pulled arm is updated, ``w_k −= η ℓ_k / p_k``.
     ``exp3ix``   EXP3-IX (Neu, 2015): ``p = softmax(w)``, ``w_k −= η ℓ_k / (p_k + γ_ix)`` (implicit exploration).
-    ``exp3box``  EXP3 on a box (the O3SRL default): the importance-weighted EXP3 update, then no arm's log-weight may
+    ``exp3box``  EXP3 on a box (the adaptive λ-player's bandit): the importance-weighted EXP3 update, then no arm's log-weight may
                  fall more than ``W = max_gap`` below the best one's (a projection onto the truncated simplex
                  ``p_k ≥ e^{−W} max_j p_j``). Inside the box nothing pulls the weights anywhere, so the λ-player
                  integrates its losses exactly (with linear losses in λ it settles where the violation averages
@@ -169,14 +169,15 @@ def update_bandit(
     exploration: float,
     optimism: float | jax.Array = 0.0,
     hint_losses: jax.Array | None = None,
-    max_gap: float | jax.Array | None = None,
+    max_gap: float | jax.Array = MAX_GAP,
 ) -> BanditState:
     """One bandit update. ``losses`` holds every arm's loss; the bandit kinds differ in what they may look at.
 
     EXP3, EXP3.S and EXP3-IX only use ``losses[arm]`` (the pulled arm) with an importance weight; Hedge uses all of
     them. The bandits' estimate is ``ℓ̂ = m + e_k (ℓ_k − m_k) / p_k`` with the hint m held in the state (zero
     without optimism: plain importance weighting), unbiased whatever m is; when m is close to ℓ its variance is
-    small. For EXP3.S, ``exploration`` is also the share α mixed into the weights after the update.
+    small. For EXP3.S, ``exploration`` is also the share α mixed into the weights after the update; for EXP3 on a
+    box, ``max_gap`` is the box's width W.
     With ``optimism`` > 0 the next hint is ``hint_losses`` (default ``losses``): every arm's loss computed this round,
     which the next draw anticipates (optimistic EXP3 / optimistic Hedge).
     """
@@ -193,9 +194,7 @@ def update_bandit(
         log_w = jnp.log(mixed)
     # Shift by the max to keep the log-weights bounded; probabilities are unchanged.
     log_w = log_w - jnp.max(log_w)
-    if kind == "exp3box" and max_gap is None:
-        max_gap = MAX_GAP
-    if max_gap is not None:
+    if kind == "exp3box":
         # A box on the log-weights: no arm falls more than max_gap below the best, so the weights can turn around
         # within a bounded number of rounds (the anti-windup of a controller), without the share's pull to uniform.
         log_w = jnp.maximum(log_w, -max_gap)

@@ -540,8 +540,8 @@ class TabularConfig:
     """ρ: the lagrangian feedback's violation is measured in units of ρ · max(B, min_scale)."""
     optimism: float = 8.0
     """β: the draw anticipates the last round's losses, p ∝ exp(−η L̂ − β ℓ_last) (0: off)."""
-    max_gap: float | None = None
-    """A box on the log-weights: no arm more than max_gap below the best (None: exp3box's default, no box else)."""
+    max_gap: float = bandits.MAX_GAP
+    """exp3box's box W: no arm's log-weight more than this below the best one's (unused by the other bandits)."""
     lambda_scale: float = 1.0
     """Unit of the arm grid: arms = lambda_scale × linspace(0, C, K) (e.g. o3srl.bandits.lambda_unit of the data)."""
     feedback_states: Literal["initial", "batch"] = "initial"
@@ -618,7 +618,7 @@ def _practical(
             losses = bandits.lagrangian_feedback(arms, max_lambda, cost_est, budget, min_scale, margin, relative_scale)
         else:
             losses = bandits.shaped_feedback(arms, reward_est, cost_est, budget, value_scale)
-        b = bandits.update_bandit(b, bandit, arm, losses, probs, learning_rate, exploration, optimism, None, max_gap)
+        b = bandits.update_bandit(b, bandit, arm, losses, probs, learning_rate, exploration, optimism, max_gap=max_gap)
         return (o, b), (lam, cost_est, reward_est, oracle_policy(o))
 
     (o, b), trace = jax.lax.scan(round_, (oracle, bandits.init_bandit(arms.shape[0])), jax.random.split(key, rounds))
@@ -641,7 +641,8 @@ def run_practical(
     o, (lams, costs, rewards, iterates), probs = _practical(
         _as_model(model, counts, config.min_count), init_oracle(counts, config.min_count), jnp.asarray(arms),
         jax.random.PRNGKey(seed), model.gamma, f(b_step), f(budget), f(value_scale), f(lr), f(expl),
-        f(config.actor_lr), f(config.margin), f(config.relative_scale), f(config.optimism), f(config.max_gap if config.max_gap is not None else (bandits.MAX_GAP if config.bandit == "exp3box" else 1e9)), bandit=config.bandit, feedback=config.feedback, actor=config.actor,
+        f(config.actor_lr), f(config.margin), f(config.relative_scale), f(config.optimism), f(config.max_gap),
+        bandit=config.bandit, feedback=config.feedback, actor=config.actor,
         steps_per_round=config.steps_per_round, rounds=config.rounds, max_lambda=max_lambda,
         min_scale=config.min_scale, where=config.feedback_states,
     )

@@ -484,12 +484,18 @@ def _resume_record(run_dir: Path, cfg: TrainConfig) -> dict[str, Any] | None:
         if checkpoint.exists():
             raise O3SRLError(f"cannot resume {run_dir}: run.json is missing, so the dataset cannot be checked")
         return None
+    return _read_json_object(info_path, f"cannot resume {run_dir}: run.json")
+
+
+def _read_json_object(path: Path, what: str, hint: str = "") -> dict[str, Any]:
+    """A JSON file that must hold an object; a file that cannot be read or parsed, or holds anything else, is one
+    :class:`O3SRLError` starting with ``what`` (``hint`` follows the reason of an unreadable file)."""
     try:
-        info = json.loads(info_path.read_text(encoding="utf-8"))
+        info = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise O3SRLError(f"cannot resume {run_dir}: run.json cannot be read ({exc})") from None
+        raise O3SRLError(f"{what} cannot be read ({exc}){hint}") from None
     if not isinstance(info, dict):
-        raise O3SRLError(f"cannot resume {run_dir}: run.json is not a JSON object")
+        raise O3SRLError(f"{what} is not a JSON object")
     return info
 
 
@@ -657,12 +663,7 @@ def _check_policy_config(run_dir: Path, cfg: TrainConfig) -> None:
 
 def _read_run_info(path: Path) -> dict[str, Any]:
     """A run's ``run.json``, with the fields evaluation reads checked; problems are one :class:`O3SRLError`."""
-    try:
-        info = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise O3SRLError(f"{path} cannot be read ({exc}); it should hold the run's record as written by 'o3srl train'") from None
-    if not isinstance(info, dict):
-        raise O3SRLError(f"{path} is not a JSON object")
+    info = _read_json_object(path, f"{path}", "; it should hold the run's record as written by 'o3srl train'")
     env = info.get("env_id")
     if not isinstance(env, str) or not env:
         raise O3SRLError(f"{path}: env_id must be a non-empty string, got {env!r}")

@@ -69,14 +69,16 @@ class O3SRLConfig:
     """The uniform mix γ of the draw (exp3, exp3box) or the share α (exp3s) or the implicit exploration (exp3ix).
     None: 0 for exp3box (its box keeps every arm drawn), 0.01 for exp3s, Auer et al.'s rate for n rounds for exp3."""
     max_gap: float = bandits.MAX_GAP
-    """exp3box: no arm's log-weight more than this below the best one's."""
+    """exp3box's box W: no arm's log-weight more than this below the best one's (unused by the other bandits)."""
     optimism: float | None = None
-    """β (None: 0 for the earlier player, 8 for the adaptive one): the draw anticipates the last round's losses of every arm, p ∝ exp(−η L̂ − β ℓ_last), and the bandit's loss
-    estimate uses them as its baseline (0: off). A proportional term next to the weights' integral: it damps the
-    λ-player's oscillation and removes most of the importance-weighting noise."""
+    """β (None: 0 for the earlier player, 8 for the adaptive one): the draw anticipates the last round's losses of
+    every arm, p ∝ exp(−η L̂ − β ℓ_last), and the bandit's loss estimate uses them as its baseline (0: off). A
+    proportional term next to the weights' integral: it damps the λ-player's oscillation and removes most of the
+    importance-weighting noise."""
     margin: float | None = None
-    """δ (None: 0 for the earlier player, 0.2 for the adaptive one): the lagrangian feedback plays the game against the tighter budget (1 − δ) B, so that the last iterate, which
-    ends near the boundary of the game it plays, errs on the safe side."""
+    """δ (None: 0 for the earlier player, 0.2 for the adaptive one): the lagrangian feedback plays the game against
+    the tighter budget (1 − δ) B, so that the last iterate, which ends near the boundary of the game it plays, errs
+    on the safe side."""
     cost_estimate: Literal["mean", "max"] | None = None
     """How the twin cost critics give Ĉ: their mean (None, earlier player) or their larger value (pessimistic; None,
     adaptive player)."""
@@ -154,7 +156,6 @@ class O3SRL:
         self.config = config
         self.oracle = oracle
         self.setting = setting
-        self.lambda_unit = 1.0
         if fixed_lambda is not None:
             arms = [float(fixed_lambda)]
         elif config.arms:
@@ -163,7 +164,6 @@ class O3SRL:
             unit = setting.lambda_unit if config.lambda_scale is None else config.lambda_scale  # None: adaptive
             if not (math.isfinite(unit) and unit > 0):
                 raise ConfigError(f"o3srl.lambda_scale must be a finite number > 0, got {unit}")
-            self.lambda_unit = float(unit)
             arms = bandits.arm_grid(config.num_arms, config.max_lambda * unit)
         if any(a < 0 or not math.isfinite(a) for a in arms):
             raise ConfigError(f"λ arms must be finite and ≥ 0, got {arms}")
@@ -274,7 +274,7 @@ class O3SRL:
             losses = bandits.shaped_feedback(arms, reward_estimate, cost_estimate, self.budget_value, self.value_scale)
         bandit_state = bandits.update_bandit(
             state.bandit, cfg.bandit, arm, losses, probs, self.learning_rate, self.exploration, self.optimism,
-            max_gap=cfg.max_gap if cfg.bandit == "exp3box" else None,
+            max_gap=cfg.max_gap,
         )
         metrics = {k: jnp.nanmean(v) for k, v in step_metrics.items()}
         metrics.update(
