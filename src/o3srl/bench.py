@@ -38,6 +38,13 @@ Why the design is as it is:
   are never rewritten.
 - Training is timed apart from evaluation: the run trains with ``eval_episodes = 0`` and the cell then evaluates
   the saved policy exactly as ``o3srl train`` would (same seed, copies, reference scores) and writes ``eval.json``.
+  The two can also run as separate stages (``--stage train`` / ``--stage evaluate``): cells trained on a machine
+  without the simulators (an accelerator machine) are evaluated elsewhere from their run directories alone.
+- Packed training: cells on one dataset whose configs differ only in seed, cost limit or fixed λ
+  (``o3srl.train.pack_key``) are trained together as one vmapped program (``o3srl.train.run_pack``), up to
+  ``pack`` cells at a time (grid key or ``--pack``); each keeps its own run directory, checkpoints and row. The
+  default is 1 on a CPU (one single-threaded process per core is as fast, and a crash loses one cell) and
+  :data:`ACCELERATOR_PACK` where JAX will find an accelerator. A failed pack is retried cell by cell.
 - Local executor: one single-threaded JAX process per core (threads collapse when processes compete for cores);
   each cell gets a fresh process, so nothing leaks from one run to the next and a crash loses one cell.
 - Ray executor: the same cells as Ray tasks (1 CPU each, same single-thread environment), retried by Ray, rows
@@ -78,8 +85,15 @@ SINGLE_THREAD_ENV: dict[str, str] = {
     "OPENBLAS_NUM_THREADS": "1",
     "MKL_NUM_THREADS": "1",
 }
+# A worker on an accelerator takes its memory as it needs it, so that several workers can share one device.
+WORKER_ENV: dict[str, str] = {**SINGLE_THREAD_ENV, "XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
+ACCELERATOR_PACK = 32
+"""Default pack size where JAX will find an accelerator (many runs in one program keep it busy)."""
+ACCELERATOR_WORKERS = 4
+"""Default worker processes sharing one accelerator (packs of different tasks side by side)."""
+Stage = Literal["all", "train", "evaluate"]
 GRID_KEYS = {"name", "description", "tasks", "cost_limits", "seeds", "dataset", "results", "runs_dir", "defaults",
-             "per_task", "algorithms", "per_cell"}
+             "per_task", "algorithms", "per_cell", "pack"}
 CELL_MATCH_KEYS = {"task", "algorithm", "cost_limit", "seed"}
 # Fields the grid itself sets per cell; an override of them would make the cell lie about what it is.
 GRID_OWNED = {"task", "cost_limit", "seed", "run_dir", "resume"}
@@ -120,6 +134,8 @@ class Grid:
     runs_dir: Path
     cells: tuple[Cell, ...]
     description: str = ""
+    pack: int | None = None
+    """Cells trained as one program at most (None: the machine's default, :func:`default_pack_size`)."""
 
 
 def cell_id(task: str, algorithm: str, cost_limit: float, seed: int) -> str:
@@ -283,6 +299,9 @@ def parse_grid(data: dict[str, Any], *, name: str, path: str = "<grid>", results
     if not NAME_RE.match(name):
         raise ConfigError(f"grid name {name!r} may hold only letters, digits and _.+=-")
     description = _expect(data.get("description", ""), str, "description")
+    pack = data.get("pack")
+    if pack is not None and (_expect(pack, int, "pack") < 1):
+        raise ConfigError(f"pack must be an integer ≥ 1 (cells trained as one program), got {pack}")
     tasks = _unique_list(data, "tasks", str)
     kappas = [float(k) for k in _unique_list(data, "cost_limits", (int, float))]
     seeds = _unique_list(data, "seeds", int)
@@ -382,7 +401,8 @@ def parse_grid(data: dict[str, Any], *, name: str, path: str = "<grid>", results
     for j, used in enumerate(seen_used):
         if not used:
             raise ConfigError(f"per_cell[{j}] matches no cell of the grid")
-    return Grid(name=name, path=path, results=results_path, runs_dir=runs_path, cells=tuple(cells), description=description)
+    return Grid(name=name, path=path, results=results_path, runs_dir=runs_path, cells=tuple(cells),
+                description=description, pack=pack)
 
 
 def load_grid(path: str | os.PathLike[str], *, results: str | None = None, runs_dir: str | None = None) -> Grid:
@@ -560,35 +580,107 @@ def _base_row(cell: Cell, grid_name: str) -> dict[str, Any]:
             "order": list(cell.order)}
 
 
-def execute_cell(cell: Cell, grid_name: str) -> dict[str, Any]:
+def is_trained(cell: Cell) -> bool:
+    """Whether the cell's run directory holds its finished training (a final policy and a checkpoint at its last
+    step): what ``--stage evaluate`` needs."""
+    from o3srl.checkpoint import CHECKPOINT_NAME, POLICY_NAME, CheckpointError, read_payload
+
+    if not (cell.run_dir / POLICY_NAME).exists() or not (cell.run_dir / CHECKPOINT_NAME).exists():
+        return False
+    try:
+        return int(read_payload(cell.run_dir / CHECKPOINT_NAME)["step"]) >= cell.config.steps
+    except (CheckpointError, KeyError, TypeError, ValueError):
+        return False
+
+
+def _checkpoint_step(cell: Cell) -> int:
+    from o3srl.checkpoint import CHECKPOINT_NAME, CheckpointError, read_payload
+
+    if not (cell.run_dir / CHECKPOINT_NAME).exists():
+        return 0
+    try:
+        return int(read_payload(cell.run_dir / CHECKPOINT_NAME)["step"])
+    except (CheckpointError, KeyError, TypeError, ValueError):
+        return -1  # unreadable: trained alone, where the training loop reports it
+
+
+def make_packs(cells: Sequence[Cell], pack: int) -> list[list[Cell]]:
+    """The cells in groups trained as one program: same :func:`o3srl.train.pack_key` and the same checkpoint step
+    (a pack resumes together), at most ``pack`` each, in grid order."""
+    from o3srl.train import pack_key
+
+    groups: dict[tuple[str, int], list[Cell]] = {}
+    for cell in cells:
+        step = _checkpoint_step(cell) if pack > 1 else 0
+        key = (pack_key(cell.train_config()), step) if pack > 1 and step >= 0 else (cell.cell_id, 0)
+        groups.setdefault(key, []).append(cell)
+    return [group[i:i + pack] for group in groups.values() for i in range(0, len(group), pack)]
+
+
+def execute_pack(cells: Sequence[Cell], grid_name: str, stage: Stage = "all") -> list[dict[str, Any]]:
+    """Train (or resume) the cells as one program and evaluate each; returns their rows (stage ``train``: rows with
+    status ``trained``, which the driver does not record). A failed training raises; a failed evaluation is that
+    cell's ``failed`` row."""
+    from o3srl.checkpoint import CHECKPOINT_NAME
+    from o3srl.logger import METRICS_NAME, logged_seconds
+    from o3srl.train import run_pack
+
+    started, t0 = _now(), time.time()
+    resumed_from: list[int] = []
+    if stage != "evaluate":
+        resume_dirs: list[str | None] = []
+        for cell in cells:
+            if (cell.run_dir / CHECKPOINT_NAME).exists():
+                resumed_from.append(_checkpoint_step(cell))
+                resume_dirs.append(str(cell.run_dir))
+            else:
+                # Killed before its first checkpoint: start over, without the dead attempt's log rows.
+                for stale in ("metrics.jsonl", "rounds.npz"):
+                    (cell.run_dir / stale).unlink(missing_ok=True)
+                resumed_from.append(0)
+                resume_dirs.append(None)
+        run_pack([c.train_config() for c in cells], resume_dirs=resume_dirs)
+    else:
+        resumed_from = [c.config.steps for c in cells]
+    sitting_seconds = time.time() - t0 if stage != "evaluate" else 0.0
+    rows = []
+    for cell, resumed in zip(cells, resumed_from):
+        # The whole cell's training time, earlier sittings of a resumed cell included (this sitting alone would
+        # undercount it); the sitting's wall time, with process start and compilation, is kept beside it. In a
+        # pack each cell counts the pack's time: its steps took that long.
+        logged = logged_seconds(cell.run_dir / METRICS_NAME)
+        timing = {"train_seconds": round(logged if logged is not None else sitting_seconds, 3),
+                  "sitting_seconds": round(sitting_seconds, 3), "resumed_from_step": resumed,
+                  "pack": len(cells) if stage != "evaluate" else None,  # trained in a pack of this many cells
+                  "started_at": started}
+        if stage == "train":
+            rows.append({**_base_row(cell, grid_name), "status": "trained", **timing, "run_dir": str(cell.run_dir)})
+            continue
+        try:
+            rows.append(_evaluate_cell(cell, grid_name, timing))
+        except Exception as exc:  # noqa: BLE001 — one cell's failed evaluation leaves the others' rows
+            rows.append(failed_row(cell, grid_name, exc, tb=traceback.format_exc()))
+    return rows
+
+
+def execute_cell(cell: Cell, grid_name: str, stage: Stage = "all") -> dict[str, Any]:
     """Train (or resume) one cell, evaluate its final policy, and return its results row. Raises on failure."""
+    (row,) = execute_pack([cell], grid_name, stage)
+    if row["status"] == "failed":
+        raise O3SRLError(row["error"])
+    return row
+
+
+def _evaluate_cell(cell: Cell, grid_name: str, timing: dict[str, Any]) -> dict[str, Any]:
+    """Evaluate a trained cell's saved policy as ``o3srl train`` would, write its ``eval.json``; its results row."""
     import numpy as np
 
     from o3srl import __version__
-    from o3srl.checkpoint import CHECKPOINT_NAME, read_payload
     from o3srl.evaluate import evaluate
     from o3srl.io import atomic_write_text
-    from o3srl.logger import METRICS_NAME, logged_seconds
     from o3srl.policy import load_policy
-    from o3srl.train import run
 
-    started, t0 = _now(), time.time()
     run_dir = cell.run_dir
-    resumed_from = 0
-    if (run_dir / CHECKPOINT_NAME).exists():
-        resumed_from = int(read_payload(run_dir / CHECKPOINT_NAME)["step"])
-        run(cell.train_config(), resume_dir=str(run_dir))
-    else:
-        # Killed before its first checkpoint: start over, without the dead attempt's log rows.
-        for stale in ("metrics.jsonl", "rounds.npz"):
-            (run_dir / stale).unlink(missing_ok=True)
-        run(cell.train_config())
-    sitting_seconds = time.time() - t0
-    # The whole cell's training time, earlier sittings of a resumed cell included (this sitting alone would
-    # undercount it); the sitting's wall time, with process start and compilation, is kept beside it.
-    logged = logged_seconds(run_dir / METRICS_NAME)
-    train_seconds = logged if logged is not None else sitting_seconds
-
     cfg = cell.config
     info = json.loads((run_dir / "run.json").read_text())
     frontier = info.get("safe_frontier")
@@ -616,15 +708,16 @@ def execute_cell(cell: Cell, grid_name: str) -> dict[str, Any]:
         "dataset_sha256": info["dataset_sha256"],
         "env_id": info["env_id"],
         "o3srl_version": __version__,
-        "train_seconds": round(train_seconds, 3),
-        "sitting_seconds": round(sitting_seconds, 3),
+        "train_seconds": timing["train_seconds"],
+        "sitting_seconds": timing["sitting_seconds"],
         "eval_seconds": round(eval_seconds, 3),
-        "resumed_from_step": resumed_from,
+        "resumed_from_step": timing["resumed_from_step"],
+        "pack": timing["pack"],
         "steps": cfg.steps,
         "run_dir": str(run_dir),
         "config": _config_dict(cfg),
         "host": socket.gethostname(),
-        "started_at": started,
+        "started_at": timing["started_at"],
         "finished_at": _now(),
     }
 
@@ -643,24 +736,29 @@ def failed_row(cell: Cell, grid_name: str, error: BaseException | str, *, attemp
 
 def _single_thread_init() -> None:
     """Process-pool initialiser: pin XLA (and BLAS) to one thread before JAX is imported in this process."""
-    os.environ.update(SINGLE_THREAD_ENV)
+    os.environ.update(WORKER_ENV)
 
 
-def _local_task(cell: Cell, grid_name: str, attempt: int) -> dict[str, Any]:
-    """A cell in a worker process: failures come back as rows, so the driver records them and carries on."""
+def _local_task(cells: list[Cell], grid_name: str, attempt: int, stage: Stage = "all") -> list[dict[str, Any]]:
+    """A pack of cells in a worker process: failures come back as rows, so the driver records them and carries on."""
     t0 = time.time()
     try:
-        return execute_cell(cell, grid_name)
+        rows = execute_pack(cells, grid_name, stage)
     except Exception as exc:  # noqa: BLE001 — any failure of a cell is recorded, the grid goes on
-        return failed_row(cell, grid_name, exc, attempt=attempt, seconds=round(time.time() - t0, 3),
-                          tb=traceback.format_exc())
+        tb = traceback.format_exc()
+        return [failed_row(c, grid_name, exc, attempt=attempt, seconds=round(time.time() - t0, 3), tb=tb)
+                for c in cells]
+    for row in rows:
+        if row["status"] == "failed":
+            row["attempt"] = attempt
+    return rows
 
 
-def _ray_task(cell: Cell, grid_name: str) -> dict[str, Any]:
+def _ray_task(cell: Cell, grid_name: str, stage: Stage = "all") -> dict[str, Any]:
     """A cell as a Ray task. It raises on failure so that Ray retries it."""
     if "jax" not in sys.modules:
         os.environ.update(SINGLE_THREAD_ENV)
-    return execute_cell(cell, grid_name)
+    return execute_cell(cell, grid_name, stage)
 
 
 # ---------------------------------------------------------------------------------------------------- executors
@@ -671,6 +769,9 @@ class BenchSummary:
     finished: int = 0
     failed: int = 0
     adopted: int = 0
+    trained: int = 0
+    untrained: int = 0
+    """Stage evaluate: cells left alone because their training is not finished."""
     seconds: float = 0.0
     failed_cells: list[str] = dataclasses.field(default_factory=list)
 
@@ -679,50 +780,58 @@ OnRow = Callable[[dict[str, Any]], bool]
 """Called by an executor with each row as it arrives; returns whether the cell should be tried again."""
 
 
-def _run_local(cells: list[Cell], grid_name: str, workers: int, max_retries: int, on_row: OnRow) -> None:
+def _run_local(cells: list[Cell], grid_name: str, workers: int, max_retries: int, on_row: OnRow,
+               stage: Stage = "all", pack: int = 1) -> None:
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
     from concurrent.futures.process import BrokenProcessPool
 
-    queue: deque[tuple[Cell, int]] = deque((c, 1) for c in cells)
+    # A pack that failed is tried again cell by cell, so that one bad cell cannot hold the others back.
+    packs = make_packs(cells, pack) if stage != "evaluate" else [[c] for c in cells]
+    queue: deque[tuple[list[Cell], int]] = deque((p, 1) for p in packs)
     if workers == 0:  # in this process, one after another (debugging; no thread pinning)
         while queue:
-            cell, attempt = queue.popleft()
-            if on_row(_local_task(cell, grid_name, attempt)) and attempt <= max_retries:
-                queue.append((cell, attempt + 1))
+            cells, attempt = queue.popleft()
+            for cell, row in zip(cells, _local_task(cells, grid_name, attempt, stage)):
+                if on_row(row) and attempt <= max_retries:
+                    queue.append(([cell], attempt + 1))
         return
     ctx = multiprocessing.get_context("spawn")  # fresh interpreters: JAX is imported after the flags are set
     while queue:
         pool = ProcessPoolExecutor(max_workers=min(workers, len(queue)), mp_context=ctx,
                                    initializer=_single_thread_init, max_tasks_per_child=1)
-        futures: dict[Future[dict[str, Any]], tuple[Cell, int]] = {}
+        futures: dict[Future[list[dict[str, Any]]], tuple[list[Cell], int]] = {}
         broken = False
         try:
             while queue or futures:
                 while queue and not broken and len(futures) < workers:
-                    cell, attempt = queue.popleft()
-                    futures[pool.submit(_local_task, cell, grid_name, attempt)] = (cell, attempt)
+                    cells, attempt = queue.popleft()
+                    futures[pool.submit(_local_task, cells, grid_name, attempt, stage)] = (cells, attempt)
                 if not futures:
                     break
                 done, _ = wait(futures, return_when=FIRST_COMPLETED)
                 for fut in done:
-                    cell, attempt = futures.pop(fut)
+                    cells, attempt = futures.pop(fut)
                     try:
-                        row = fut.result()
+                        rows = fut.result()
                     except BrokenProcessPool as exc:  # the worker died (killed, out of memory): a failed attempt
                         broken = True
-                        row = failed_row(cell, grid_name, f"worker process died ({exc})", attempt=attempt)
+                        rows = [failed_row(c, grid_name, f"worker process died ({exc})", attempt=attempt)
+                                for c in cells]
                     except Exception as exc:  # noqa: BLE001
-                        row = failed_row(cell, grid_name, exc, attempt=attempt, tb=traceback.format_exc())
-                    if on_row(row) and attempt <= max_retries:
-                        queue.append((cell, attempt + 1))
+                        rows = [failed_row(c, grid_name, exc, attempt=attempt, tb=traceback.format_exc())
+                                for c in cells]
+                    for cell, row in zip(cells, rows):
+                        if on_row(row) and attempt <= max_retries:
+                            queue.append(([cell], attempt + 1))
                 if broken and not futures:
                     break
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _run_ray(cells: list[Cell], grid_name: str, address: str | None, max_retries: int, on_row: OnRow) -> None:
+def _run_ray(cells: list[Cell], grid_name: str, address: str | None, max_retries: int, on_row: OnRow,
+             stage: Stage = "all") -> None:
     try:
         import ray
     except ImportError:
@@ -737,7 +846,7 @@ def _run_ray(cells: list[Cell], grid_name: str, address: str | None, max_retries
     try:
         task = ray.remote(_ray_task).options(num_cpus=1, max_retries=max_retries, retry_exceptions=True,
                                              runtime_env={"env_vars": SINGLE_THREAD_ENV})
-        pending = {task.remote(cell, grid_name): cell for cell in cells}
+        pending = {task.remote(cell, grid_name, stage): cell for cell in cells}
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
             for ref in done:
@@ -754,8 +863,27 @@ def _run_ray(cells: list[Cell], grid_name: str, address: str | None, max_retries
             ray.shutdown()
 
 
+def accelerator_present() -> bool:
+    """Whether JAX will find a GPU here, judged without starting JAX (which would take the device in the driver):
+    a CUDA or ROCm plugin is installed and its device files exist, and ``JAX_PLATFORMS`` does not ask for the CPU."""
+    import importlib.util
+
+    if os.environ.get("JAX_PLATFORMS", "").strip().lower() == "cpu":
+        return False
+    cuda = any(importlib.util.find_spec(m) is not None for m in ("jax_cuda12_plugin", "jax_cuda13_plugin"))
+    rocm = any(importlib.util.find_spec(m) is not None for m in ("jax_rocm60_plugin", "jax_rocm7_plugin"))
+    return (cuda and Path("/dev/nvidiactl").exists()) or (rocm and Path("/dev/kfd").exists())
+
+
+def default_pack_size() -> int:
+    """Cells per program where the grid and the command line leave it open: 1 on a CPU (one single-threaded process
+    per core trains as fast, and a crash loses one cell), :data:`ACCELERATOR_PACK` on an accelerator."""
+    return ACCELERATOR_PACK if accelerator_present() else 1
+
+
 def cell_states(grid: Grid, rows: list[dict[str, Any]]) -> dict[str, str]:
-    """``done`` / ``partial (step N)`` / ``failed before`` / ``todo`` for every cell (for ``--dry-run``)."""
+    """``done`` / ``trained`` (not evaluated) / ``partial`` / ``failed before`` / ``todo`` for every cell (for
+    ``--dry-run``)."""
     from o3srl.checkpoint import CHECKPOINT_NAME
 
     done = finished_rows(rows)
@@ -764,6 +892,8 @@ def cell_states(grid: Grid, rows: list[dict[str, Any]]) -> dict[str, str]:
     for cell in grid.cells:
         if cell.cell_id in done:
             out[cell.cell_id] = "done"
+        elif is_trained(cell):
+            out[cell.cell_id] = "trained"
         elif (cell.run_dir / CHECKPOINT_NAME).exists():
             out[cell.cell_id] = "partial"
         elif cell.cell_id in failed:
@@ -868,14 +998,26 @@ def adoptable_rows(grid: Grid, pending: Iterable[Cell], sources: Sequence[str | 
 def run_grid(grid: Grid, *, executor: Literal["local", "ray"] = "local", workers: int | None = None,
              address: str | None = None, max_retries: int = 1, progress: bool = True, csv: bool = True,
              log: Callable[[str], None] | None = None,
-             adopt: Sequence[str | os.PathLike[str]] = ()) -> BenchSummary:
+             adopt: Sequence[str | os.PathLike[str]] = (), pack: int | None = None,
+             stage: Stage = "all") -> BenchSummary:
     """Run every unfinished cell of ``grid`` and append one row per finished (or failed) attempt to its results.
 
     ``adopt``: other results files whose identical finished cells are taken over instead of run
-    (:func:`adoptable_rows`)."""
+    (:func:`adoptable_rows`). ``pack``: cells trained as one program at most (default: the grid's, else
+    :func:`default_pack_size`). ``stage``: ``all`` trains and evaluates; ``train`` only trains (no rows are written:
+    the run directories hold the result); ``evaluate`` only evaluates cells whose training is finished and writes
+    their rows, from the run directories alone (no dataset needed)."""
     if max_retries < 0:
         raise ConfigError(f"max_retries must be ≥ 0, got {max_retries}")
-    workers = (os.cpu_count() or 1) if workers is None else workers
+    if stage not in ("all", "train", "evaluate"):
+        raise ConfigError(f"unknown stage {stage!r}; use 'all', 'train' or 'evaluate'")
+    pack = grid.pack if pack is None else pack
+    accelerator = pack is None and accelerator_present()
+    pack = (ACCELERATOR_PACK if accelerator else 1) if pack is None else pack
+    if pack < 1:
+        raise ConfigError(f"pack must be ≥ 1 (cells trained as one program), got {pack}")
+    if workers is None:
+        workers = min(ACCELERATOR_WORKERS, os.cpu_count() or 1) if accelerator else (os.cpu_count() or 1)
     if workers < 0:
         raise ConfigError(f"workers must be ≥ 0, got {workers}")
     if executor not in ("local", "ray"):
@@ -890,7 +1032,10 @@ def run_grid(grid: Grid, *, executor: Literal["local", "ray"] = "local", workers
         return pending
 
     # Check first, without creating anything, so that bad input leaves no files behind; plan again under the lock.
-    check_datasets(plan())
+    if stage != "evaluate":
+        check_datasets(plan())
+    else:
+        plan()
     writer = ResultsWriter(grid.results)
     try:
         pending = plan()
@@ -903,6 +1048,14 @@ def run_grid(grid: Grid, *, executor: Literal["local", "ray"] = "local", workers
             pending = plan()
         summary = BenchSummary(total=len(grid.cells), skipped=len(grid.cells) - len(pending))
         summary.adopted = len(taken)
+        if stage == "train":
+            trained = [c for c in pending if is_trained(c)]
+            summary.skipped += len(trained)
+            pending = [c for c in pending if not is_trained(c)]
+        elif stage == "evaluate":
+            untrained = [c for c in pending if not is_trained(c)]
+            summary.untrained = len(untrained)
+            pending = [c for c in pending if is_trained(c)]
         bar = None
         if progress:
             from tqdm.auto import tqdm
@@ -912,6 +1065,12 @@ def run_grid(grid: Grid, *, executor: Literal["local", "ray"] = "local", workers
         say = log or (bar.write if bar is not None else print)
 
         def on_row(row: dict[str, Any]) -> bool:
+            if row["status"] == "trained":  # stage train: the run directory is the record
+                summary.trained += 1
+                say(f"trained {row['cell_id']} ({row['train_seconds']:.0f} s, pack of {row['pack']})")
+                if bar is not None:
+                    bar.update(1)
+                return False
             writer.append(row)
             if row["status"] == "ok":
                 summary.finished += 1
@@ -935,9 +1094,9 @@ def run_grid(grid: Grid, *, executor: Literal["local", "ray"] = "local", workers
         try:
             if pending:
                 if executor == "local":
-                    _run_local(pending, grid.name, workers, max_retries, on_final)
+                    _run_local(pending, grid.name, workers, max_retries, on_final, stage, pack)
                 else:
-                    _run_ray(pending, grid.name, address, max_retries, on_final)
+                    _run_ray(pending, grid.name, address, max_retries, on_final, stage)
         finally:
             if bar is not None:
                 bar.close()
@@ -962,6 +1121,8 @@ def cli_bench(
     csv: bool = True,
     tasks: tuple[str, ...] = (),
     adopt: tuple[str, ...] = (),
+    pack: int | None = None,
+    stage: Stage = "all",
 ) -> int:
     """Run an experiment grid (tasks × algorithms × cost limits × seeds); re-running skips finished cells.
 
@@ -978,6 +1139,10 @@ def cli_bench(
         tasks: run only the cells of these tasks, in this order (default: all of the grid's tasks); other rows stay.
         adopt: results files of other grids: a finished row there with the same task, cost limit, seed, config and
             dataset as a cell here is copied in (marked ``adopted_from``) instead of training the cell again.
+        pack: cells on one dataset that differ only in seed, cost limit or fixed λ are trained as one vmapped
+            program, at most this many (default: the grid's 'pack', else 1 on a CPU and 32 on an accelerator).
+        stage: all: train and evaluate; train: only train (e.g. on an accelerator machine without the simulators);
+            evaluate: only evaluate the cells whose training is finished, from their run directories.
     """
     loaded = load_grid(grid, results=results, runs_dir=runs_dir)
     if tasks:
@@ -991,10 +1156,15 @@ def cli_bench(
               f"results: {loaded.results}; runs: {loaded.runs_dir}")
         return 0
     summary = run_grid(loaded, executor=executor, workers=workers, address=address, max_retries=max_retries, csv=csv,
-                       adopt=adopt)
-    print(f"grid {loaded.name}: {summary.finished} cells finished now, {summary.adopted} adopted, "
-          f"{summary.skipped - summary.adopted} already done, "
-          f"{summary.failed} failed, in {summary.seconds:.0f} s; results: {loaded.results}")
+                       adopt=adopt, pack=pack, stage=stage)
+    if stage == "train":
+        print(f"grid {loaded.name}: {summary.trained} cells trained now, {summary.skipped} already trained or done, "
+              f"{summary.failed} failed, in {summary.seconds:.0f} s; evaluate them with --stage evaluate")
+    else:
+        untrained = f", {summary.untrained} not trained yet (skipped)" if stage == "evaluate" else ""
+        print(f"grid {loaded.name}: {summary.finished} cells finished now, {summary.adopted} adopted, "
+              f"{summary.skipped - summary.adopted} already done, "
+              f"{summary.failed} failed{untrained}, in {summary.seconds:.0f} s; results: {loaded.results}")
     if summary.failed:
         print("failed cells (re-run the same command to try them again): " + ", ".join(summary.failed_cells),
               file=sys.stderr)

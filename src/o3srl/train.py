@@ -24,7 +24,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Iterator
+from typing import Annotated, Any, Callable, Iterator
 
 import numpy as np
 
@@ -274,13 +274,93 @@ def run(cfg: TrainConfig, *, resume_dir: str | None = None) -> dict[str, Any]:
     entry point, and on resume the dataset's hash and the checkpoint's config and network shapes) comes before
     anything is written.
     """
+    return run_pack([cfg], resume_dirs=[resume_dir])[0]
+
+
+PACKED_FIELDS = ("seed", "cost_limit", "fixed_lambda")
+"""Config fields in which the runs of one pack may differ (besides where they write and how they are evaluated):
+the seed lives in the state's keys, the cost limit and a fixed λ in :class:`o3srl.algos.o3srl.CellParams`."""
+PACK_FREE_FIELDS = ("run_dir", "eval_episodes", "eval_seed", "eval_envs", "progress", "tensorboard")
+
+
+def _packed_fields(cfg: TrainConfig) -> tuple[str, ...]:
+    from o3srl.algos.o3srl import resolve_player
+
+    if cfg.algo != "o3srl" and resolve_player(cfg.o3srl).feedback == "lagrangian":
+        # That feedback scales by the largest arm as a number of the program, so fixed λs differ in code there.
+        return tuple(f for f in PACKED_FIELDS if f != "fixed_lambda")
+    return PACKED_FIELDS
+
+
+def pack_key(cfg: TrainConfig) -> str:
+    """Runs with the same key can be trained as one pack (:func:`run_pack`): the config without the fields a pack
+    may vary (:data:`PACKED_FIELDS`) or that do not change the training (:data:`PACK_FREE_FIELDS`)."""
+    from o3srl.config import to_dict
+
+    d = to_dict(cfg)
+    for name in _packed_fields(cfg) + PACK_FREE_FIELDS:
+        d.pop(name, None)
+    return json.dumps(d, sort_keys=True, default=str)
+
+
+def run_pack(cfgs: list[TrainConfig], *, resume_dirs: list[str | None] | None = None) -> list[dict[str, Any]]:
+    """Train (or resume) several runs as one compiled program, each with its own run directory, metrics,
+    checkpoints and final evaluation exactly as :func:`run` writes them; returns their summaries.
+
+    The runs must share the dataset and every config field but the seed and the cost limit (:func:`pack_key`), and
+    resumed runs must stand at the same step. One run alone is :func:`run`: the learner's own program, unchanged.
+    Several are ``jax.vmap``-ed over their states and their :class:`~o3srl.algos.o3srl.CellParams`; on a CPU that
+    gains little (the work is FLOP-bound), on an accelerator it runs many cells in the time of a few. A packed run's
+    numbers equal its run alone up to float rounding (batched matrix products may sum in another order; see
+    docs/results/speed.md for the measured difference).
+    """
+    resume_dirs = list(resume_dirs) if resume_dirs is not None else [None] * len(cfgs)
+    if not cfgs or len(resume_dirs) != len(cfgs):
+        raise ConfigError("run_pack needs at least one config and one resume directory (or None) per config")
+    problems: dict[str, Problem] = {}
+    runs = [_open_run(cfg, resume_dir, problems) for cfg, resume_dir in zip(cfgs, resume_dirs)]
+    _check_pack(runs)
+    for r, resume_dir in zip(runs, resume_dirs):
+        _start_files(r, resumed=resume_dir is not None)
+    try:
+        _train(runs)
+    finally:
+        for r in runs:
+            for sink in r.sinks:
+                try:
+                    sink.close()
+                except OSError:
+                    pass
+    return [_finish(r) for r in runs]
+
+
+@dataclass
+class _Run:
+    """One run inside the training loop: its config, problem, learner, state and open files."""
+
+    cfg: TrainConfig
+    run_dir: Path
+    problem: Problem
+    learner: Any
+    stats: Any
+    state: Any
+    step: int
+    config_json: str
+    run_info: dict[str, Any]
+    sinks: list[Any]
+    trace: RoundTrace
+    last_checkpoint: int
+
+
+def _open_run(cfg: TrainConfig, resume_dir: str | None, problems: dict[str, Problem]) -> _Run:
+    """Every check of one run, then its run directory, ``config.json``, ``run.json`` and metric sinks."""
     import jax
 
-    from o3srl.checkpoint import CHECKPOINT_NAME, POLICY_NAME, load_checkpoint, save_checkpoint, save_policy
-    from o3srl.data.sampler import compute_norm_stats, to_device
+    from o3srl.checkpoint import CHECKPOINT_NAME, load_checkpoint
+    from o3srl.data.dataset import safe_frontier
+    from o3srl.data.sampler import compute_norm_stats
     from o3srl.envs.make import check_entry_point, require_simulator
     from o3srl.envs.registry import TASKS
-    from o3srl.logger import METRICS_NAME, JsonlSink, Sink, TensorBoardSink
 
     if resume_dir is not None:
         run_dir = Path(resume_dir)
@@ -293,7 +373,13 @@ def run(cfg: TrainConfig, *, resume_dir: str | None = None) -> dict[str, Any]:
             check_entry_point(cfg.env_id, confirmed_env, f"{config_path}")
     cfg = cfg.resolved()
     record = _resume_record(run_dir, cfg) if resume_dir is not None else None
-    problem = load_problem(cfg)
+    # Runs of one pack read the same dataset: it is loaded and hashed once (the safe frontier depends on κ).
+    source = json.dumps([cfg.task, cfg.env_id, cfg.dataset, cfg.reward_min, cfg.reward_max, cfg.episode_length])
+    if source in problems:
+        shared = problems[source]
+        problem = dataclasses.replace(shared, frontier=safe_frontier(shared.dataset.episodes, cfg.cost_limit))
+    else:
+        problem = problems[source] = load_problem(cfg)
     if record is not None and record.get("dataset_sha256") not in (None, problem.dataset_sha256):
         raise O3SRLError(
             f"cannot resume {run_dir}: dataset {problem.dataset_path} has changed since the run started (sha256 "
@@ -317,8 +403,6 @@ def run(cfg: TrainConfig, *, resume_dir: str | None = None) -> dict[str, Any]:
         run_dir = Path(cfg.run_dir) if cfg.run_dir else _default_run_dir(cfg)
         if (run_dir / CHECKPOINT_NAME).exists():
             raise O3SRLError(f"{run_dir} already holds a run; continue it with --resume {run_dir} or pick another --run-dir")
-        with _file_errors(f"cannot create run directory {run_dir}"):
-            run_dir.mkdir(parents=True, exist_ok=True)
     config_json = dumps(cfg)
     from o3srl import __version__
 
@@ -337,59 +421,170 @@ def run(cfg: TrainConfig, *, resume_dir: str | None = None) -> dict[str, Any]:
         "safe_frontier": problem.frontier,
         "o3srl_version": __version__,
     }
-    with _file_errors(f"cannot write the run directory {run_dir}"):
-        atomic_write_text(run_dir / "config.json", config_json + "\n")
-        atomic_write_text(run_dir / "run.json", json.dumps(run_info, indent=2) + "\n")
-        sinks: list[Sink] = [JsonlSink(run_dir / METRICS_NAME, resume_step=step if resume_dir else None)]
-    data = to_device(problem.dataset, stats)
     trace = RoundTrace.load(run_dir / TRACE_NAME, rounds=step // learner.steps_per_round)
-    if cfg.tensorboard:
-        sinks.append(TensorBoardSink(run_dir / "tb"))
-    run_rounds = jax.jit(learner.run_rounds, static_argnums=2)
+    return _Run(cfg=cfg, run_dir=run_dir, problem=problem, learner=learner, stats=stats, state=state, step=step,
+                config_json=config_json, run_info=run_info, sinks=[], trace=trace, last_checkpoint=step)
+
+
+def _start_files(r: _Run, resumed: bool) -> None:
+    """The run directory with ``config.json`` and ``run.json``, and the open metric sinks (after every check)."""
+    from o3srl.logger import METRICS_NAME, JsonlSink, TensorBoardSink
+
+    with _file_errors(f"cannot create run directory {r.run_dir}"):
+        r.run_dir.mkdir(parents=True, exist_ok=True)
+    with _file_errors(f"cannot write the run directory {r.run_dir}"):
+        atomic_write_text(r.run_dir / "config.json", r.config_json + "\n")
+        atomic_write_text(r.run_dir / "run.json", json.dumps(r.run_info, indent=2) + "\n")
+        r.sinks.append(JsonlSink(r.run_dir / METRICS_NAME, resume_step=r.step if resumed else None))
+    if r.cfg.tensorboard:
+        r.sinks.append(TensorBoardSink(r.run_dir / "tb"))
+
+
+def _check_pack(runs: list[_Run]) -> None:
+    """Runs trained as one program must compute the same program on the same data, from the same step."""
+    if len(runs) == 1:
+        return
+    first = runs[0]
+    names = ", ".join(str(r.run_dir) for r in runs[:3]) + (" …" if len(runs) > 3 else "")
+    if is_theory(first.cfg):
+        raise ConfigError(f"runs of the theory variant are trained one at a time, not packed ({names})")
+    if len({r.run_dir.resolve() for r in runs}) < len(runs):
+        raise ConfigError(f"a pack holds the same run directory twice ({names})")
+    for r in runs[1:]:
+        if pack_key(r.cfg) != pack_key(first.cfg):
+            from o3srl.config import to_dict
+
+            differ = _differences(to_dict(first.cfg), to_dict(r.cfg))
+            free = _packed_fields(first.cfg)
+            differ = [d for d in differ if d.split(":")[0] not in free + PACK_FREE_FIELDS]
+            raise ConfigError(
+                f"runs {first.run_dir} and {r.run_dir} cannot be trained as one pack: their configs differ in more "
+                f"than {', '.join(free)} ({'; '.join(d.split(':')[0] for d in differ[:4])})"
+            )
+        if r.problem.dataset_sha256 != first.problem.dataset_sha256 or not all(
+            np.array_equal(a, b) for a, b in zip(r.stats, first.stats)
+        ):
+            raise ConfigError(f"runs {first.run_dir} and {r.run_dir} cannot be trained as one pack: their datasets "
+                              "or normalisation statistics differ")
+        if r.step != first.step:
+            raise ConfigError(f"runs {first.run_dir} (step {first.step}) and {r.run_dir} (step {r.step}) cannot be "
+                              "resumed as one pack: they stand at different steps")
+        if len(r.learner.arms) != len(first.learner.arms) or (
+            r.learner.max_lambda != first.learner.max_lambda and r.learner.config.feedback == "lagrangian"
+        ):
+            raise ConfigError(f"runs {first.run_dir} and {r.run_dir} cannot be trained as one pack: their λ arms "
+                              "differ")
+
+
+def _pack_program(learner: Any, runs: list[_Run]) -> tuple[Callable[..., Any], dict[str, Any]]:
+    """The packed chunk of rounds, ``fn(states, data, varying, num_rounds)``, and the per-run numbers it takes.
+
+    A :class:`~o3srl.algos.o3srl.CellParams` field that is the same in every run stays a constant of the program
+    (as in a run alone); only the fields that differ (e.g. the budget of runs at different cost limits) are stacked
+    and passed as data."""
+    import jax
+    import jax.numpy as jnp
+
+    from o3srl.algos.o3srl import CellParams
+
+    own = [r.learner._constants() for r in runs]
+    constant: dict[str, Any] = {}
+    varying: dict[str, Any] = {}
+    for name in CellParams.__dataclass_fields__:
+        values = [np.asarray(getattr(c, name), np.float64) for c in own]
+        if all(np.array_equal(v, values[0]) for v in values):
+            constant[name] = getattr(own[0], name)
+        else:
+            varying[name] = jnp.stack([getattr(r.learner.cell_params(), name) for r in runs])
+
+    def one(state: Any, data: Any, cell: dict[str, Any], num_rounds: int) -> Any:
+        return learner.run_rounds(state, data, num_rounds, CellParams(**constant, **cell))
+
+    def packed(states: Any, data: Any, cells: dict[str, Any], num_rounds: int) -> Any:
+        return jax.vmap(one, in_axes=(0, None, 0, None))(states, data, cells, num_rounds)
+
+    return jax.jit(packed, static_argnums=3), varying
+
+
+def _train(runs: list[_Run]) -> None:
+    """The training loop: compiled chunks of ``log_every`` steps; after each, every run's NaN guard, round trace,
+    metrics row, optional evaluation and checkpoint. One run trains alone with the learner's own program; a pack
+    trains with the same program ``vmap``-ed over its runs."""
+    import jax
+
+    from o3srl.checkpoint import CHECKPOINT_NAME, save_checkpoint
+    from o3srl.data.sampler import to_device
+    from o3srl.logger import METRICS_NAME
+
+    first = runs[0]
+    cfg, learner = first.cfg, first.learner
+    data = to_device(first.problem.dataset, first.stats)
     m = learner.steps_per_round
-    last_checkpoint = step
+    step = first.step
+    packed = len(runs) > 1
+    if packed:
+        program, varying = _pack_program(learner, runs)
+        state = jax.tree.map(lambda *leaves: np.stack(leaves), *(r.state for r in runs))
+    else:
+        run_rounds = jax.jit(learner.run_rounds, static_argnums=2)
+        state = first.state
 
     bar = None
     if cfg.progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=cfg.steps, initial=step, unit="step", desc=f"{cfg.algo} {cfg.task}", dynamic_ncols=True)
+        desc = f"{cfg.algo} {cfg.task}" + (f" ×{len(runs)}" if packed else "")
+        bar = tqdm(total=cfg.steps, initial=step, unit="step", desc=desc, dynamic_ncols=True)
     t_start = time.time()
     try:
         while step < cfg.steps:
             n = min(cfg.log_every, cfg.steps - step)
-            state, metrics = run_rounds(state, data, n // m)
-            metrics = jax.device_get(metrics)
-            bad = non_finite(state, metrics)
-            if bad is not None:
-                kept = (f"the last good checkpoint (step {last_checkpoint}) is intact" if last_checkpoint
-                        else "no checkpoint was written")
-                raise TrainingDiverged(
-                    f"training diverged in steps {step + 1}–{step + n}: {bad} is not finite (NaN or ±inf); nothing of "
-                    f"these steps was written and {kept} in {run_dir}; lower the learning rates, or check the scale "
-                    f"of the data's rewards and costs (largest |reward| {float(np.abs(problem.dataset['rewards']).max()):g}, "
-                    f"|cost| {float(np.abs(problem.dataset['costs']).max()):g})"
-                )
+            if packed:
+                state, metrics = program(state, data, varying, n // m)
+                host_state, host_metrics = jax.device_get((state, metrics))
+                states = [jax.tree.map(lambda x, i=i: x[i], host_state) for i in range(len(runs))]
+                chunk = [{k: v[i] for k, v in host_metrics.items()} for i in range(len(runs))]
+            else:
+                state, metrics = run_rounds(state, data, n // m)
+                states, chunk = [state], [jax.device_get(metrics)]
+            # Every run's guard before anything of these steps is written, so that a pack stays in step.
+            for r, s, mets in zip(runs, states, chunk):
+                bad = non_finite(s, mets)
+                if bad is not None:
+                    kept = (f"the last good checkpoint (step {r.last_checkpoint}) is intact" if r.last_checkpoint
+                            else "no checkpoint was written")
+                    ds = r.problem.dataset
+                    raise TrainingDiverged(
+                        f"training diverged in steps {step + 1}–{step + n}: {bad} is not finite (NaN or ±inf); nothing "
+                        f"of these steps was written and {kept} in {r.run_dir}; lower the learning rates, or check the "
+                        f"scale of the data's rewards and costs (largest |reward| {float(np.abs(ds['rewards']).max()):g}, "
+                        f"|cost| {float(np.abs(ds['costs']).max()):g})"
+                    )
             step += n
-            trace.extend(step, learner.steps_per_round, metrics)
-            row = _summarise(metrics)
-            row["time/steps_per_second"] = n / max(time.time() - t_start, 1e-9)
+            rate = n / max(time.time() - t_start, 1e-9)  # each run of a pack advanced n steps in this time
             t_start = time.time()
-            if cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.steps and cfg.eval_every_episodes > 0:
-                result = _evaluate(cfg, problem, learner, state, stats, cfg.eval_every_episodes)
-                row.update(result.metrics())
-            with _file_errors(f"cannot write the metrics of step {step} to {run_dir / METRICS_NAME}",
-                              f"; the last checkpoint (step {last_checkpoint}) is intact: continue with --resume {run_dir}"):
-                for sink in sinks:
-                    sink.write(step, row)
-            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-                with _file_errors(f"cannot write the checkpoint of step {step} in {run_dir}",
-                                  f"; the last checkpoint (step {last_checkpoint}) is intact: continue with "
-                                  f"--resume {run_dir}"):
-                    trace.save(run_dir / TRACE_NAME)
-                    save_checkpoint(run_dir / CHECKPOINT_NAME, step=step, state=state, stats=stats,
-                                    config_json=config_json)
-                last_checkpoint = step
+            eval_now = cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.steps and cfg.eval_every_episodes > 0
+            for r, s, mets in zip(runs, states, chunk):
+                r.state, r.step = s, step
+                r.trace.extend(step, m, mets)
+                row = _summarise(mets)
+                row["time/steps_per_second"] = rate
+                if eval_now:
+                    result = _evaluate(r.cfg, r.problem, r.learner, s, r.stats, r.cfg.eval_every_episodes)
+                    row.update(result.metrics())
+                with _file_errors(f"cannot write the metrics of step {step} to {r.run_dir / METRICS_NAME}",
+                                  f"; the last checkpoint (step {r.last_checkpoint}) is intact: continue with "
+                                  f"--resume {r.run_dir}"):
+                    for sink in r.sinks:
+                        sink.write(step, row)
+                if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+                    with _file_errors(f"cannot write the checkpoint of step {step} in {r.run_dir}",
+                                      f"; the last checkpoint (step {r.last_checkpoint}) is intact: continue with "
+                                      f"--resume {r.run_dir}"):
+                        r.trace.save(r.run_dir / TRACE_NAME)
+                        save_checkpoint(r.run_dir / CHECKPOINT_NAME, step=step, state=s, stats=r.stats,
+                                        config_json=r.config_json)
+                    r.last_checkpoint = step
             if bar is not None:
                 bar.update(n)
                 post = {"λ": row.get("bandit/lambda_mean", float("nan")), "Ĉ": row.get("feedback/cost_estimate", float("nan"))}
@@ -397,28 +592,31 @@ def run(cfg: TrainConfig, *, resume_dir: str | None = None) -> dict[str, Any]:
     finally:
         if bar is not None:
             bar.close()
-        for sink in sinks:
-            try:
-                sink.close()
-            except OSError:
-                pass
 
+
+def _finish(r: _Run) -> dict[str, Any]:
+    """Save the run's final policy (and the bandit plot), evaluate it, write ``eval.json``; returns the summary."""
+    from o3srl.checkpoint import POLICY_NAME, save_policy
+
+    cfg, run_dir, state, step = r.cfg, r.run_dir, r.state, r.step
     with _file_errors(f"cannot write the final policy to {run_dir}",
                       f"; the checkpoint of step {step} is intact: finish with --resume {run_dir}"):
         if is_theory(cfg):
-            save_policy(run_dir / POLICY_NAME, actor=state.iterates, stats=stats, config_json=config_json, kind="mixture")
+            save_policy(run_dir / POLICY_NAME, actor=state.iterates, stats=r.stats, config_json=r.config_json,
+                        kind="mixture")
         elif outputs_tail(cfg):
-            save_policy(run_dir / POLICY_NAME, actor=state.tail, stats=stats, config_json=config_json, kind="mixture")
+            save_policy(run_dir / POLICY_NAME, actor=state.tail, stats=r.stats, config_json=r.config_json,
+                        kind="mixture")
         else:
-            save_policy(run_dir / POLICY_NAME, actor=state.oracle.actor, stats=stats, config_json=config_json)
+            save_policy(run_dir / POLICY_NAME, actor=state.oracle.actor, stats=r.stats, config_json=r.config_json)
         if cfg.algo == "o3srl" and not is_theory(cfg):
             from o3srl.plots import plot_bandit_history
 
-            plot_bandit_history(run_dir / TRACE_NAME, run_dir / "bandit.png", learner.arms.tolist())
+            plot_bandit_history(run_dir / TRACE_NAME, run_dir / "bandit.png", r.learner.arms.tolist())
     summary: dict[str, Any] = {"run_dir": str(run_dir), "step": step, "algo": cfg.algo, "task": cfg.task,
-                               "cost_limit": cfg.cost_limit, "seed": cfg.seed, **run_info}
+                               "cost_limit": cfg.cost_limit, "seed": cfg.seed, **r.run_info}
     if cfg.eval_episodes > 0:
-        result = _evaluate(cfg, problem, learner, state, stats, cfg.eval_episodes)
+        result = _evaluate(cfg, r.problem, r.learner, state, r.stats, cfg.eval_episodes)
         summary.update(result.metrics())
         summary["eval"] = result.to_dict()
     with _file_errors(f"cannot write {run_dir / 'eval.json'}"):

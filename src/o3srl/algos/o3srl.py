@@ -118,6 +118,19 @@ def resolve_player(config: O3SRLConfig) -> O3SRLConfig:
     return dataclasses.replace(config, **fills)
 
 
+class CellParams(flax.struct.PyTreeNode):
+    """The numbers of one run that the round loop reads and that are data rather than code: the arms (λ values),
+    the budget and the feedback's scales. Runs on one dataset whose configs differ only in what these hold (seed,
+    cost limit, fixed λ) compute the same program, so they train as one vmapped program (``o3srl.train.run_pack``);
+    the seed lives in the state's keys. A run alone reads them as constants of the compiled program."""
+
+    arms: Any
+    max_lambda: Any
+    budget_step: Any
+    budget_value: Any
+    value_scale: Any
+
+
 class LearnerState(flax.struct.PyTreeNode):
     oracle: Any
     bandit: bandits.BanditState
@@ -202,6 +215,21 @@ class O3SRL:
             oracle.config.reward_scale * setting.reward_abs_max + self.max_lambda * cost_scale * setting.cost_abs_max
         ) / (1.0 - gamma)
 
+    def cell_params(self) -> CellParams:
+        """This run's :class:`CellParams` as float32 arrays, to be stacked with other runs' for a packed program."""
+        return CellParams(
+            arms=jnp.asarray(self.arms, jnp.float32),
+            max_lambda=jnp.float32(self.max_lambda),
+            budget_step=jnp.float32(self.budget_step),
+            budget_value=jnp.float32(self.budget_value),
+            value_scale=jnp.float32(self.value_scale),
+        )
+
+    def _constants(self) -> CellParams:
+        """This run's :class:`CellParams` as Python numbers: compiled in as constants (a run trained alone)."""
+        return CellParams(arms=self.arms, max_lambda=self.max_lambda, budget_step=self.budget_step,
+                          budget_value=self.budget_value, value_scale=self.value_scale)
+
     # ------------------------------------------------------------------ state
     def init(self, key: jax.Array) -> LearnerState:
         k_oracle, k_run = jax.random.split(key)
@@ -240,10 +268,13 @@ class O3SRL:
         return self.oracle.act(actor_params, obs)
 
     # ------------------------------------------------------------------ one round
-    def _round(self, state: LearnerState, data: DeviceData) -> tuple[LearnerState, dict[str, jax.Array]]:
+    def _round(
+        self, state: LearnerState, data: DeviceData, cell: CellParams | None = None
+    ) -> tuple[LearnerState, dict[str, jax.Array]]:
         cfg = self.config
+        c = self._constants() if cell is None else cell
         key, k_arm, k_steps, k_fb = jax.random.split(state.key, 4)
-        arms = jnp.asarray(self.arms)
+        arms = jnp.asarray(c.arms)
         probs = bandits.arm_probabilities(state.bandit, cfg.bandit, self.exploration, self.optimism)
         arm = bandits.draw_arm(k_arm, probs)
         lam = arms[arm]
@@ -251,7 +282,7 @@ class O3SRL:
         def oracle_step(oracle_state: Any, step_key: jax.Array) -> tuple[Any, dict[str, jax.Array]]:
             k_batch, k_update = jax.random.split(step_key)
             batch = sample_batch(k_batch, data, self.oracle.config.batch_size)
-            return self.oracle.update(oracle_state, batch, lam, self.budget_step, k_update)
+            return self.oracle.update(oracle_state, batch, lam, c.budget_step, k_update)
 
         oracle_state, step_metrics = jax.lax.scan(
             oracle_step, state.oracle, jax.random.split(k_steps, cfg.steps_per_round)
@@ -268,10 +299,10 @@ class O3SRL:
         cost_estimate, reward_estimate = q_c.mean(), q_r.mean()
         if cfg.feedback == "lagrangian":
             losses = bandits.lagrangian_feedback(
-                arms, self.max_lambda, cost_estimate, self.budget_value, cfg.min_scale, cfg.margin
+                arms, c.max_lambda, cost_estimate, c.budget_value, cfg.min_scale, cfg.margin
             )
         else:
-            losses = bandits.shaped_feedback(arms, reward_estimate, cost_estimate, self.budget_value, self.value_scale)
+            losses = bandits.shaped_feedback(arms, reward_estimate, cost_estimate, c.budget_value, c.value_scale)
         bandit_state = bandits.update_bandit(
             state.bandit, cfg.bandit, arm, losses, probs, self.learning_rate, self.exploration, self.optimism,
             max_gap=cfg.max_gap,
@@ -284,7 +315,7 @@ class O3SRL:
                 "bandit/loss": losses[arm],
                 "feedback/cost_estimate": cost_estimate / self.oracle.config.cost_scale,
                 "feedback/reward_estimate": reward_estimate / self.oracle.config.reward_scale,
-                "feedback/budget": jnp.asarray(self.budget_value / self.oracle.config.cost_scale, jnp.float32),
+                "feedback/budget": jnp.asarray(c.budget_value / self.oracle.config.cost_scale, jnp.float32),
             }
         )
         for k in range(len(self.arms)):
@@ -293,11 +324,12 @@ class O3SRL:
         return LearnerState(oracle=oracle_state, bandit=bandit_state, key=key, tail=tail), metrics
 
     def run_rounds(
-        self, state: LearnerState, data: DeviceData, num_rounds: int
+        self, state: LearnerState, data: DeviceData, num_rounds: int, cell: CellParams | None = None
     ) -> tuple[LearnerState, dict[str, jax.Array]]:
-        """``num_rounds`` rounds in one scan; metrics are stacked per round (shape (num_rounds,))."""
+        """``num_rounds`` rounds in one scan; metrics are stacked per round (shape (num_rounds,)). ``cell``: this
+        run's numbers as data (a packed program); ``None``: this learner's own, compiled in as constants."""
 
         def body(s: LearnerState, _: None) -> tuple[LearnerState, dict[str, jax.Array]]:
-            return self._round(s, data)
+            return self._round(s, data, cell)
 
         return jax.lax.scan(body, state, None, length=num_rounds)
