@@ -487,7 +487,7 @@ def _pack_program(learner: Any, runs: list[_Run]) -> tuple[Callable[..., Any], d
 
     from o3srl.algos.o3srl import CellParams
 
-    own = [r.learner._constants() for r in runs]
+    own = [r.learner.cell_constants() for r in runs]
     constant: dict[str, Any] = {}
     varying: dict[str, Any] = {}
     for name in CellParams.__dataclass_fields__:
@@ -525,6 +525,7 @@ def _train(runs: list[_Run]) -> None:
     if packed:
         program, varying = _pack_program(learner, runs)
         state = jax.tree.map(lambda *leaves: np.stack(leaves), *(r.state for r in runs))
+        all_finite = jax.jit(jax.vmap(_all_finite))
     else:
         run_rounds = jax.jit(learner.run_rounds, static_argnums=2)
         state = first.state
@@ -541,15 +542,24 @@ def _train(runs: list[_Run]) -> None:
             n = min(cfg.log_every, cfg.steps - step)
             if packed:
                 state, metrics = program(state, data, varying, n // m)
-                host_state, host_metrics = jax.device_get((state, metrics))
-                states = [jax.tree.map(lambda x, i=i: x[i], host_state) for i in range(len(runs))]
+                host_metrics, finite = jax.device_get((metrics, all_finite(state)))
                 chunk = [{k: v[i] for k, v in host_metrics.items()} for i in range(len(runs))]
+                # The runs' parameters come to the host only when something needs them (a checkpoint, an
+                # evaluation, the end, or a parameter that is not finite): on an accelerator, copying every run's
+                # networks after every chunk would cost as much as the training.
+                done = step + n
+                if (not finite.all() or done % cfg.checkpoint_every == 0 or done == cfg.steps
+                        or (cfg.eval_every and done % cfg.eval_every == 0 and cfg.eval_every_episodes > 0)):
+                    host_state = jax.device_get(state)
+                    states = [jax.tree.map(lambda x, i=i: x[i], host_state) for i in range(len(runs))]
+                else:
+                    states = [None] * len(runs)
             else:
                 state, metrics = run_rounds(state, data, n // m)
                 states, chunk = [state], [jax.device_get(metrics)]
             # Every run's guard before anything of these steps is written, so that a pack stays in step.
             for r, s, mets in zip(runs, states, chunk):
-                bad = non_finite(s, mets)
+                bad = non_finite(s if s is not None else {}, mets)
                 if bad is not None:
                     kept = (f"the last good checkpoint (step {r.last_checkpoint}) is intact" if r.last_checkpoint
                             else "no checkpoint was written")
@@ -565,7 +575,9 @@ def _train(runs: list[_Run]) -> None:
             t_start = time.time()
             eval_now = cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.steps and cfg.eval_every_episodes > 0
             for r, s, mets in zip(runs, states, chunk):
-                r.state, r.step = s, step
+                r.step = step
+                if s is not None:
+                    r.state = s
                 r.trace.extend(step, m, mets)
                 row = _summarise(mets)
                 row["time/steps_per_second"] = rate
@@ -592,6 +604,15 @@ def _train(runs: list[_Run]) -> None:
     finally:
         if bar is not None:
             bar.close()
+
+
+def _all_finite(state: Any) -> Any:
+    """Whether every floating-point leaf of one run's state is finite (a scalar, computed where the state lives)."""
+    import jax
+    import jax.numpy as jnp
+
+    flags = [jnp.isfinite(x).all() for x in jax.tree.leaves(state) if jnp.issubdtype(x.dtype, jnp.floating)]
+    return jnp.stack(flags).all() if flags else jnp.bool_(True)
 
 
 def _finish(r: _Run) -> dict[str, Any]:

@@ -225,7 +225,7 @@ class O3SRL:
             value_scale=jnp.float32(self.value_scale),
         )
 
-    def _constants(self) -> CellParams:
+    def cell_constants(self) -> CellParams:
         """This run's :class:`CellParams` as Python numbers: compiled in as constants (a run trained alone)."""
         return CellParams(arms=self.arms, max_lambda=self.max_lambda, budget_step=self.budget_step,
                           budget_value=self.budget_value, value_scale=self.value_scale)
@@ -272,7 +272,7 @@ class O3SRL:
         self, state: LearnerState, data: DeviceData, cell: CellParams | None = None
     ) -> tuple[LearnerState, dict[str, jax.Array]]:
         cfg = self.config
-        c = self._constants() if cell is None else cell
+        c = self.cell_constants() if cell is None else cell
         key, k_arm, k_steps, k_fb = jax.random.split(state.key, 4)
         arms = jnp.asarray(c.arms)
         probs = bandits.arm_probabilities(state.bandit, cfg.bandit, self.exploration, self.optimism)
