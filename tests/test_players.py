@@ -17,7 +17,7 @@ def test_each_player_fills_only_the_knobs_left_unset():
             earlier.cost_estimate) == ("exp3", "shaped", 0.0, 0.0, 1.0, "mean")
     adaptive = resolve_player(O3SRLConfig(player="adaptive", margin=0.1))
     assert (adaptive.bandit, adaptive.feedback, adaptive.optimism, adaptive.margin, adaptive.cost_estimate) == (
-        "exp3box", "lagrangian", 8.0, 0.1, "max")
+        "exp3box", "lagrangian", 8.0, 0.1, "model")
     assert adaptive.lambda_scale is None  # the data's unit
     with pytest.raises(ConfigError, match="o3srl.player"):
         resolve_player(O3SRLConfig(player="bogus"))  # type: ignore[arg-type]

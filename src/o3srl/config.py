@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from o3srl.algos.cost_model import CostModelConfig
 from o3srl.algos.iql import IQLConfig
 from o3srl.algos.o3srl import O3SRLConfig
 from o3srl.algos.o3srl_theory import TheoryConfig
@@ -82,6 +83,9 @@ class TrainConfig:
     td3bc: TD3BCConfig = field(default_factory=TD3BCConfig)
     iql: IQLConfig = field(default_factory=IQLConfig)
     theory: TheoryConfig = field(default_factory=TheoryConfig)
+    cost_model: CostModelConfig = field(default_factory=CostModelConfig)
+    """The dynamics-and-cost model the adaptive λ-player reads the policy's episode cost from (o3srl.cost_estimate
+    model)."""
 
     @property
     def oracle_name(self) -> str:
@@ -191,7 +195,7 @@ def from_dict(data: dict[str, Any]) -> TrainConfig:
     if not isinstance(data, dict):
         raise ConfigError(f"a config must be a JSON object of fields, got {type(data).__name__}")
     data = dict(data)
-    nested = {name: data.pop(name, {}) for name in ("o3srl", "td3bc", "iql", "theory")}
+    nested = {name: data.pop(name, {}) for name in ("o3srl", "td3bc", "iql", "theory", "cost_model")}
     flat_overrides = {k: v for k, v in data.items()}
     for head, sub in nested.items():
         if not isinstance(sub, dict):

@@ -163,7 +163,10 @@ def build_learner(cfg: TrainConfig, problem: Problem) -> Any:
 
         return O3SRLTheory(cfg.theory, oracle, setting)
     fixed = None if cfg.algo == "o3srl" else cfg.fixed_lambda
-    return O3SRL(cfg.o3srl, oracle, setting, fixed_lambda=fixed)
+    from o3srl.algos.cost_model import CostModel
+
+    cost_model = CostModel(cfg.cost_model, ds.obs_dim, ds.act_dim)
+    return O3SRL(cfg.o3srl, oracle, setting, fixed_lambda=fixed, cost_model=cost_model)
 
 
 def is_theory(cfg: TrainConfig) -> bool:
@@ -529,6 +532,10 @@ def _train(runs: list[_Run]) -> None:
     else:
         run_rounds = jax.jit(learner.run_rounds, static_argnums=2)
         state = first.state
+    if step == 0 and hasattr(learner, "prepare"):
+        # Before the first round (the cost model's fit); a resumed run has it in its checkpoint.
+        prepare = jax.jit(learner.prepare)
+        state = jax.jit(jax.vmap(learner.prepare, in_axes=(0, None)))(state, data) if packed else prepare(state, data)
 
     bar = None
     if cfg.progress:

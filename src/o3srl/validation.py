@@ -121,6 +121,11 @@ RULES: dict[str, Range] = {
     "fqe_steps": COUNT,
     "optimism": NON_NEGATIVE,
     "margin": Range(lo=0.0, hi=1.0, hi_open=True),
+    # cost model
+    "members": COUNT,
+    "fit_steps": NON_NEGATIVE_INT,
+    "rollout_states": COUNT,
+    "rollout_every": COUNT,
     # dataset collection (o3srl data make)
     "episodes": COUNT,
     "target": COUNT,

@@ -4,7 +4,8 @@ One round::
 
     p   = bandit probabilities;  k ~ p;  λ = arms[k]
     M × (batch ~ D; one oracle step on the shaped reward r − λ (c − b))       (warm-started, one shared network set)
-    Ĉ   = mean over dataset initial states of Q_c(s, π(s))                      (the critics' cost estimate; no OPE)
+    Ĉ   = the policy's episode cost from a learned model's rollouts (adaptive player; ``cost_estimate="model"``)
+          or the mean over dataset initial states of Q_c(s, π(s))                (the critics' cost estimate)
     ℓ   = feedback(arms, Ĉ, B) ∈ [0, 1]^K;   bandit update with ℓ (EXP3 looks only at ℓ_k)
 
 The output is the last iterate π_T. With a single arm this is the oracle at a fixed λ (``--algo td3bc`` / ``iql``
@@ -24,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from o3srl import bandits
+from o3srl.algos.cost_model import CostModel
 from o3srl.algos.iql import IQL, IQLConfig
 from o3srl.algos.td3bc import TD3BC, TD3BCConfig
 from o3srl.data.sampler import DeviceData, sample_batch, sample_init_obs
@@ -79,9 +81,11 @@ class O3SRLConfig:
     """δ (None: 0 for the earlier player, 0.2 for the adaptive one): the lagrangian feedback plays the game against
     the tighter budget (1 − δ) B, so that the last iterate, which ends near the boundary of the game it plays, errs
     on the safe side."""
-    cost_estimate: Literal["mean", "max"] | None = None
-    """How the twin cost critics give Ĉ: their mean (None, earlier player) or their larger value (pessimistic; None,
-    adaptive player)."""
+    cost_estimate: Literal["mean", "max", "model"] | None = None
+    """Where Ĉ comes from. model (None, adaptive player): the policy's undiscounted episode cost in rollouts of a
+    dynamics-and-cost model fit to the dataset (o3srl.algos.cost_model; the section --cost-model), compared with κ
+    itself; the actor is not trained against it, so it cannot exploit it as it does the cost critic. mean (None,
+    earlier player) / max: the twin cost critics' mean / larger value at the feedback states, compared with B."""
     budget_convention: BudgetConvention = "osrl"
     """How the episodic cost limit becomes the per-step budget (see o3srl.data.transforms.budget_per_step)."""
     feedback_states: Literal["initial", "batch"] = "initial"
@@ -103,7 +107,7 @@ PLAYERS: dict[str, dict[str, Any]] = {
     "earlier": {"bandit": "exp3", "feedback": "shaped", "optimism": 0.0, "margin": 0.0, "lambda_scale": 1.0,
                 "cost_estimate": "mean"},
     "adaptive": {"bandit": "exp3box", "feedback": "lagrangian", "optimism": 8.0, "margin": 0.2, "lambda_scale": None,
-                 "cost_estimate": "max"},
+                 "cost_estimate": "model"},
 }
 """The knobs each λ-player sets when the config leaves them at None (lambda_scale None: the data's unit)."""
 
@@ -129,6 +133,7 @@ class CellParams(flax.struct.PyTreeNode):
     budget_step: Any
     budget_value: Any
     value_scale: Any
+    cost_limit: Any
 
 
 class LearnerState(flax.struct.PyTreeNode):
@@ -136,6 +141,7 @@ class LearnerState(flax.struct.PyTreeNode):
     bandit: bandits.BanditState
     key: jax.Array
     tail: Any  # actor parameters of the tail mixture's members, stacked along a leading axis (slot 0: the last round)
+    model: Any  # the cost model's state (cost_estimate "model"), else None
 
 
 @dataclass(frozen=True)
@@ -164,11 +170,20 @@ def make_oracle(name: str, td3bc: TD3BCConfig, iql: IQLConfig, obs_dim: int, act
 class O3SRL:
     """The round loop around an oracle. Pure functions of :class:`LearnerState`."""
 
-    def __init__(self, config: O3SRLConfig, oracle: TD3BC | IQL, setting: Setting, fixed_lambda: float | None = None):
+    def __init__(self, config: O3SRLConfig, oracle: TD3BC | IQL, setting: Setting, fixed_lambda: float | None = None,
+                 cost_model: CostModel | None = None):
         config = resolve_player(config)
         self.config = config
         self.oracle = oracle
         self.setting = setting
+        self.cost_model = None
+        if config.cost_estimate == "model":
+            from o3srl.algos.cost_model import CostModelConfig
+
+            self.cost_model = cost_model or CostModel(CostModelConfig(), setting.obs_dim, setting.act_dim)
+            if config.feedback == "shaped":
+                raise ConfigError("o3srl.cost_estimate 'model' gives an episode cost, which the shaped feedback (a "
+                                  "discounted Lagrangian value) cannot use; use feedback 'lagrangian' with it")
         if fixed_lambda is not None:
             arms = [float(fixed_lambda)]
         elif config.arms:
@@ -223,19 +238,32 @@ class O3SRL:
             budget_step=jnp.float32(self.budget_step),
             budget_value=jnp.float32(self.budget_value),
             value_scale=jnp.float32(self.value_scale),
+            cost_limit=jnp.float32(self.setting.cost_limit),
         )
 
     def cell_constants(self) -> CellParams:
         """This run's :class:`CellParams` as Python numbers: compiled in as constants (a run trained alone)."""
         return CellParams(arms=self.arms, max_lambda=self.max_lambda, budget_step=self.budget_step,
-                          budget_value=self.budget_value, value_scale=self.value_scale)
+                          budget_value=self.budget_value, value_scale=self.value_scale,
+                          cost_limit=self.setting.cost_limit)
 
     # ------------------------------------------------------------------ state
     def init(self, key: jax.Array) -> LearnerState:
         k_oracle, k_run = jax.random.split(key)
         oracle = self.oracle.init(k_oracle)
         tail = jax.tree.map(lambda x: jnp.zeros((self.tail_members, *x.shape), x.dtype), oracle.actor)
-        return LearnerState(oracle=oracle, bandit=bandits.init_bandit(len(self.arms)), key=k_run, tail=tail)
+        # The model's key is folded out of the run's key, so runs without a model draw exactly what they did before.
+        model = None if self.cost_model is None else self.cost_model.init(jax.random.fold_in(key, 1))
+        return LearnerState(oracle=oracle, bandit=bandits.init_bandit(len(self.arms)), key=k_run, tail=tail,
+                            model=model)
+
+    def prepare(self, state: LearnerState, data: DeviceData) -> LearnerState:
+        """Before the first round: fit the cost model to the dataset (it does not depend on the policy, so once is
+        enough; the fitted model is part of the state, so a resumed run reads the same one)."""
+        if self.cost_model is None:
+            return state
+        key = jax.random.fold_in(jax.random.fold_in(state.key, 2), 0)
+        return state.replace(model=self.cost_model.fit(state.model, data, key))
 
     def _keep_tail(self, tail: Any, actor: Any, rounds_done: jax.Array) -> Any:
         """Store the actor in its tail slot when this round is one of the tail mixture's: slot j holds the iterate
@@ -258,6 +286,8 @@ class O3SRL:
         state_dict = dict(state_dict)
         if "tail" not in state_dict:
             state_dict["tail"] = fresh["tail"]
+        if "model" not in state_dict:
+            state_dict["model"] = fresh.get("model")
         bandit = dict(state_dict.get("bandit", {}))
         if "hint" not in bandit and "log_weights" in bandit:
             bandit["hint"] = fresh["bandit"]["hint"]
@@ -287,20 +317,34 @@ class O3SRL:
         oracle_state, step_metrics = jax.lax.scan(
             oracle_step, state.oracle, jax.random.split(k_steps, cfg.steps_per_round)
         )
-        if cfg.feedback_states == "initial":
+        if self.cost_model is not None:
+            # The same initial states every round (what the optimism's hint needs: Ĉ moves only as the policy does).
+            init_obs = sample_init_obs(jax.random.PRNGKey(0), data, self.cost_model.config.rollout_states)
+            model = self.cost_model.refresh(
+                state.model, lambda s: self.oracle.act(oracle_state.actor, s), init_obs, self.setting.episode_length,
+                state.bandit.rounds,
+            )
+            fb_obs = init_obs
+        elif cfg.feedback_states == "initial":
+            model = state.model
             # With optimism, the same initial states every round: Ĉ then changes only as the policy and critics do,
             # so the loss hint (last round's losses) predicts the next losses closely and the estimate stays quiet.
             # Without it (the earlier player), fresh states every round, as before.
             fb_key = jax.random.PRNGKey(0) if self.optimism > 0 else k_fb
             fb_obs = sample_init_obs(fb_key, data, cfg.feedback_batch)
         else:
+            model = state.model
             fb_obs = sample_batch(k_fb, data, cfg.feedback_batch).obs
-        q_r, q_c = self.oracle.policy_values(oracle_state, fb_obs, cfg.cost_estimate)
-        cost_estimate, reward_estimate = q_c.mean(), q_r.mean()
+        critic_reduce = "mean" if cfg.cost_estimate == "model" else cfg.cost_estimate
+        q_r, q_c = self.oracle.policy_values(oracle_state, fb_obs, critic_reduce)
+        reward_estimate = q_r.mean()
+        if self.cost_model is not None:
+            # An episode's cost against κ itself, in the cost limit's units.
+            cost_estimate, budget, unit = model.estimate, c.cost_limit, 1.0
+        else:
+            cost_estimate, budget, unit = q_c.mean(), c.budget_value, self.oracle.config.cost_scale
         if cfg.feedback == "lagrangian":
-            losses = bandits.lagrangian_feedback(
-                arms, c.max_lambda, cost_estimate, c.budget_value, cfg.min_scale, cfg.margin
-            )
+            losses = bandits.lagrangian_feedback(arms, c.max_lambda, cost_estimate, budget, cfg.min_scale, cfg.margin)
         else:
             losses = bandits.shaped_feedback(arms, reward_estimate, cost_estimate, c.budget_value, c.value_scale)
         bandit_state = bandits.update_bandit(
@@ -313,15 +357,19 @@ class O3SRL:
                 "bandit/lambda": lam,
                 "bandit/arm": arm.astype(jnp.float32),
                 "bandit/loss": losses[arm],
-                "feedback/cost_estimate": cost_estimate / self.oracle.config.cost_scale,
+                "feedback/cost_estimate": cost_estimate / unit,
                 "feedback/reward_estimate": reward_estimate / self.oracle.config.reward_scale,
-                "feedback/budget": jnp.asarray(c.budget_value / self.oracle.config.cost_scale, jnp.float32),
+                "feedback/budget": jnp.asarray(budget / unit, jnp.float32),
             }
         )
+        if self.cost_model is not None:
+            metrics["feedback/cost_estimate_spread"] = model.spread
+            metrics["feedback/critic_cost_estimate"] = q_c.mean() / self.oracle.config.cost_scale
+            metrics["model/fit_loss"] = state.model.fit_loss
         for k in range(len(self.arms)):
             metrics[f"bandit/p/{k}"] = probs[k]
         tail = self._keep_tail(state.tail, oracle_state.actor, bandit_state.rounds)
-        return LearnerState(oracle=oracle_state, bandit=bandit_state, key=key, tail=tail), metrics
+        return LearnerState(oracle=oracle_state, bandit=bandit_state, key=key, tail=tail, model=model), metrics
 
     def run_rounds(
         self, state: LearnerState, data: DeviceData, num_rounds: int, cell: CellParams | None = None

@@ -1,0 +1,188 @@
+"""A learned model of the dataset's dynamics and costs, used to read the episode cost of the current policy.
+
+The adaptive λ-player needs one number per round: the expected episode cost of the policy the oracle holds now. A
+cost critic read at the initial states is the obvious source, and on Bullet it is the wrong one: the actor is
+trained to make ``Q_c(s, π(s))`` small, and near the start of an episode (slow states, where the data holds every
+behaviour's actions and no costs yet) it finds actions where the critic extrapolates low. On BallRun a TD3+BC
+policy at λ = 0.5 that costs 79 per episode read ``Q_c(s0, π(s0)) = 0.9``, while ten steps later, on its own
+trajectory, the critic was right within 6 % (docs/algorithms/o3srl.md, "The cost estimate").
+
+This model is not trained against the actor, so the actor cannot exploit it: an ensemble of ``members`` MLPs,
+each predicting from (s, a) the normalised change of the observation, the step cost and the log-odds of a terminal,
+fit once to the dataset by least squares (cross-entropy for the terminal) before the first round. The cost estimate
+is the mean, over members and dataset initial states, of the undiscounted cost the policy collects in an
+``horizon``-step rollout of one member (each member follows its own trajectory; a predicted terminal ends the
+episode's cost through the survival probability). It is in the cost limit's own units: an episode's cost, compared
+with κ directly, with no discounting and no budget conversion.
+
+Rollout states are kept inside the dataset's observation box, so a policy that leaves the data cannot send the
+model into unbounded extrapolation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import flax.linen as nn
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+
+from o3srl.data.sampler import DeviceData
+from o3srl.nets import MLP
+
+
+@dataclass(frozen=True)
+class CostModelConfig:
+    """The dynamics-and-cost ensemble read by ``--o3srl.cost-estimate model``."""
+
+    members: int = 5
+    hidden: tuple[int, ...] = (200, 200)
+    learning_rate: float = 1e-3
+    fit_steps: int = 5000
+    """Gradient steps of the fit (before the first round; each member draws its own minibatches)."""
+    batch_size: int = 256
+    rollout_states: int = 64
+    """Dataset initial states the policy is rolled out from (the same ones every time)."""
+    rollout_every: int = 10
+    """Rounds between rollouts; the rounds in between reuse the last estimate (the policy moves little in
+    ``rollout_every`` × M gradient steps, and a rollout of T steps costs about as much as a round's M steps)."""
+
+
+MIN_SCALE = 0.01
+"""Floor of the target scales, in normalised-observation (and cost) units: a dimension that barely changes in the data
+(a clock, a constant) would otherwise be divided by ≈ 0 and its few outliers would swamp the fit."""
+
+
+class CostModelState(flax.struct.PyTreeNode):
+    params: Any
+    delta_scale: jax.Array  # per-dimension std of s' − s (at least MIN_SCALE): the model predicts Δs / delta_scale
+    cost_scale: jax.Array  # std of the step cost (at least MIN_SCALE): the model predicts c / cost_scale
+    obs_low: jax.Array
+    obs_high: jax.Array
+    fit_loss: jax.Array  # the fit's last minibatch loss (NaN before the fit)
+    estimate: jax.Array  # the last rollouts' mean episode cost
+    spread: jax.Array  # the standard deviation of that mean across members
+
+
+class _Ensemble(nn.Module):
+    hidden: tuple[int, ...]
+    out_dim: int
+    members: int
+
+    @nn.compact
+    def __call__(self, obs: jax.Array, act: jax.Array) -> jax.Array:
+        """obs, act: (members, batch, ·), one input per member → (members, batch, out_dim)."""
+        ensemble = nn.vmap(
+            MLP, variable_axes={"params": 0}, split_rngs={"params": True}, in_axes=0, out_axes=0,
+            axis_size=self.members,
+        )
+        return ensemble(self.hidden, self.out_dim)(jnp.concatenate([obs, act], axis=-1))
+
+
+class CostModel:
+    """Pure functions of :class:`CostModelState`."""
+
+    def __init__(self, config: CostModelConfig, obs_dim: int, act_dim: int) -> None:
+        if (config.members < 1 or config.fit_steps < 0 or config.batch_size < 1 or config.rollout_states < 1
+                or config.rollout_every < 1):
+            from o3srl.errors import ConfigError
+
+            raise ConfigError(
+                "cost model: members, batch_size, rollout_states and rollout_every must be ≥ 1 and fit_steps ≥ 0, "
+                f"got {config.members}, {config.batch_size}, {config.rollout_states}, {config.rollout_every} and "
+                f"{config.fit_steps}"
+            )
+        self.config = config
+        self.obs_dim, self.act_dim = obs_dim, act_dim
+        self.net = _Ensemble(tuple(config.hidden), obs_dim + 2, config.members)
+        self.tx = optax.adam(config.learning_rate)
+
+    def init(self, key: jax.Array) -> CostModelState:
+        m = self.config.members
+        params = self.net.init(key, jnp.zeros((m, 1, self.obs_dim)), jnp.zeros((m, 1, self.act_dim)))
+        ones = jnp.ones((self.obs_dim,), jnp.float32)
+        return CostModelState(params=params, delta_scale=ones, cost_scale=jnp.float32(1.0), obs_low=-ones,
+                              obs_high=ones, fit_loss=jnp.float32(jnp.nan), estimate=jnp.float32(0.0),
+                              spread=jnp.float32(0.0))
+
+    def predict(self, state: CostModelState, obs: jax.Array, act: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """(next observation, step cost, terminal probability) per member; obs, act: (members, batch, ·)."""
+        out = self.net.apply(state.params, obs, act)
+        next_obs = jnp.clip(obs + out[..., : self.obs_dim] * state.delta_scale, state.obs_low, state.obs_high)
+        return next_obs, out[..., self.obs_dim] * state.cost_scale, jax.nn.sigmoid(out[..., self.obs_dim + 1])
+
+    def loss(self, params: Any, state: CostModelState, data: DeviceData, idx: jax.Array) -> jax.Array:
+        obs, act = data.obs[idx], data.actions[idx]  # (members, batch, ·)
+        out = self.net.apply(params, obs, act)
+        delta = (data.next_obs[idx] - obs) / state.delta_scale
+        dyn = ((out[..., : self.obs_dim] - delta) ** 2).mean()
+        cost = ((out[..., self.obs_dim] - data.costs[idx] / state.cost_scale) ** 2).mean()
+        term = optax.sigmoid_binary_cross_entropy(out[..., self.obs_dim + 1], data.terminals[idx]).mean()
+        return dyn + cost + term
+
+    def fit(self, state: CostModelState, data: DeviceData, key: jax.Array) -> CostModelState:
+        """``fit_steps`` Adam steps from ``state``'s parameters (the last minibatch loss kept in ``fit_loss``)."""
+        cfg = self.config
+        delta = data.next_obs - data.obs
+        state = state.replace(
+            delta_scale=jnp.maximum(delta.std(axis=0), MIN_SCALE),
+            cost_scale=jnp.maximum(data.costs.std(), MIN_SCALE),
+            obs_low=data.obs.min(axis=0),
+            obs_high=data.obs.max(axis=0),
+        )
+
+        def step(carry: tuple[Any, Any], k: jax.Array) -> tuple[tuple[Any, Any], jax.Array]:
+            params, opt = carry
+            idx = jax.random.randint(k, (cfg.members, cfg.batch_size), 0, data.obs.shape[0])
+            value, grads = jax.value_and_grad(self.loss)(params, state, data, idx)
+            updates, opt = self.tx.update(grads, opt, params)
+            return (optax.apply_updates(params, updates), opt), value
+
+        (params, _), losses = jax.lax.scan(
+            step, (state.params, self.tx.init(state.params)), jax.random.split(key, max(cfg.fit_steps, 1))
+        )
+        if cfg.fit_steps == 0:
+            return state
+        return state.replace(params=params, fit_loss=losses[-1])
+
+    def episode_cost(
+        self,
+        state: CostModelState,
+        act: Callable[[jax.Array], jax.Array],
+        init_obs: jax.Array,
+        horizon: int,
+    ) -> jax.Array:
+        """The undiscounted cost of ``horizon``-step rollouts of the deterministic policy ``act`` from ``init_obs``
+        (batch, obs_dim), one per member: shape (members, batch)."""
+        m = self.config.members
+        obs = jnp.broadcast_to(init_obs, (m, *init_obs.shape))
+
+        def step(carry: tuple[jax.Array, jax.Array, jax.Array], _: None) -> tuple[tuple[jax.Array, ...], None]:
+            s, alive, total = carry
+            next_s, cost, done = self.predict(state, s, act(s))
+            total = total + alive * cost  # not clipped at 0: the members' errors around a cost of 0 cancel
+            return (next_s, alive * (1.0 - done), total), None
+
+        zeros = jnp.zeros(obs.shape[:2], jnp.float32)
+        (_, _, total), _ = jax.lax.scan(step, (obs, jnp.ones_like(zeros), zeros), None, length=horizon)
+        return total
+
+    def refresh(
+        self,
+        state: CostModelState,
+        act: Callable[[jax.Array], jax.Array],
+        init_obs: jax.Array,
+        horizon: int,
+        rounds_done: jax.Array,
+    ) -> CostModelState:
+        """The state with ``estimate`` and ``spread`` from new rollouts when ``rounds_done`` is a multiple of
+        ``rollout_every``, else unchanged."""
+
+        def rollout(s: CostModelState) -> CostModelState:
+            costs = self.episode_cost(s, act, init_obs, horizon)
+            return s.replace(estimate=costs.mean(), spread=costs.mean(axis=1).std())
+
+        return jax.lax.cond(rounds_done % self.config.rollout_every == 0, rollout, lambda s: s, state)

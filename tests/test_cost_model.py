@@ -1,0 +1,111 @@
+"""The cost model the adaptive λ-player reads: rollout arithmetic against hand-computed values, a fit on a system
+whose episode cost is known, and the feedback it gives (an episode's cost against κ itself)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from o3srl.algos.cost_model import CostModel, CostModelConfig
+from o3srl.data.sampler import DeviceData
+
+
+class _Scripted(CostModel):
+    """A model whose predictions are fixed functions: s' = s + 1, cost 1 once s ≥ 3, terminal probability ``p``."""
+
+    def __init__(self, p: float, members: int = 2) -> None:
+        super().__init__(CostModelConfig(members=members, hidden=(4,)), obs_dim=1, act_dim=1)
+        self.p = p
+
+    def predict(self, state, obs, act):
+        return obs + 1.0, (obs[..., 0] >= 3.0).astype(jnp.float32), jnp.full(obs.shape[:-1], self.p)
+
+
+def test_episode_cost_sums_the_rollout_cost_of_every_member():
+    model = _Scripted(p=0.0)
+    s0 = jnp.zeros((3, 1))
+    total = model.episode_cost(model.init(jax.random.PRNGKey(0)), lambda s: s, s0, horizon=10)
+    # States 0, 1, …, 9: the steps from s = 3 to s = 9 cost 1 each.
+    assert total.shape == (2, 3)
+    np.testing.assert_allclose(np.asarray(total), 7.0)
+
+
+def test_a_predicted_terminal_ends_the_cost_through_the_survival_probability():
+    model = _Scripted(p=0.5, members=1)
+    total = model.episode_cost(model.init(jax.random.PRNGKey(0)), lambda s: s, jnp.zeros((1, 1)), horizon=6)
+    # Steps t = 3, 4, 5 cost 1, each weighted by the probability 0.5^t of still running.
+    np.testing.assert_allclose(np.asarray(total), 0.5**3 + 0.5**4 + 0.5**5, rtol=1e-6)
+
+
+def _line_data(n_episodes: int = 100, horizon: int = 20, seed: int = 0) -> DeviceData:
+    """A 1-D system s' = s + 0.1 a, cost 1 on every step taken from s > 0.55; the behaviour starts anywhere in
+    [−1, 1] and acts uniformly at random in [−1, 1]."""
+    rng = np.random.default_rng(seed)
+    obs, acts, nxt, costs = [], [], [], []
+    for _ in range(n_episodes):
+        s = float(rng.uniform(-1.0, 1.0))
+        for _ in range(horizon):
+            a = float(rng.uniform(-1.0, 1.0))
+            obs.append([s]); acts.append([a]); costs.append(float(s > 0.55))
+            s = s + 0.1 * a
+            nxt.append([s])
+    f = lambda x: jnp.asarray(np.asarray(x, np.float32))  # noqa: E731
+    n = len(obs)
+    return DeviceData(obs=f(obs), actions=f(acts), rewards=jnp.zeros(n), costs=f(costs), next_obs=f(nxt),
+                      terminals=jnp.zeros(n), init_obs=jnp.zeros((n_episodes, 1)))
+
+
+def test_a_fitted_model_reads_the_episode_cost_of_policies_it_never_saw():
+    data = _line_data()
+    model = CostModel(CostModelConfig(members=3, hidden=(64, 64), fit_steps=2000, rollout_states=4), 1, 1)
+    state = jax.jit(model.fit)(model.init(jax.random.PRNGKey(0)), data, jax.random.PRNGKey(1))
+    assert np.isfinite(float(state.fit_loss))
+    s0 = jnp.zeros((4, 1))
+    # From s0 = 0, a = 1 gives s_t = 0.1 t: the steps t = 6 … 19 start above 0.55 and cost 1, 14 in all; a = 0 stays.
+    fast = model.episode_cost(state, lambda s: jnp.ones_like(s), s0, horizon=20)
+    still = model.episode_cost(state, lambda s: jnp.zeros_like(s), s0, horizon=20)
+    assert float(fast.mean()) == pytest.approx(14.0, abs=1.5)
+    assert float(still.mean()) == pytest.approx(0.0, abs=0.5)
+
+
+def test_adaptive_player_compares_the_models_episode_cost_with_kappa(toy_file, tmp_path):
+    """On the toy task: the fit happens before the first round, its loss is logged, and the feedback's budget is κ
+    itself (an episode's cost), not the discounted critic threshold."""
+    import json
+
+    from o3srl.algos.o3srl import O3SRLConfig
+    from o3srl.algos.td3bc import TD3BCConfig
+    from o3srl.config import TrainConfig
+    from o3srl.train import run
+
+    cfg = TrainConfig(
+        task="toy", env_id="o3srl.envs.toy:ToyRunEnv", dataset=str(toy_file), cost_limit=5.0, steps=200,
+        log_every=100, checkpoint_every=200, eval_episodes=0, progress=False, run_dir=str(tmp_path / "run"),
+        td3bc=TD3BCConfig(hidden=(32, 32), gamma=0.9, reward_scale=1.0),
+        o3srl=O3SRLConfig(player="adaptive", feedback_batch=16),
+        cost_model=CostModelConfig(members=2, hidden=(32,), fit_steps=50, rollout_states=4),
+    )
+    run(cfg)
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert all(row["feedback/budget"] == pytest.approx(5.0) for row in rows)
+    assert all(np.isfinite(row["model/fit_loss"]) and row["feedback/cost_estimate"] >= 0.0 for row in rows)
+
+
+def test_the_earlier_player_has_no_model_and_draws_what_it_drew_before(toy_file):
+    """A learner without the model keeps its state layout (model None) and its keys (the model's is folded out)."""
+    from o3srl.algos.o3srl import O3SRL, O3SRLConfig, Setting
+    from o3srl.algos.td3bc import TD3BC, TD3BCConfig
+
+    setting = Setting(obs_dim=1, act_dim=1, cost_limit=5.0, episode_length=20, total_steps=100, reward_abs_max=1.0,
+                      cost_abs_max=1.0, lambda_unit=1.0)
+    oracle = TD3BC(TD3BCConfig(hidden=(8,)), 1, 1)
+    earlier = O3SRL(O3SRLConfig(), oracle, setting).init(jax.random.PRNGKey(3))
+    adaptive = O3SRL(dataclasses.replace(O3SRLConfig(player="adaptive")), oracle, setting).init(jax.random.PRNGKey(3))
+    assert earlier.model is None and adaptive.model is not None
+    np.testing.assert_array_equal(np.asarray(earlier.key), np.asarray(adaptive.key))
+    for a, b in zip(jax.tree.leaves(earlier.oracle), jax.tree.leaves(adaptive.oracle)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
