@@ -187,6 +187,25 @@ def test_lagrangian_feedback_margin_hand_values():
     np.testing.assert_allclose(out, [0.5, 0.4375, 0.375])
 
 
+def test_lagrangian_feedback_counts_a_violation_up_to_max_violation_hand_values():
+    lambdas = jnp.array([0.0, 2.5, 5.0])
+    # Ĉ = 84 against κ = 5 with δ = 0.2: g = (84 − 4) / 5 = 16; clipped at 1 by default, at 10 with G = 10
+    np.testing.assert_allclose(bandits.lagrangian_feedback(lambdas, 5.0, jnp.array(84.0), 5.0, margin=0.2),
+                               [0.5, 0.25, 0.0])
+    out = bandits.lagrangian_feedback(lambdas, 5.0, jnp.array(84.0), 5.0, margin=0.2, max_violation=10.0)
+    np.testing.assert_allclose(out, [0.5, 0.5 * (1 - 0.5 * 10), 0.5 * (1 - 10)])  # (0.5, −2, −4.5)
+    # slack is still counted up to one scale: Ĉ = 0 → g = −4 / 5 = −0.8 either way
+    slack = bandits.lagrangian_feedback(lambdas, 5.0, jnp.array(0.0), 5.0, margin=0.2, max_violation=10.0)
+    np.testing.assert_allclose(slack, [0.5, 0.7, 0.9])
+    # A cost that jumps between 84 and 0: with G = 1 the rounds' g average (1 − 0.8) / 2 > 0 only slightly, as if
+    # the policy were near the budget; with G = 20 they average (16 − 0.8) / 2 = 7.6, the true mean violation
+    # ((84 + 0) / 2 − 4) / 5 = 7.6.
+    g = lambda c, big: (1 - 2 * bandits.lagrangian_feedback(jnp.array([5.0]), 5.0, jnp.array(c), 5.0, margin=0.2,
+                                                               max_violation=big))[0]  # noqa: E731
+    assert (g(84.0, 20.0) + g(0.0, 20.0)) / 2 == pytest.approx(7.6)
+    assert (g(84.0, 1.0) + g(0.0, 1.0)) / 2 == pytest.approx(0.1)
+
+
 def test_lambda_unit_hand_values():
     # (s_r / s_c) ΔR / ΔC = 0.1 · (50 − 10) / (20 − 0) = 0.2
     assert bandits.lambda_unit(np.array([10.0, 30.0, 50.0]), np.array([0.0, 5.0, 20.0]), 0.1, 1.0) == pytest.approx(0.2)

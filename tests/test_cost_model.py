@@ -109,3 +109,17 @@ def test_the_earlier_player_has_no_model_and_draws_what_it_drew_before(toy_file)
     np.testing.assert_array_equal(np.asarray(earlier.key), np.asarray(adaptive.key))
     for a, b in zip(jax.tree.leaves(earlier.oracle), jax.tree.leaves(adaptive.oracle)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_the_estimate_is_refreshed_every_rollout_every_rounds_and_held_in_between():
+    model = _Scripted(p=0.0, members=1)
+    model.config = dataclasses.replace(model.config, rollout_every=3)
+    state = model.init(jax.random.PRNGKey(0))
+    s0 = jnp.zeros((1, 1))
+    seen = []
+    for rounds_done, shift in enumerate([0.0, 1.0, 2.0, 3.0, 4.0]):
+        # The policy's "cost" moves every round (states start higher); only rounds 0 and 3 roll it out.
+        state = model.refresh(state, lambda s: s, s0 + shift, 10, jnp.int32(rounds_done))
+        seen.append(float(state.estimate))
+    # From s0 = x, the steps with s ≥ 3 among x, …, x + 9: 7 from 0, 10 from 3.
+    assert seen == [7.0, 7.0, 7.0, 10.0, 10.0]

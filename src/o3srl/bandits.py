@@ -211,11 +211,17 @@ def lagrangian_feedback(
     min_scale: float = 1.0,
     margin: float | jax.Array = 0.0,
     relative_scale: float | jax.Array = 1.0,
+    max_violation: float | jax.Array = 1.0,
 ) -> jax.Array:
-    """Losses of every arm from the λ-dependent part of the Lagrangian, in [0, 1] (see module docstring)."""
+    """Losses of every arm from the λ-dependent part of the Lagrangian, in [0, 1] (see module docstring).
+
+    ``max_violation`` G > 1 lets an overspend count up to G budget scales (losses then lie in [½ (1 − G), 1]): the
+    λ-player's integral then balances the policy's *average* cost against the budget even when the policy's cost
+    jumps between far-apart values from round to round, where a violation clipped at one scale would let a policy
+    that overspends by 16 scales half the time pass as balanced."""
     # jnp.maximum (not max) so that the budget may be a traced value, e.g. one compiled loop for many budgets.
     scale = relative_scale * jnp.maximum(budget, min_scale)
-    g = jnp.clip((cost_estimate - (1.0 - margin) * budget) / scale, -1.0, 1.0)
+    g = jnp.clip((cost_estimate - (1.0 - margin) * budget) / scale, -1.0, max_violation)
     c = max(max_lambda, 1e-12)
     return 0.5 * (1.0 - (lambdas / c) * g)
 

@@ -181,6 +181,7 @@ ADDED_FIELDS: dict[str, Any] = {
     "o3srl.optimism": 0.0,
     "o3srl.margin": 0.0,
     "o3srl.cost_estimate": "mean",
+    "o3srl.max_violation": 1.0,
     "o3srl.max_gap": 6.0,
     "td3bc.q_normalizer": "shaped",
     "o3srl.output": "last",

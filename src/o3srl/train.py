@@ -186,7 +186,9 @@ def make_policy(cfg: TrainConfig, learner: Any, state: Any, stats: Any) -> Any:
 
 def outputs_tail(cfg: TrainConfig) -> bool:
     """Whether the run's output is the practical O3SRL's tail mixture (``--o3srl.output tail``)."""
-    return cfg.algo == "o3srl" and not is_theory(cfg) and cfg.o3srl.output == "tail"
+    from o3srl.algos.o3srl import resolve_player
+
+    return cfg.algo == "o3srl" and not is_theory(cfg) and resolve_player(cfg.o3srl).output == "tail"
 
 
 def _default_run_dir(cfg: TrainConfig) -> Path:

@@ -44,11 +44,11 @@ class CostModelConfig:
     fit_steps: int = 5000
     """Gradient steps of the fit (before the first round; each member draws its own minibatches)."""
     batch_size: int = 256
-    rollout_states: int = 64
-    """Dataset initial states the policy is rolled out from (the same ones every time)."""
-    rollout_every: int = 10
-    """Rounds between rollouts; the rounds in between reuse the last estimate (the policy moves little in
-    ``rollout_every`` × M gradient steps, and a rollout of T steps costs about as much as a round's M steps)."""
+    rollout_states: int = 16
+    """Dataset initial states the policy is rolled out from (the same ones every time), each by every member."""
+    rollout_every: int = 1
+    """Rounds between rollouts; the rounds in between reuse the last estimate. 1: a fresh estimate every round (on
+    the toy task, every 10 rounds let the λ-player act on a stale cost long enough to end one run in three unsafe)."""
 
 
 MIN_SCALE = 0.01

@@ -81,6 +81,11 @@ class O3SRLConfig:
     """δ (None: 0 for the earlier player, 0.2 for the adaptive one): the lagrangian feedback plays the game against
     the tighter budget (1 − δ) B, so that the last iterate, which ends near the boundary of the game it plays, errs
     on the safe side."""
+    max_violation: float | None = None
+    """G: the largest violation the lagrangian feedback counts, in budget scales (None: 1 for the earlier player's
+    settings, 20 for the adaptive player). Slack is always counted up to one scale. With G = 1 a policy whose cost
+    jumps between 0 and 16 budgets from round to round reads as balanced; with G ≥ the largest violation the
+    λ-player balances the policy's average cost (docs/algorithms/o3srl.md, "Violation counted in full")."""
     cost_estimate: Literal["mean", "max", "model"] | None = None
     """Where Ĉ comes from. model (None, adaptive player): the policy's undiscounted episode cost in rollouts of a
     dynamics-and-cost model fit to the dataset (o3srl.algos.cost_model; the section --cost-model), compared with κ
@@ -93,10 +98,12 @@ class O3SRLConfig:
     default) or the training batch's states (the policy's cost rate over the data's states, including states the
     policy would not visit: more pessimistic; on the toy task it left the κ = 5 policy at 3 % of its cost limit)."""
     feedback_batch: int = 256
-    output: Literal["last", "tail"] = "last"
-    """The policy the run outputs: its last iterate (the paper's), or the tail mixture: ``tail_members`` iterates
-    spread evenly over the last ``tail_fraction`` of the rounds (the last one included), one drawn per episode.
-    Every run keeps the tail members, so either output can be evaluated afterwards."""
+    output: Literal["last", "tail"] | None = None
+    """The policy the run outputs: its last iterate (the paper's; None, earlier player), or the tail mixture (None,
+    adaptive player): ``tail_members`` iterates spread evenly over the last ``tail_fraction`` of the rounds (the
+    last one included), one drawn per episode, so its expected episode cost is the members' average, the quantity
+    the λ-player's integral balances. Every run keeps the tail members, so either output can be evaluated
+    afterwards."""
     tail_members: int = 10
     tail_fraction: float = 0.1
     min_scale: float = 1.0
@@ -105,9 +112,9 @@ class O3SRLConfig:
 
 PLAYERS: dict[str, dict[str, Any]] = {
     "earlier": {"bandit": "exp3", "feedback": "shaped", "optimism": 0.0, "margin": 0.0, "lambda_scale": 1.0,
-                "cost_estimate": "mean"},
+                "cost_estimate": "mean", "max_violation": 1.0, "output": "last"},
     "adaptive": {"bandit": "exp3box", "feedback": "lagrangian", "optimism": 8.0, "margin": 0.2, "lambda_scale": None,
-                 "cost_estimate": "model"},
+                 "cost_estimate": "model", "max_violation": 20.0, "output": "tail"},
 }
 """The knobs each λ-player sets when the config leaves them at None (lambda_scale None: the data's unit)."""
 
@@ -344,7 +351,8 @@ class O3SRL:
         else:
             cost_estimate, budget, unit = q_c.mean(), c.budget_value, self.oracle.config.cost_scale
         if cfg.feedback == "lagrangian":
-            losses = bandits.lagrangian_feedback(arms, c.max_lambda, cost_estimate, budget, cfg.min_scale, cfg.margin)
+            losses = bandits.lagrangian_feedback(arms, c.max_lambda, cost_estimate, budget, cfg.min_scale, cfg.margin,
+                                                 max_violation=cfg.max_violation)
         else:
             losses = bandits.shaped_feedback(arms, reward_estimate, cost_estimate, c.budget_value, c.value_scale)
         bandit_state = bandits.update_bandit(
