@@ -1,0 +1,61 @@
+"""Evaluate a finished O3SRL run's two outputs side by side: its tail mixture and every tail member alone.
+
+    python benchmarks/tail_eval.py RUN [RUN ...] [--episodes 20] [--member-episodes 4] [--md table.md]
+
+Every run keeps its tail members in the checkpoint (slot 0 is the last iterate), so either output can be scored
+after training, whichever one the run's ``o3srl.output`` named. The mixture draws one member per episode (as
+``--o3srl.output tail`` does); each member alone is rolled out for ``--member-episodes`` episodes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import jax
+
+from o3srl.checkpoint import CHECKPOINT_NAME, load_checkpoint
+from o3srl.config import from_dict
+from o3srl.evaluate import evaluate
+from o3srl.io import atomic_write_text
+from o3srl.policy import MixturePolicy, Policy
+from o3srl.train import build_learner, load_problem
+
+
+def tail_row(run_dir: Path, episodes: int, member_episodes: int) -> str:
+    cfg = from_dict(json.loads((run_dir / "config.json").read_text())).resolved()
+    problem = load_problem(cfg)
+    learner = build_learner(cfg, problem)
+    template = learner.init(jax.random.PRNGKey(cfg.seed))
+    _, state, stats, _ = load_checkpoint(run_dir / CHECKPOINT_NAME, template, getattr(learner, "upgrade_state_dict", None))
+    kw = dict(cost_limit=cfg.cost_limit, seed=cfg.eval_seed, reward_range=problem.reward_range,
+              reference=problem.reference, frontier=problem.frontier)
+    mixture = evaluate(MixturePolicy(learner.act, state.tail, stats, seed=cfg.eval_seed), problem.env_id,
+                       episodes=episodes, **kw)
+    members = []
+    for i in range(learner.tail_members):
+        alone = Policy(learner.act, jax.tree.map(lambda x, i=i: x[i], state.tail), stats)
+        result = evaluate(alone, problem.env_id, episodes=member_episodes, **kw)
+        members.append(f"{result.reward:.0f} / {result.cost:.0f}")
+    return (f"| {run_dir.parent.name}/{run_dir.name} | {cfg.cost_limit:g} | {mixture.reward:.1f} / {mixture.cost:.2f}"
+            f"{'' if mixture.safe else ' **unsafe**'} | {members[0]} | {', '.join(members[1:])} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("runs", nargs="+", type=Path)
+    parser.add_argument("--episodes", type=int, default=20)
+    parser.add_argument("--member-episodes", type=int, default=4)
+    parser.add_argument("--md", type=Path, help="also write the table to this markdown file")
+    args = parser.parse_args()
+    lines = ["| run | κ | tail mixture: reward / cost | last iterate | the other members (newest first) |",
+             "|---|---|---|---|---|"]
+    lines += [tail_row(run, args.episodes, args.member_episodes) for run in args.runs]
+    print("\n".join(lines))
+    if args.md:
+        atomic_write_text(args.md, "\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
