@@ -18,25 +18,18 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from o3srl.checkpoint import CHECKPOINT_NAME, load_checkpoint
-from o3srl.config import from_dict
 from o3srl.data.sampler import sample_batch, sample_init_obs, to_device
 from o3srl.io import atomic_write_text
-from o3srl.train import build_learner, load_problem
+from o3srl.train import load_finished_run
 
 HEADER = ("run", "budget B", "Q_c at initial states", "Q_c at dataset states", "eval cost / episode", "κ")
 
 
 def probe(run_dir: Path, states: int = 4096, seed: int = 0) -> tuple[str, ...]:
-    cfg = from_dict(json.loads((run_dir / "config.json").read_text())).resolved()
+    run = load_finished_run(run_dir)  # the run's own normalisation; an earlier layout is brought up to date
+    cfg, problem, learner, state, stats = run.cfg, run.problem, run.learner, run.state, run.stats
     if cfg.oracle_name != "td3bc":
         raise SystemExit(f"{run_dir}: the probe reads TD3+BC cost critics; this run's oracle is {cfg.oracle_name}")
-    problem = load_problem(cfg)
-    learner = build_learner(cfg, problem)
-    template = learner.init(jax.random.PRNGKey(cfg.seed))
-    _, state, stats, _ = load_checkpoint(  # the run's own normalisation; an earlier layout is brought up to date
-        run_dir / CHECKPOINT_NAME, template, getattr(learner, "upgrade_state_dict", None)
-    )
     data = to_device(problem.dataset, stats)
     scale = learner.oracle.config.cost_scale
     key = jax.random.PRNGKey(seed)

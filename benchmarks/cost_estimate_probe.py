@@ -18,23 +18,18 @@ import jax
 import numpy as np
 
 from o3srl.algos.cost_model import CostModel
-from o3srl.checkpoint import CHECKPOINT_NAME, load_checkpoint
-from o3srl.config import from_dict
 from o3srl.data.sampler import sample_init_obs, to_device
 from o3srl.io import atomic_write_text
-from o3srl.train import build_learner, load_problem
+from o3srl.train import load_finished_run
 
 HEADER = ("run", "κ", "critic Q_c(s0)", "critic budget B", "model episode cost (± members)", "evaluated episode cost")
 
 
 def probe(run_dir: Path, fitted: dict[str, tuple[CostModel, object]]) -> tuple[str, ...]:
-    cfg = from_dict(json.loads((run_dir / "config.json").read_text())).resolved()
+    run = load_finished_run(run_dir)
+    cfg, problem, learner, state, stats = run.cfg, run.problem, run.learner, run.state, run.stats
     if cfg.oracle_name != "td3bc":
         raise SystemExit(f"{run_dir}: the probe reads TD3+BC cost critics; this run's oracle is {cfg.oracle_name}")
-    problem = load_problem(cfg)
-    learner = build_learner(cfg, problem)
-    template = learner.init(jax.random.PRNGKey(cfg.seed))
-    _, state, stats, _ = load_checkpoint(run_dir / CHECKPOINT_NAME, template, getattr(learner, "upgrade_state_dict", None))
     data = to_device(problem.dataset, stats)
     scale = learner.oracle.config.cost_scale
     s0 = sample_init_obs(jax.random.PRNGKey(0), data, 256)

@@ -12,27 +12,21 @@ early in the episode the two should agree.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import jax
 import numpy as np
 
-from o3srl.checkpoint import CHECKPOINT_NAME, load_checkpoint
-from o3srl.config import from_dict
 from o3srl.data.sampler import denormalize_action, normalize_obs
 from o3srl.envs import make_env
-from o3srl.train import build_learner, load_problem
+from o3srl.train import load_finished_run
 
 
 def on_path(run_dir: Path, episodes: int, steps: list[int]) -> list[str]:
-    cfg = from_dict(json.loads((run_dir / "config.json").read_text())).resolved()
+    run = load_finished_run(run_dir)
+    cfg, problem, learner, state, stats = run.cfg, run.problem, run.learner, run.state, run.stats
     if cfg.oracle_name != "td3bc":
         raise SystemExit(f"{run_dir}: the probe reads TD3+BC cost critics; this run's oracle is {cfg.oracle_name}")
-    problem = load_problem(cfg)
-    learner = build_learner(cfg, problem)
-    template = learner.init(jax.random.PRNGKey(cfg.seed))
-    _, state, stats, _ = load_checkpoint(run_dir / CHECKPOINT_NAME, template, getattr(learner, "upgrade_state_dict", None))
     oracle = learner.oracle
     act = jax.jit(oracle.act)
     q_cost = jax.jit(lambda o, a: oracle.critic.apply(state.oracle.critic["cost"], o, a))

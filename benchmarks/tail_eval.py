@@ -10,25 +10,19 @@ after training, whichever one the run's ``o3srl.output`` named. The mixture draw
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import jax
 
-from o3srl.checkpoint import CHECKPOINT_NAME, load_checkpoint
-from o3srl.config import from_dict
 from o3srl.evaluate import evaluate
 from o3srl.io import atomic_write_text
 from o3srl.policy import MixturePolicy, Policy
-from o3srl.train import build_learner, load_problem
+from o3srl.train import load_finished_run
 
 
 def tail_row(run_dir: Path, episodes: int, member_episodes: int) -> str:
-    cfg = from_dict(json.loads((run_dir / "config.json").read_text())).resolved()
-    problem = load_problem(cfg)
-    learner = build_learner(cfg, problem)
-    template = learner.init(jax.random.PRNGKey(cfg.seed))
-    _, state, stats, _ = load_checkpoint(run_dir / CHECKPOINT_NAME, template, getattr(learner, "upgrade_state_dict", None))
+    run = load_finished_run(run_dir)
+    cfg, problem, learner, state, stats = run.cfg, run.problem, run.learner, run.state, run.stats
     kw = dict(cost_limit=cfg.cost_limit, seed=cfg.eval_seed, reward_range=problem.reward_range,
               reference=problem.reference, frontier=problem.frontier)
     mixture = evaluate(MixturePolicy(learner.act, state.tail, stats, seed=cfg.eval_seed), problem.env_id,

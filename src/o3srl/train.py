@@ -902,3 +902,30 @@ def _read_run_info(path: Path) -> dict[str, Any]:
     if info.get("reward_reference") not in ("dsrl", "given", "dataset"):
         raise O3SRLError(f"{path}: reward_reference must be 'dsrl', 'given' or 'dataset', got {info.get('reward_reference')!r}")
     return info
+
+
+@dataclass
+class FinishedRun:
+    """A run directory read back whole, for analysis scripts: its config, problem, learner and checkpointed state."""
+
+    cfg: TrainConfig
+    problem: Problem
+    learner: Any
+    state: Any
+    stats: Any
+
+
+def load_finished_run(run_dir: str | Path) -> FinishedRun:
+    """The config, problem (its dataset loaded), learner and last checkpoint of ``run_dir`` (a checkpoint in an
+    earlier layout is brought up to date)."""
+    import jax
+
+    from o3srl.checkpoint import CHECKPOINT_NAME, load_checkpoint
+
+    run_dir = Path(run_dir)
+    cfg = read_config(run_dir / "config.json").resolved()
+    problem = load_problem(cfg)
+    learner = build_learner(cfg, problem)
+    template = learner.init(jax.random.PRNGKey(cfg.seed))
+    _, state, stats, _ = load_checkpoint(run_dir / CHECKPOINT_NAME, template, getattr(learner, "upgrade_state_dict", None))
+    return FinishedRun(cfg=cfg, problem=problem, learner=learner, state=state, stats=stats)
