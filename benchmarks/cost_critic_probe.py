@@ -19,7 +19,7 @@ import jax
 import numpy as np
 
 from o3srl.data.sampler import sample_batch, sample_init_obs, to_device
-from o3srl.io import atomic_write_text
+from o3srl.report import show_markdown_table
 from o3srl.train import load_finished_run
 
 HEADER = ("run", "budget B", "Q_c at initial states", "Q_c at dataset states", "eval cost / episode", "κ")
@@ -53,11 +53,7 @@ def main() -> None:
     parser.add_argument("--md", type=Path, help="also write the table to this markdown file")
     args = parser.parse_args()
     rows = [probe(run, args.states) for run in args.runs]
-    lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    print("\n".join(lines))
-    if args.md:
-        atomic_write_text(args.md, "\n".join(lines) + "\n")
+    show_markdown_table(HEADER, rows, args.md)
 
 
 if __name__ == "__main__":

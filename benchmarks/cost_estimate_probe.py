@@ -19,7 +19,7 @@ import numpy as np
 
 from o3srl.algos.cost_model import CostModel
 from o3srl.data.sampler import sample_init_obs, to_device
-from o3srl.io import atomic_write_text
+from o3srl.report import show_markdown_table
 from o3srl.train import load_finished_run
 
 HEADER = ("run", "κ", "critic Q_c(s0)", "critic budget B", "model episode cost (± members)", "evaluated episode cost")
@@ -63,11 +63,7 @@ def main() -> None:
     args = parser.parse_args()
     fitted: dict[str, tuple[CostModel, object]] = {}
     rows = [probe(run, fitted) for run in args.runs]
-    lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    print("\n".join(lines))
-    if args.md:
-        atomic_write_text(args.md, "\n".join(lines) + "\n")
+    show_markdown_table(HEADER, rows, args.md)
 
 
 if __name__ == "__main__":

@@ -15,12 +15,14 @@ from pathlib import Path
 import jax
 
 from o3srl.evaluate import evaluate
-from o3srl.io import atomic_write_text
 from o3srl.policy import MixturePolicy, Policy
+from o3srl.report import show_markdown_table
 from o3srl.train import load_finished_run
 
+HEADER = ("run", "κ", "tail mixture: reward / cost", "last iterate", "the other members (newest first)")
 
-def tail_row(run_dir: Path, episodes: int, member_episodes: int) -> str:
+
+def tail_row(run_dir: Path, episodes: int, member_episodes: int) -> tuple[str, ...]:
     run = load_finished_run(run_dir)
     cfg, problem, learner, state, stats = run.cfg, run.problem, run.learner, run.state, run.stats
     kw = dict(cost_limit=cfg.cost_limit, seed=cfg.eval_seed, reward_range=problem.reward_range,
@@ -32,8 +34,9 @@ def tail_row(run_dir: Path, episodes: int, member_episodes: int) -> str:
         alone = Policy(learner.act, jax.tree.map(lambda x, i=i: x[i], state.tail), stats)
         result = evaluate(alone, problem.env_id, episodes=member_episodes, **kw)
         members.append(f"{result.reward:.0f} / {result.cost:.0f}")
-    return (f"| {run_dir.parent.name}/{run_dir.name} | {cfg.cost_limit:g} | {mixture.reward:.1f} / {mixture.cost:.2f}"
-            f"{'' if mixture.safe else ' **unsafe**'} | {members[0]} | {', '.join(members[1:])} |")
+    return (f"{run_dir.parent.name}/{run_dir.name}", f"{cfg.cost_limit:g}",
+            f"{mixture.reward:.1f} / {mixture.cost:.2f}{'' if mixture.safe else ' **unsafe**'}", members[0],
+            ", ".join(members[1:]))
 
 
 def main() -> None:
@@ -43,12 +46,8 @@ def main() -> None:
     parser.add_argument("--member-episodes", type=int, default=4)
     parser.add_argument("--md", type=Path, help="also write the table to this markdown file")
     args = parser.parse_args()
-    lines = ["| run | κ | tail mixture: reward / cost | last iterate | the other members (newest first) |",
-             "|---|---|---|---|---|"]
-    lines += [tail_row(run, args.episodes, args.member_episodes) for run in args.runs]
-    print("\n".join(lines))
-    if args.md:
-        atomic_write_text(args.md, "\n".join(lines) + "\n")
+    rows = [tail_row(run, args.episodes, args.member_episodes) for run in args.runs]
+    show_markdown_table(HEADER, rows, args.md)
 
 
 if __name__ == "__main__":

@@ -132,3 +132,12 @@ def test_report_cli(tmp_path, capsys):
     assert (tmp_path / "x.md").exists()
     assert main(["report", str(tmp_path / "nope.jsonl")]) == 2
     assert "error:" in capsys.readouterr().err
+
+
+def test_show_markdown_table_prints_and_writes_the_same_table(tmp_path, capsys):
+    from o3srl.report import show_markdown_table
+
+    table = show_markdown_table(("run", "cost"), [("a", "1.0"), ("b", "2.5")], tmp_path / "t.md")
+    assert table == "| run | cost |\n|---|---|\n| a | 1.0 |\n| b | 2.5 |"
+    assert capsys.readouterr().out == table + "\n"
+    assert (tmp_path / "t.md").read_text() == table + "\n"

@@ -116,6 +116,19 @@ def format_entry(entry: Entry | None, mark: Mark, *, digits: int = 2, expected_n
     return text
 
 
+def show_markdown_table(header: Sequence[str], rows: Iterable[Sequence[str]], path: str | Path | None = None) -> str:
+    """A markdown table of string cells, printed, and written atomically to ``path`` when one is given."""
+    from o3srl.io import atomic_write_text
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    table = "\n".join(lines)
+    print(table)
+    if path is not None:
+        atomic_write_text(path, table + "\n")
+    return table
+
+
 def safe_counts(table: Mapping[str, Mapping[str, Entry | None]], algorithms: Iterable[str]) -> dict[str, tuple[int, int]]:
     """Per algorithm: (tasks where it is safe, tasks where it has an entry)."""
     out: dict[str, tuple[int, int]] = {}

@@ -536,8 +536,8 @@ def _train(runs: list[_Run]) -> None:
         state = first.state
     if step == 0 and hasattr(learner, "prepare"):
         # Before the first round (the cost model's fit); a resumed run has it in its checkpoint.
-        prepare = jax.jit(learner.prepare)
-        state = jax.jit(jax.vmap(learner.prepare, in_axes=(0, None)))(state, data) if packed else prepare(state, data)
+        prepare = jax.vmap(learner.prepare, in_axes=(0, None)) if packed else learner.prepare
+        state = jax.jit(prepare)(state, data)
 
     bar = None
     if cfg.progress:

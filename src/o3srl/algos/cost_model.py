@@ -133,6 +133,8 @@ class CostModel:
             obs_low=data.obs.min(axis=0),
             obs_high=data.obs.max(axis=0),
         )
+        if cfg.fit_steps == 0:
+            return state
 
         def step(carry: tuple[Any, Any], k: jax.Array) -> tuple[tuple[Any, Any], jax.Array]:
             params, opt = carry
@@ -142,10 +144,8 @@ class CostModel:
             return (optax.apply_updates(params, updates), opt), value
 
         (params, _), losses = jax.lax.scan(
-            step, (state.params, self.tx.init(state.params)), jax.random.split(key, max(cfg.fit_steps, 1))
+            step, (state.params, self.tx.init(state.params)), jax.random.split(key, cfg.fit_steps)
         )
-        if cfg.fit_steps == 0:
-            return state
         return state.replace(params=params, fit_loss=losses[-1])
 
     def episode_cost(

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from o3srl import bandits
-from o3srl.algos.cost_model import CostModel
+from o3srl.algos.cost_model import CostModel, CostModelConfig
 from o3srl.algos.iql import IQL, IQLConfig
 from o3srl.algos.td3bc import TD3BC, TD3BCConfig
 from o3srl.data.sampler import DeviceData, sample_batch, sample_init_obs
@@ -42,9 +42,9 @@ class O3SRLConfig:
     """Which λ-player the knobs below default to (an explicit flag overrides its knob). earlier: shaped feedback,
     EXP3 with textbook rates, absolute arms, the twins' mean as Ĉ (safe on the built-in task and BallRun at κ = 5,
     but it behaves as a fixed λ ≈ 2.5). adaptive: lagrangian feedback against (1 − δ) B, EXP3 on a box with
-    optimism, arms in the data's unit, the twins' larger Ĉ; it tracks λ* exactly on the tabular CMDPs and responds
-    to κ on the toy task, but on Bullet it follows a cost critic that does not yet tell policies apart (unsafe at
-    κ = 5 on BallRun), so it is not the default yet (docs/algorithms/o3srl.md)."""
+    optimism, arms in the data's unit, Ĉ from a learned cost model, violations counted up to G budget scales, the
+    tail mixture as output; it tracks λ* exactly on the tabular CMDPs and responds to κ on the toy task and on
+    BallRun, but overspends at κ = 40 there, so it is not the default yet (docs/algorithms/o3srl.md)."""
     num_arms: int = 5
     """K: number of λ values on the grid u · linspace(0, C, K)."""
     max_lambda: float = 5.0
@@ -185,8 +185,6 @@ class O3SRL:
         self.setting = setting
         self.cost_model = None
         if config.cost_estimate == "model":
-            from o3srl.algos.cost_model import CostModelConfig
-
             self.cost_model = cost_model or CostModel(CostModelConfig(), setting.obs_dim, setting.act_dim)
             if config.feedback == "shaped":
                 raise ConfigError("o3srl.cost_estimate 'model' gives an episode cost, which the shaped feedback (a "
