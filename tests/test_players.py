@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import flax.struct
 import numpy as np
 import pytest
 
@@ -32,3 +33,85 @@ def test_arms_of_each_player(player, arms):
     learner = O3SRL(O3SRLConfig(player=player), oracle, setting)
     np.testing.assert_allclose(learner.arms, arms, rtol=1e-6)  # adaptive: u = 0.4 times linspace(0, 5, 5)
     assert learner.config.player == player and learner.config.bandit is not None
+
+
+class _ActorOnly(flax.struct.PyTreeNode):
+    actor: dict
+
+
+class _RecordingOracle:
+    """An oracle that learns nothing and reports the λ each of its steps was given."""
+
+    def __init__(self) -> None:
+        self.config = TD3BCConfig(hidden=(4,), batch_size=4)
+
+    def init(self, key):
+        import jax.numpy as jnp
+
+        return _ActorOnly(actor={"w": jnp.zeros((1,))})
+
+    def update(self, state, batch, lam, budget_step, key):
+        return state, {"step/lambda": lam}
+
+    def policy_values(self, state, obs, reduce):
+        import jax.numpy as jnp
+
+        n = obs.shape[0]
+        return jnp.zeros((n,)), jnp.full((n,), 10.0)  # a cost critic reading 10: always over the budget
+
+    def act(self, params, obs):
+        import jax.numpy as jnp
+
+        return jnp.zeros(obs.shape[:-1] + (1,))
+
+
+@pytest.mark.parametrize("oracle_lambda", ["drawn", "mean"])
+def test_the_oracle_steps_on_the_drawn_arm_or_on_the_mean_of_the_draw(oracle_lambda):
+    import jax
+    import jax.numpy as jnp
+
+    from o3srl.data.sampler import DeviceData
+
+    oracle = _RecordingOracle()
+    setting = Setting(obs_dim=1, act_dim=1, cost_limit=5.0, episode_length=10, total_steps=60,
+                      reward_abs_max=1.0, cost_abs_max=1.0)
+    config = O3SRLConfig(player="adaptive", cost_estimate="mean", arms=(0.0, 1.0, 3.0), steps_per_round=2,
+                         oracle_lambda=oracle_lambda, feedback_batch=4)
+    learner = O3SRL(config, oracle, setting)  # type: ignore[arg-type]
+    n = 8
+    data = DeviceData(obs=jnp.zeros((n, 1)), actions=jnp.zeros((n, 1)), rewards=jnp.zeros(n), costs=jnp.zeros(n),
+                      next_obs=jnp.zeros((n, 1)), terminals=jnp.zeros(n), init_obs=jnp.zeros((2, 1)))
+    _, metrics = learner.run_rounds(learner.init(jax.random.PRNGKey(3)), data, 30)
+    stepped = np.asarray(metrics["step/lambda"])
+    probs = np.stack([np.asarray(metrics[f"bandit/p/{k}"]) for k in range(3)], axis=1)
+    drawn = np.asarray([0.0, 1.0, 3.0])[np.asarray(metrics["bandit/arm"]).astype(int)]
+    expected = probs @ np.asarray([0.0, 1.0, 3.0]) if oracle_lambda == "mean" else drawn
+    np.testing.assert_allclose(stepped, expected, rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(metrics["bandit/lambda"]), expected, rtol=1e-5)
+    # The bandit itself learns the same way under both: a cost over the budget every round moves p to λ = 3.
+    assert probs[-1, 2] > probs[0, 2]
+
+
+def test_each_player_trains_its_oracle_on_the_drawn_arm_unless_told_otherwise():
+    assert resolve_player(O3SRLConfig()).oracle_lambda == "drawn"
+    assert resolve_player(O3SRLConfig(player="adaptive", oracle_lambda="mean")).oracle_lambda == "mean"
+
+
+def test_a_mixture_follows_every_member_equally_often_over_whole_blocks():
+    import jax.numpy as jnp
+
+    from o3srl.data.sampler import NormStats
+    from o3srl.policy import MixturePolicy
+
+    one = np.ones(1, np.float32)
+    stats = NormStats(obs_mean=0 * one, obs_std=one, action_low=-one, action_high=one)
+    policy = MixturePolicy(lambda params, obs: params["w"] + 0 * obs, {"w": jnp.arange(5.0)[:, None] / 10}, stats, seed=7)
+    drawn = [policy.begin_episode(slot % 2) for slot in range(15)]
+    for block in range(3):
+        assert sorted(drawn[5 * block: 5 * block + 5]) == [0, 1, 2, 3, 4]  # each block a permutation
+    assert drawn[:5] != drawn[5:10] or drawn[5:10] != drawn[10:]  # and not always the same one
+    # Each row acts with the member drawn for it.
+    policy.begin_episode(0)
+    member = policy.begin_episode(1)
+    action = policy(np.zeros((2, 1), np.float32))
+    assert action.shape == (2, 1) and action[1, 0] == pytest.approx(member / 10, abs=1e-6)

@@ -185,6 +185,7 @@ ADDED_FIELDS: dict[str, Any] = {
     "o3srl.max_gap": 6.0,
     "td3bc.q_normalizer": "shaped",
     "o3srl.output": "last",
+    "o3srl.oracle_lambda": "drawn",
     "o3srl.tail_members": 10,
     "o3srl.tail_fraction": 0.1,
 }

@@ -47,6 +47,13 @@ class MixturePolicy(Policy):
     At the start of each episode one member is drawn uniformly and followed for the whole episode, so the mixture's
     value is the average of the members' values. ``begin_episode(slot)`` draws the member of environment copy
     ``slot`` (row ``slot`` of a batch); a row with no draw yet gets one on first use.
+
+    The draws are made without replacement in blocks: episodes 1..n follow a random permutation of the n members,
+    the next n another one, and so on. Every episode's member is still uniform over the members, so the policy is
+    the same uniform mixture episode by episode; an evaluation of E episodes then estimates the mixture's value by
+    stratified sampling (each member followed ⌊E / n⌋ or ⌈E / n⌉ times) instead of by E independent draws, which
+    removes the draw's own noise from the estimate: with members costing 0 and 80, 20 independent draws put the
+    estimated cost anywhere in 40 ± 18 (two standard deviations); 20 stratified ones over 10 members give 40.
     """
 
     def __init__(self, act_fn: Callable[[Any, jax.Array], jax.Array], stacked_params: Any, stats: NormStats, seed: int = 0):
@@ -54,9 +61,12 @@ class MixturePolicy(Policy):
         self.num_members = int(jax.tree.leaves(stacked_params)[0].shape[0])
         self._rng = np.random.default_rng(seed)
         self._members: dict[int, int] = {}
+        self._block: list[int] = []
 
     def begin_episode(self, slot: int = 0) -> int:
-        self._members[slot] = int(self._rng.integers(self.num_members))
+        if not self._block:
+            self._block = [int(m) for m in self._rng.permutation(self.num_members)]
+        self._members[slot] = self._block.pop()
         return self._members[slot]
 
     def __call__(self, obs: np.ndarray) -> np.ndarray:

@@ -57,6 +57,12 @@ class O3SRLConfig:
     """An explicit list of λ values in the critics' units (overrides K, C and the unit)."""
     steps_per_round: int = 10
     """M: oracle gradient steps per bandit round."""
+    oracle_lambda: Literal["drawn", "mean"] | None = None
+    """The λ the oracle's M steps use. drawn (None, both players for now): the arm the bandit drew (the paper's).
+    mean: the mean λ of the distribution the bandit draws from, Σ_k p_k λ_k. The Lagrangian is linear in λ, so the
+    best response to the λ-player's mixed strategy p is the best response to its mean; the draw then only selects
+    which arm's loss is observed. It removes the draw's noise from the policy: with drawn arms the policy's cost
+    follows the last few draws (docs/algorithms/o3srl.md, "Training on the mean λ")."""
     bandit: bandits.BanditKind | None = None
     """None: exp3 (the paper's, textbook rates) for the earlier player, exp3box for the adaptive one (EXP3 whose
     log-weights stay within a box of width max_gap, so that it follows losses that drift as the oracle learns
@@ -112,9 +118,10 @@ class O3SRLConfig:
 
 PLAYERS: dict[str, dict[str, Any]] = {
     "earlier": {"bandit": "exp3", "feedback": "shaped", "optimism": 0.0, "margin": 0.0, "lambda_scale": 1.0,
-                "cost_estimate": "mean", "max_violation": 1.0, "output": "last"},
+                "cost_estimate": "mean", "max_violation": 1.0, "output": "last", "oracle_lambda": "drawn"},
     "adaptive": {"bandit": "exp3box", "feedback": "lagrangian", "optimism": 8.0, "margin": 0.2, "lambda_scale": None,
-                 "cost_estimate": "model", "max_violation": 20.0, "output": "tail"},
+                 "cost_estimate": "model", "max_violation": 20.0, "output": "tail",
+                 "oracle_lambda": "drawn"},
 }
 """The knobs each λ-player sets when the config leaves them at None (lambda_scale None: the data's unit)."""
 
@@ -312,7 +319,7 @@ class O3SRL:
         arms = jnp.asarray(c.arms)
         probs = bandits.arm_probabilities(state.bandit, cfg.bandit, self.exploration, self.optimism)
         arm = bandits.draw_arm(k_arm, probs)
-        lam = arms[arm]
+        lam = jnp.dot(probs, arms) if cfg.oracle_lambda == "mean" else arms[arm]
 
         def oracle_step(oracle_state: Any, step_key: jax.Array) -> tuple[Any, dict[str, jax.Array]]:
             k_batch, k_update = jax.random.split(step_key)
