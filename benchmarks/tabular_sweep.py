@@ -77,7 +77,7 @@ class Method:
                                     budget_convention=self.convention, actor=self.actor)
         if self.design == "adaptive":
             knobs = {"no margin": {"margin": 0.0}, "no optimism": {"optimism": 0.0},
-                     "data-scaled arms": {}, "": {}}[self.ablate]
+                     "oracle on the mean λ": {"oracle_lambda": "mean"}, "data-scaled arms": {}, "": {}}[self.ablate]
             return tb.TabularConfig(bandit=self.bandit, budget_convention=self.convention, actor=self.actor, **knobs)
         return tb.TabularConfig(feedback=self.feedback, bandit=self.bandit, margin=0.0, optimism=0.0,
                                 budget_convention=self.convention, actor=self.actor)
@@ -92,6 +92,10 @@ ADAPTIVE = [
     Method("practical", "lagrangian", "exp3box", "osrl", design="adaptive", ablate="no margin", output="last"),
     Method("practical", "lagrangian", "exp3box", "osrl", design="adaptive", ablate="no margin", output="tail"),
     Method("practical", "lagrangian", "exp3box", "osrl", design="adaptive", ablate="no optimism", output="last"),
+    Method("practical", "lagrangian", "exp3box", "osrl", design="adaptive", ablate="oracle on the mean λ",
+           output="last"),
+    Method("practical", "lagrangian", "exp3box", "osrl", design="adaptive", ablate="oracle on the mean λ",
+           output="tail"),
     Method("practical", "lagrangian", "exp3s", "osrl", design="adaptive", output="last"),
     Method("practical", "lagrangian", "exp3", "osrl", design="adaptive", output="last"),
     Method("practical", "lagrangian", "hedge", "osrl", design="adaptive", output="last"),

@@ -550,6 +550,8 @@ class TabularConfig:
     """Mirror-descent step per unit of shaped advantage (softmax actor)."""
     min_count: int = 1
     """Actions seen fewer times in a state are outside the support the policy may use."""
+    oracle_lambda: Literal["drawn", "mean"] = "drawn"
+    """The λ the oracle's steps use: the drawn arm, or the mean λ of the draw's distribution (as the deep version)."""
     tail_fraction: float = 0.1
     tail_members: int = 20
     """The tail mixture: ``tail_members`` iterates spread evenly over the last ``tail_fraction`` of the rounds."""
@@ -576,7 +578,8 @@ def resolve_arms(config: TabularConfig) -> np.ndarray:
 
 @partial(
     jax.jit,
-    static_argnames=("bandit", "feedback", "actor", "steps_per_round", "rounds", "max_lambda", "min_scale", "where"),
+    static_argnames=("bandit", "feedback", "actor", "steps_per_round", "rounds", "max_lambda", "min_scale", "where",
+                     "oracle_lambda"),
 )
 def _practical(
     model: _Model,
@@ -603,6 +606,7 @@ def _practical(
     max_lambda: float,
     min_scale: float,
     where: str,
+    oracle_lambda: str = "drawn",
 ) -> tuple[OracleState, tuple[jax.Array, ...], jax.Array]:
     def step(lam: jax.Array) -> Callable[[int, OracleState], OracleState]:
         return lambda _, o: oracle_step(model, gamma, budget_step, actor, actor_lr, o, lam)
@@ -611,7 +615,7 @@ def _practical(
         o, b = carry
         probs = bandits.arm_probabilities(b, bandit, exploration, optimism)
         arm = bandits.draw_arm(k, probs)
-        lam = arms[arm]
+        lam = jnp.dot(probs, arms) if oracle_lambda == "mean" else arms[arm]
         o = jax.lax.fori_loop(0, steps_per_round, step(lam), o)  # M warm-started oracle steps at λ
         reward_est, cost_est = _initial_values(model, o, where)
         if feedback == "lagrangian":
@@ -644,7 +648,7 @@ def run_practical(
         f(config.actor_lr), f(config.margin), f(config.relative_scale), f(config.optimism), f(config.max_gap),
         bandit=config.bandit, feedback=config.feedback, actor=config.actor,
         steps_per_round=config.steps_per_round, rounds=config.rounds, max_lambda=max_lambda,
-        min_scale=config.min_scale, where=config.feedback_states,
+        min_scale=config.min_scale, where=config.feedback_states, oracle_lambda=config.oracle_lambda,
     )
     tail = max(1, int(round(config.rounds * config.tail_fraction)))
     members = np.asarray(iterates[-tail:][:: max(1, tail // config.tail_members)], np.float64)
