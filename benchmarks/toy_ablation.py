@@ -59,6 +59,8 @@ def adaptive_cells(seeds: list[int], kappas: list[float]) -> list[dict]:
     for kappa, seed in itertools.product(kappas, seeds):
         out.append(dict(algo="o3srl", variant="practical", bandit="exp3box", feedback="lagrangian", budget="osrl",
                         design="default", kappa=kappa, seed=seed))
+        out.append(dict(algo="o3srl", variant="practical", bandit="exp3box", feedback="lagrangian", budget="osrl",
+                        design="mean λ", kappa=kappa, seed=seed))
         out.append(dict(algo="o3srl", variant="practical", bandit="exp3", feedback="shaped", budget="osrl",
                         design="earlier", kappa=kappa, seed=seed))
         for lam in (0.0, 0.5, 1.25, 5.0):
@@ -94,7 +96,9 @@ def run_cell(cell: dict, dataset: Path, steps: int) -> dict:
             steps=steps, log_every=1000, checkpoint_every=steps, eval_episodes=0, progress=False,
             fixed_lambda=cell.get("lam", 0.0), run_dir=str(Path(tmp) / "run"),
             td3bc=TD3BCConfig(hidden=(64, 64), gamma=0.9, reward_scale=1.0),
-            o3srl=O3SRLConfig(feedback_batch=64, player="adaptive") if cell.get("design") == "default" else O3SRLConfig(
+            o3srl=O3SRLConfig(feedback_batch=64, player="adaptive") if cell.get("design") == "default"
+            else O3SRLConfig(feedback_batch=64, player="adaptive", oracle_lambda="mean") if cell.get("design") == "mean λ"
+            else O3SRLConfig(
                 feedback=cell["feedback"] if cell["feedback"] in ("lagrangian", "shaped") else "lagrangian",
                 bandit=cell["bandit"] if cell["bandit"] != "-" else "exp3", budget_convention=cell["budget"],
                 feedback_batch=64, **EARLIER),
@@ -111,7 +115,8 @@ def run_cell(cell: dict, dataset: Path, steps: int) -> dict:
 def summarise(rows: list[dict], out: Path, command: str) -> None:
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
-        variant = r["variant"] + (", adaptive λ-player" if r.get("design") == "default" else "")
+        variant = r["variant"] + {"default": ", adaptive λ-player",
+                                  "mean λ": ", adaptive λ-player, oracle on the mean λ"}.get(r.get("design", ""), "")
         groups.setdefault((r["kappa"], r["algo"], variant, r["bandit"], r["feedback"], r["budget"]), []).append(r)
     lines = [
         "# Toy task: arm feedback, budget convention and bandit",

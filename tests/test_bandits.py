@@ -163,6 +163,22 @@ def test_optimistic_estimate_and_draw_hand_values():
     np.testing.assert_allclose(plain.hint, [0.0, 0.0])
 
 
+def test_the_hint_as_an_exponential_average_of_the_losses_hand_values():
+    losses, probs = jnp.array([0.5, 0.9]), jnp.array([0.25, 0.75])
+    # first update: the average starts at this round's losses, whatever the stored hint
+    first = BanditState(log_weights=jnp.zeros(2), rounds=jnp.zeros((), jnp.int32), hint=jnp.zeros(2))
+    new = bandits.update_bandit(first, "exp3box", jnp.array(0), losses, probs, 0.1, 0.0, optimism=2.0, hint_decay=0.9)
+    np.testing.assert_allclose(new.hint, [0.5, 0.9], rtol=1e-6)
+    # later: m ← 0.9 m + 0.1 ℓ = 0.9 (0.4, 0.8) + 0.1 (0.5, 0.9) = (0.41, 0.81); the estimate uses the old hint
+    later = BanditState(log_weights=jnp.zeros(2), rounds=jnp.ones((), jnp.int32), hint=jnp.array([0.4, 0.8]))
+    new = bandits.update_bandit(later, "exp3box", jnp.array(1), losses, probs, 0.1, 0.0, optimism=2.0, hint_decay=0.9)
+    np.testing.assert_allclose(new.hint, [0.41, 0.81], rtol=1e-6)
+    np.testing.assert_allclose(new.log_weights, [0.0, -0.1 * (0.8 + 0.1 / 0.75 - 0.4)], rtol=1e-5, atol=1e-7)
+    # ρ = 0 is the last round's losses, as before
+    same = bandits.update_bandit(later, "exp3box", jnp.array(1), losses, probs, 0.1, 0.0, optimism=2.0)
+    np.testing.assert_array_equal(same.hint, losses)
+
+
 def test_optimistic_estimate_is_unbiased():
     """E_k~p[m + e_k (ℓ_k − m_k) / p_k] = ℓ for any hint m: the log-weight change averaged over the draw is −η ℓ."""
     hint = jnp.array([0.3, 0.9, 0.1])

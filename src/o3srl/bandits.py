@@ -170,6 +170,7 @@ def update_bandit(
     optimism: float | jax.Array = 0.0,
     hint_losses: jax.Array | None = None,
     max_gap: float | jax.Array = MAX_GAP,
+    hint_decay: float | jax.Array = 0.0,
 ) -> BanditState:
     """One bandit update. ``losses`` holds every arm's loss; the bandit kinds differ in what they may look at.
 
@@ -179,7 +180,11 @@ def update_bandit(
     small. For EXP3.S, ``exploration`` is also the share α mixed into the weights after the update; for EXP3 on a
     box, ``max_gap`` is the box's width W.
     With ``optimism`` > 0 the next hint is ``hint_losses`` (default ``losses``): every arm's loss computed this round,
-    which the next draw anticipates (optimistic EXP3 / optimistic Hedge).
+    which the next draw anticipates (optimistic EXP3 / optimistic Hedge). With ``hint_decay`` ρ > 0 the hint is the
+    exponential average of the losses instead, ``m ← ρ m + (1 − ρ) ℓ`` (the first update sets ``m = ℓ``): where the
+    losses jump from round to round around a slowly moving mean, the average predicts the next loss better than
+    the last one does, and the optimistic bounds depend on ``Σ_t (ℓ_t − m_t)²``. Any hint computed from past
+    losses keeps the estimate unbiased.
     """
     if kind == "hedge":
         estimate = losses
@@ -199,6 +204,8 @@ def update_bandit(
         # within a bounded number of rounds (the anti-windup of a controller), without the share's pull to uniform.
         log_w = jnp.maximum(log_w, -max_gap)
     new_hint = losses if hint_losses is None else hint_losses
+    decay = jnp.where(state.rounds > 0, jnp.asarray(hint_decay, new_hint.dtype), 0.0)
+    new_hint = decay * state.hint + (1.0 - decay) * new_hint
     hint = jnp.where(jnp.asarray(optimism) > 0, new_hint, jnp.zeros_like(state.hint))
     return BanditState(log_weights=log_w, rounds=state.rounds + 1, hint=hint.astype(state.hint.dtype))
 

@@ -186,6 +186,7 @@ ADDED_FIELDS: dict[str, Any] = {
     "td3bc.q_normalizer": "shaped",
     "o3srl.output": "last",
     "o3srl.oracle_lambda": "drawn",
+    "o3srl.hint_decay": 0.0,
     "o3srl.tail_members": 10,
     "o3srl.tail_fraction": 0.1,
 }

@@ -551,6 +551,8 @@ class TabularConfig:
     min_count: int = 1
     """Actions seen fewer times in a state are outside the support the policy may use."""
     oracle_lambda: Literal["drawn", "mean"] = "drawn"
+    hint_decay: float = 0.0
+    """ρ: the optimism's hint is the exponential average of past losses (0: the last round's), as the deep version."""
     """The λ the oracle's steps use: the drawn arm, or the mean λ of the draw's distribution (as the deep version)."""
     tail_fraction: float = 0.1
     tail_members: int = 20
@@ -579,7 +581,7 @@ def resolve_arms(config: TabularConfig) -> np.ndarray:
 @partial(
     jax.jit,
     static_argnames=("bandit", "feedback", "actor", "steps_per_round", "rounds", "max_lambda", "min_scale", "where",
-                     "oracle_lambda"),
+                     "oracle_lambda", "hint_decay"),
 )
 def _practical(
     model: _Model,
@@ -607,6 +609,7 @@ def _practical(
     min_scale: float,
     where: str,
     oracle_lambda: str = "drawn",
+    hint_decay: float = 0.0,
 ) -> tuple[OracleState, tuple[jax.Array, ...], jax.Array]:
     def step(lam: jax.Array) -> Callable[[int, OracleState], OracleState]:
         return lambda _, o: oracle_step(model, gamma, budget_step, actor, actor_lr, o, lam)
@@ -622,7 +625,8 @@ def _practical(
             losses = bandits.lagrangian_feedback(arms, max_lambda, cost_est, budget, min_scale, margin, relative_scale)
         else:
             losses = bandits.shaped_feedback(arms, reward_est, cost_est, budget, value_scale)
-        b = bandits.update_bandit(b, bandit, arm, losses, probs, learning_rate, exploration, optimism, max_gap=max_gap)
+        b = bandits.update_bandit(b, bandit, arm, losses, probs, learning_rate, exploration, optimism, max_gap=max_gap,
+                                  hint_decay=hint_decay)
         return (o, b), (lam, cost_est, reward_est, oracle_policy(o))
 
     (o, b), trace = jax.lax.scan(round_, (oracle, bandits.init_bandit(arms.shape[0])), jax.random.split(key, rounds))
@@ -649,6 +653,7 @@ def run_practical(
         bandit=config.bandit, feedback=config.feedback, actor=config.actor,
         steps_per_round=config.steps_per_round, rounds=config.rounds, max_lambda=max_lambda,
         min_scale=config.min_scale, where=config.feedback_states, oracle_lambda=config.oracle_lambda,
+        hint_decay=config.hint_decay,
     )
     tail = max(1, int(round(config.rounds * config.tail_fraction)))
     members = np.asarray(iterates[-tail:][:: max(1, tail // config.tail_members)], np.float64)

@@ -121,6 +121,7 @@ RULES: dict[str, Range] = {
     "fqe_steps": COUNT,
     "optimism": NON_NEGATIVE,
     "margin": Range(lo=0.0, hi=1.0, hi_open=True),
+    "hint_decay": Range(lo=0.0, hi=1.0, hi_open=True),
     "max_violation": Range(lo=1.0),
     # cost model
     "members": COUNT,

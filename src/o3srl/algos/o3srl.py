@@ -83,6 +83,11 @@ class O3SRLConfig:
     every arm, p ∝ exp(−η L̂ − β ℓ_last), and the bandit's loss estimate uses them as its baseline (0: off). A
     proportional term next to the weights' integral: it damps the λ-player's oscillation and removes most of the
     importance-weighting noise."""
+    hint_decay: float | None = None
+    """ρ (None: 0 for both players for now): the optimism's hint is the exponential average of the arms' past losses, m ← ρ m + (1 − ρ) ℓ (0: the last
+    round's losses). Where Ĉ jumps between far-apart values from round to round (BallRun's policy on either side of
+    its speed limit), the last loss is a poor prediction of the next one and β m kicks λ to the largest arm for a
+    round at every spike; the average over ≈ 1 / (1 − ρ) rounds responds to the violation's level instead."""
     margin: float | None = None
     """δ (None: 0 for the earlier player, 0.2 for the adaptive one): the lagrangian feedback plays the game against
     the tighter budget (1 − δ) B, so that the last iterate, which ends near the boundary of the game it plays, errs
@@ -118,10 +123,11 @@ class O3SRLConfig:
 
 PLAYERS: dict[str, dict[str, Any]] = {
     "earlier": {"bandit": "exp3", "feedback": "shaped", "optimism": 0.0, "margin": 0.0, "lambda_scale": 1.0,
-                "cost_estimate": "mean", "max_violation": 1.0, "output": "last", "oracle_lambda": "drawn"},
+                "cost_estimate": "mean", "max_violation": 1.0, "output": "last", "oracle_lambda": "drawn",
+                "hint_decay": 0.0},
     "adaptive": {"bandit": "exp3box", "feedback": "lagrangian", "optimism": 8.0, "margin": 0.2, "lambda_scale": None,
                  "cost_estimate": "model", "max_violation": 20.0, "output": "tail",
-                 "oracle_lambda": "drawn"},
+                 "oracle_lambda": "drawn", "hint_decay": 0.0},
 }
 """The knobs each λ-player sets when the config leaves them at None (lambda_scale None: the data's unit)."""
 
@@ -212,6 +218,8 @@ class O3SRL:
         self.fixed = fixed_lambda is not None
         if not 0.0 <= config.margin < 1.0:
             raise ConfigError(f"o3srl.margin must be in [0, 1), got {config.margin}")
+        if not 0.0 <= config.hint_decay < 1.0:
+            raise ConfigError(f"o3srl.hint_decay must be in [0, 1), got {config.hint_decay}")
         if not (math.isfinite(config.optimism) and config.optimism >= 0):
             raise ConfigError(f"o3srl.optimism must be a finite number ≥ 0, got {config.optimism}")
         self.steps_per_round = config.steps_per_round
@@ -362,7 +370,7 @@ class O3SRL:
             losses = bandits.shaped_feedback(arms, reward_estimate, cost_estimate, c.budget_value, c.value_scale)
         bandit_state = bandits.update_bandit(
             state.bandit, cfg.bandit, arm, losses, probs, self.learning_rate, self.exploration, self.optimism,
-            max_gap=cfg.max_gap,
+            max_gap=cfg.max_gap, hint_decay=cfg.hint_decay,
         )
         metrics = {k: jnp.nanmean(v) for k, v in step_metrics.items()}
         metrics.update(
