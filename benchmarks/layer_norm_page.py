@@ -72,8 +72,11 @@ def _summary(rows: list[dict]) -> str:
 
 
 def main() -> None:
-    runs = {(plain_alg, ln): _rows(NORMED if ln else PLAIN, ln_alg if ln else plain_alg, ln)
-            for plain_alg, ln_alg, _ in PAIRS for ln in (False, True)}
+    runs = {
+        (plain_alg, ln): _rows(NORMED if ln else PLAIN, ln_alg if ln else plain_alg, ln)
+        for plain_alg, ln_alg, _ in PAIRS
+        for ln in (False, True)
+    }
     sha = next(r["dataset_sha256"] for rows in runs.values() for r in rows)
     lines = [
         "# LayerNorm critics for TD3+BC: BallRun, κ = 5, 100k steps",

@@ -234,8 +234,9 @@ def shaped_feedback(
     return 0.5 * (1.0 + jnp.clip(lagrangian / value_scale, -1.0, 1.0))
 
 
-def ogd_lambda_step(lam: jax.Array, cost_estimate: jax.Array, budget: float, learning_rate: float,
-                    max_lambda: float) -> jax.Array:
+def ogd_lambda_step(
+    lam: jax.Array, cost_estimate: jax.Array, budget: float, learning_rate: float, max_lambda: float
+) -> jax.Array:
     """Algorithm 1's continuous λ-player: projected online gradient descent on the loss ``−λ (V̂_c − B)``.
 
     The gradient of the loss in λ is ``−(V̂_c − B)``, so the step is ``λ ← Π_[0, C](λ + η (V̂_c − B))``: λ rises

@@ -92,8 +92,21 @@ ACCELERATOR_PACK = 32
 ACCELERATOR_WORKERS = 4
 """Default worker processes sharing one accelerator (packs of different tasks side by side)."""
 Stage = Literal["all", "train", "evaluate"]
-GRID_KEYS = {"name", "description", "tasks", "cost_limits", "seeds", "dataset", "results", "runs_dir", "defaults",
-             "per_task", "algorithms", "per_cell", "pack"}
+GRID_KEYS = {
+    "name",
+    "description",
+    "tasks",
+    "cost_limits",
+    "seeds",
+    "dataset",
+    "results",
+    "runs_dir",
+    "defaults",
+    "per_task",
+    "algorithms",
+    "per_cell",
+    "pack",
+}
 CELL_MATCH_KEYS = {"task", "algorithm", "cost_limit", "seed"}
 # Fields the grid itself sets per cell; an override of them would make the cell lie about what it is.
 GRID_OWNED = {"task", "cost_limit", "seed", "run_dir", "resume"}
@@ -189,8 +202,13 @@ def _coerce(tp: Any, value: Any) -> Any:
     if tp is float and isinstance(value, int):
         return float(value)
     args = typing.get_args(tp)
-    if typing.get_origin(tp) in (typing.Union, types.UnionType) and float in args and isinstance(value, int) \
-            and not isinstance(value, bool) and int not in args:
+    if (
+        typing.get_origin(tp) in (typing.Union, types.UnionType)
+        and float in args
+        and isinstance(value, int)
+        and not isinstance(value, bool)
+        and int not in args
+    ):
         return float(value)
     if typing.get_origin(tp) is tuple and isinstance(value, (list, tuple)) and args:
         inner = args[0] if len(args) == 2 and args[1] is Ellipsis else None
@@ -212,7 +230,9 @@ def _field_type(root: type, dotted: str) -> Any:
         fields = {f.name for f in dataclasses.fields(cls)}
         if part not in fields:
             where = ".".join(parts[:i]) or "the training config"
-            raise ConfigError(f"unknown config key {dotted!r} (no field {part!r} in {where}; known: {', '.join(sorted(fields))})")
+            raise ConfigError(
+                f"unknown config key {dotted!r} (no field {part!r} in {where}; known: {', '.join(sorted(fields))})"
+            )
         tp = hints[part]
         if i < len(parts) - 1:
             if not dataclasses.is_dataclass(tp):
@@ -277,17 +297,22 @@ def _format_dataset(pattern: str, task: str, where: str) -> str:
     expanded = os.path.expanduser(os.path.expandvars(pattern))
     unset = re.findall(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)", expanded)
     if unset:
-        raise ConfigError(f"{where}: dataset {pattern!r} uses environment variable {unset[0]} which is not set "
-                          "(or use {data_dir}, which falls back to ~/.cache/o3srl/datasets)")
+        raise ConfigError(
+            f"{where}: dataset {pattern!r} uses environment variable {unset[0]} which is not set "
+            "(or use {data_dir}, which falls back to ~/.cache/o3srl/datasets)"
+        )
     try:
         path = expanded.format(task=task, data_dir=str(data_dir()))
     except (KeyError, IndexError, ValueError) as exc:
-        raise ConfigError(f"{where}: dataset {pattern!r}: only {{task}} and {{data_dir}} can be filled in ({exc})") from None
+        raise ConfigError(
+            f"{where}: dataset {pattern!r}: only {{task}} and {{data_dir}} can be filled in ({exc})"
+        ) from None
     return str(Path(path).absolute())
 
 
-def parse_grid(data: dict[str, Any], *, name: str, path: str = "<grid>", results: str | None = None,
-               runs_dir: str | None = None) -> Grid:
+def parse_grid(
+    data: dict[str, Any], *, name: str, path: str = "<grid>", results: str | None = None, runs_dir: str | None = None
+) -> Grid:
     """Validate a parsed grid file and expand it into resolved cells; any problem is one :class:`ConfigError`."""
     from o3srl.config import apply_overrides, preset
     from o3srl.envs.registry import DEFAULT_TASK, TASKS
@@ -360,8 +385,10 @@ def parse_grid(data: dict[str, Any], *, name: str, path: str = "<grid>", results
             raise ConfigError(f"task name {task!r} may hold only letters, digits and _.+=- (it names directories)")
         if task not in TASKS and "env_id" not in per_task.get(task, {}):
             known = ", ".join(sorted(TASKS))
-            raise ConfigError(f"unknown task {task!r}: give [per_task.{task}] env_id = \"module:Class\" or a gymnasium id, "
-                              f"or use a built-in task: {known}")
+            raise ConfigError(
+                f'unknown task {task!r}: give [per_task.{task}] env_id = "module:Class" or a gymnasium id, '
+                f"or use a built-in task: {known}"
+            )
 
     results_path = Path(results or _expect(data.get("results", f"results/{name}.jsonl"), str, "results")).absolute()
     runs_path = Path(runs_dir or _expect(data.get("runs_dir", f"runs/bench/{name}"), str, "runs_dir")).absolute()
@@ -387,22 +414,40 @@ def parse_grid(data: dict[str, Any], *, name: str, path: str = "<grid>", results
                     if overrides.get("dataset") is not None:
                         overrides["dataset"] = _format_dataset(overrides["dataset"], task, f"cell {cid}")
                     elif task != DEFAULT_TASK:
-                        raise ConfigError(f"no dataset for task {task!r}: set the grid's dataset pattern (e.g. "
-                                          f"\"{{data_dir}}/{{task}}.hdf5\") or [per_task.{task}] dataset = FILE")
-                    overrides.update({"task": task, "cost_limit": kappa, "seed": seed,
-                                      "run_dir": str(runs_path / cid), "progress": False})
+                        raise ConfigError(
+                            f"no dataset for task {task!r}: set the grid's dataset pattern (e.g. "
+                            f'"{{data_dir}}/{{task}}.hdf5") or [per_task.{task}] dataset = FILE'
+                        )
+                    overrides.update(
+                        {
+                            "task": task,
+                            "cost_limit": kappa,
+                            "seed": seed,
+                            "run_dir": str(runs_path / cid),
+                            "progress": False,
+                        }
+                    )
                     try:
                         cfg = apply_overrides(preset(task), overrides).resolved()
                     except ConfigError as exc:
                         raise ConfigError(f"cell {cid}: {exc}") from None
                     if cfg.eval_episodes < 1:
-                        raise ConfigError(f"cell {cid}: eval_episodes must be ≥ 1 in a grid (each cell ends with an evaluation)")
+                        raise ConfigError(
+                            f"cell {cid}: eval_episodes must be ≥ 1 in a grid (each cell ends with an evaluation)"
+                        )
                     cells.append(Cell(cid, task, alg, label, kappa, seed, cfg, order=(ti, ai)))
     for j, used in enumerate(seen_used):
         if not used:
             raise ConfigError(f"per_cell[{j}] matches no cell of the grid")
-    return Grid(name=name, path=path, results=results_path, runs_dir=runs_path, cells=tuple(cells),
-                description=description, pack=pack)
+    return Grid(
+        name=name,
+        path=path,
+        results=results_path,
+        runs_dir=runs_path,
+        cells=tuple(cells),
+        description=description,
+        pack=pack,
+    )
 
 
 def load_grid(path: str | os.PathLike[str], *, results: str | None = None, runs_dir: str | None = None) -> Grid:
@@ -429,8 +474,9 @@ def select_tasks(grid: Grid, tasks: Sequence[str]) -> Grid:
     known = list(dict.fromkeys(c.task for c in grid.cells))
     unknown = [t for t in tasks if t not in known]
     if unknown:
-        raise ConfigError(f"task(s) {', '.join(map(repr, unknown))} are not in grid {grid.name!r} "
-                          f"(its tasks: {', '.join(known)})")
+        raise ConfigError(
+            f"task(s) {', '.join(map(repr, unknown))} are not in grid {grid.name!r} (its tasks: {', '.join(known)})"
+        )
     rank = {t: i for i, t in enumerate(dict.fromkeys(tasks))}
     chosen = sorted((c for c in grid.cells if c.task in rank), key=lambda c: rank[c.task])  # stable within a task
     return dataclasses.replace(grid, cells=tuple(chosen))
@@ -522,9 +568,30 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"not JSON-serialisable: {type(value).__name__}")
 
 
-CSV_COLUMNS = ("cell_id", "status", "grid", "task", "algorithm", "label", "cost_limit", "seed", "normalized_reward",
-               "normalized_cost", "safe", "reward", "cost", "frontier_fraction", "episodes", "train_seconds",
-               "eval_seconds", "reward_reference", "dataset_sha256", "o3srl_version", "run_dir", "error")
+CSV_COLUMNS = (
+    "cell_id",
+    "status",
+    "grid",
+    "task",
+    "algorithm",
+    "label",
+    "cost_limit",
+    "seed",
+    "normalized_reward",
+    "normalized_cost",
+    "safe",
+    "reward",
+    "cost",
+    "frontier_fraction",
+    "episodes",
+    "train_seconds",
+    "eval_seconds",
+    "reward_reference",
+    "dataset_sha256",
+    "o3srl_version",
+    "run_dir",
+    "error",
+)
 
 
 def write_csv(rows: list[dict[str, Any]], path: Path) -> Path:
@@ -575,9 +642,17 @@ def _now() -> str:
 
 
 def _base_row(cell: Cell, grid_name: str) -> dict[str, Any]:
-    return {"schema": SCHEMA_VERSION, "cell_id": cell.cell_id, "grid": grid_name, "task": cell.task,
-            "algorithm": cell.algorithm, "label": cell.label, "cost_limit": cell.cost_limit, "seed": cell.seed,
-            "order": list(cell.order)}
+    return {
+        "schema": SCHEMA_VERSION,
+        "cell_id": cell.cell_id,
+        "grid": grid_name,
+        "task": cell.task,
+        "algorithm": cell.algorithm,
+        "label": cell.label,
+        "cost_limit": cell.cost_limit,
+        "seed": cell.seed,
+        "order": list(cell.order),
+    }
 
 
 def is_trained(cell: Cell) -> bool:
@@ -614,7 +689,7 @@ def make_packs(cells: Sequence[Cell], pack: int) -> list[list[Cell]]:
         step = _checkpoint_step(cell) if pack > 1 else 0
         key = (pack_key(cell.train_config()), step) if pack > 1 and step >= 0 else (cell.cell_id, 0)
         groups.setdefault(key, []).append(cell)
-    return [group[i:i + pack] for group in groups.values() for i in range(0, len(group), pack)]
+    return [group[i : i + pack] for group in groups.values() for i in range(0, len(group), pack)]
 
 
 def execute_pack(cells: Sequence[Cell], grid_name: str, stage: Stage = "all") -> list[dict[str, Any]]:
@@ -649,10 +724,13 @@ def execute_pack(cells: Sequence[Cell], grid_name: str, stage: Stage = "all") ->
         # undercount it); the sitting's wall time, with process start and compilation, is kept beside it. In a
         # pack each cell counts the pack's time: its steps took that long.
         logged = logged_seconds(cell.run_dir / METRICS_NAME)
-        timing = {"train_seconds": round(logged if logged is not None else sitting_seconds, 3),
-                  "sitting_seconds": round(sitting_seconds, 3), "resumed_from_step": resumed,
-                  "pack": len(cells) if stage != "evaluate" else None,  # trained in a pack of this many cells
-                  "started_at": started}
+        timing = {
+            "train_seconds": round(logged if logged is not None else sitting_seconds, 3),
+            "sitting_seconds": round(sitting_seconds, 3),
+            "resumed_from_step": resumed,
+            "pack": len(cells) if stage != "evaluate" else None,  # trained in a pack of this many cells
+            "started_at": started,
+        }
         if stage == "train":
             rows.append({**_base_row(cell, grid_name), "status": "trained", **timing, "run_dir": str(cell.run_dir)})
             continue
@@ -685,22 +763,40 @@ def _evaluate_cell(cell: Cell, grid_name: str, timing: dict[str, Any]) -> dict[s
     info = json.loads((run_dir / "run.json").read_text())
     frontier = info.get("safe_frontier")
     t1 = time.time()
-    result = evaluate(load_policy(run_dir), info["env_id"], episodes=cfg.eval_episodes, cost_limit=cfg.cost_limit,
-                      seed=cfg.eval_seed, num_envs=cfg.eval_envs, reward_range=tuple(info["reward_range"]),
-                      reference=info["reward_reference"],
-                      frontier=frontier if frontier is not None and math.isfinite(frontier) else None)
+    result = evaluate(
+        load_policy(run_dir),
+        info["env_id"],
+        episodes=cfg.eval_episodes,
+        cost_limit=cfg.cost_limit,
+        seed=cfg.eval_seed,
+        num_envs=cfg.eval_envs,
+        reward_range=tuple(info["reward_range"]),
+        reference=info["reward_reference"],
+        frontier=frontier if frontier is not None and math.isfinite(frontier) else None,
+    )
     eval_seconds = time.time() - t1
     metrics = result.metrics()
-    summary = {"run_dir": str(run_dir), "step": cfg.steps, "algo": cfg.algo, "task": cfg.task,
-               "cost_limit": cfg.cost_limit, "seed": cfg.seed, **info, **metrics, "eval": result.to_dict()}
+    summary = {
+        "run_dir": str(run_dir),
+        "step": cfg.steps,
+        "algo": cfg.algo,
+        "task": cfg.task,
+        "cost_limit": cfg.cost_limit,
+        "seed": cfg.seed,
+        **info,
+        **metrics,
+        "eval": result.to_dict(),
+    }
     atomic_write_text(run_dir / "eval.json", json.dumps(summary, indent=2, default=_json_default) + "\n")
     return {
         **_base_row(cell, grid_name),
         "status": "ok",
         "metrics": metrics,
-        "episodes": {"reward": np.asarray(result.episode_rewards).tolist(),
-                     "cost": np.asarray(result.episode_costs).tolist(),
-                     "length": np.asarray(result.episode_lengths).tolist()},
+        "episodes": {
+            "reward": np.asarray(result.episode_rewards).tolist(),
+            "cost": np.asarray(result.episode_costs).tolist(),
+            "length": np.asarray(result.episode_lengths).tolist(),
+        },
         "reward_reference": info["reward_reference"],
         "reward_range": info["reward_range"],
         "safe_frontier": frontier if frontier is not None and math.isfinite(frontier) else None,
@@ -722,16 +818,32 @@ def _evaluate_cell(cell: Cell, grid_name: str, timing: dict[str, Any]) -> dict[s
     }
 
 
-def failed_row(cell: Cell, grid_name: str, error: BaseException | str, *, attempt: int | None = None,
-               seconds: float | None = None, tb: str | None = None) -> dict[str, Any]:
+def failed_row(
+    cell: Cell,
+    grid_name: str,
+    error: BaseException | str,
+    *,
+    attempt: int | None = None,
+    seconds: float | None = None,
+    tb: str | None = None,
+) -> dict[str, Any]:
     """A row recording a failed attempt; it never counts as finished."""
     from o3srl import __version__
 
     message = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
-    return {**_base_row(cell, grid_name), "status": "failed", "error": message[:2000],
-            "traceback": (tb or "")[-4000:], "attempt": attempt, "seconds": seconds, "run_dir": str(cell.run_dir),
-            "config": _config_dict(cell.config), "o3srl_version": __version__, "host": socket.gethostname(),
-            "finished_at": _now()}
+    return {
+        **_base_row(cell, grid_name),
+        "status": "failed",
+        "error": message[:2000],
+        "traceback": (tb or "")[-4000:],
+        "attempt": attempt,
+        "seconds": seconds,
+        "run_dir": str(cell.run_dir),
+        "config": _config_dict(cell.config),
+        "o3srl_version": __version__,
+        "host": socket.gethostname(),
+        "finished_at": _now(),
+    }
 
 
 def _single_thread_init() -> None:
@@ -746,8 +858,9 @@ def _local_task(cells: list[Cell], grid_name: str, attempt: int, stage: Stage = 
         rows = execute_pack(cells, grid_name, stage)
     except Exception as exc:  # noqa: BLE001 — any failure of a cell is recorded, the grid goes on
         tb = traceback.format_exc()
-        return [failed_row(c, grid_name, exc, attempt=attempt, seconds=round(time.time() - t0, 3), tb=tb)
-                for c in cells]
+        return [
+            failed_row(c, grid_name, exc, attempt=attempt, seconds=round(time.time() - t0, 3), tb=tb) for c in cells
+        ]
     for row in rows:
         if row["status"] == "failed":
             row["attempt"] = attempt
@@ -780,8 +893,15 @@ OnRow = Callable[[dict[str, Any]], bool]
 """Called by an executor with each row as it arrives; returns whether the cell should be tried again."""
 
 
-def _run_local(cells: list[Cell], grid_name: str, workers: int, max_retries: int, on_row: OnRow,
-               stage: Stage = "all", pack: int = 1) -> None:
+def _run_local(
+    cells: list[Cell],
+    grid_name: str,
+    workers: int,
+    max_retries: int,
+    on_row: OnRow,
+    stage: Stage = "all",
+    pack: int = 1,
+) -> None:
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
     from concurrent.futures.process import BrokenProcessPool
@@ -798,8 +918,9 @@ def _run_local(cells: list[Cell], grid_name: str, workers: int, max_retries: int
         return
     ctx = multiprocessing.get_context("spawn")  # fresh interpreters: JAX is imported after the flags are set
     while queue:
-        pool = ProcessPoolExecutor(max_workers=min(workers, len(queue)), mp_context=ctx,
-                                   initializer=_single_thread_init, max_tasks_per_child=1)
+        pool = ProcessPoolExecutor(
+            max_workers=min(workers, len(queue)), mp_context=ctx, initializer=_single_thread_init, max_tasks_per_child=1
+        )
         futures: dict[Future[list[dict[str, Any]]], tuple[list[Cell], int]] = {}
         broken = False
         try:
@@ -816,11 +937,13 @@ def _run_local(cells: list[Cell], grid_name: str, workers: int, max_retries: int
                         rows = fut.result()
                     except BrokenProcessPool as exc:  # the worker died (killed, out of memory): a failed attempt
                         broken = True
-                        rows = [failed_row(c, grid_name, f"worker process died ({exc})", attempt=attempt)
-                                for c in cells]
+                        rows = [
+                            failed_row(c, grid_name, f"worker process died ({exc})", attempt=attempt) for c in cells
+                        ]
                     except Exception as exc:  # noqa: BLE001
-                        rows = [failed_row(c, grid_name, exc, attempt=attempt, tb=traceback.format_exc())
-                                for c in cells]
+                        rows = [
+                            failed_row(c, grid_name, exc, attempt=attempt, tb=traceback.format_exc()) for c in cells
+                        ]
                     for cell, row in zip(cells, rows):
                         if on_row(row) and attempt <= max_retries:
                             queue.append(([cell], attempt + 1))
@@ -830,8 +953,9 @@ def _run_local(cells: list[Cell], grid_name: str, workers: int, max_retries: int
             pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _run_ray(cells: list[Cell], grid_name: str, address: str | None, max_retries: int, on_row: OnRow,
-             stage: Stage = "all") -> None:
+def _run_ray(
+    cells: list[Cell], grid_name: str, address: str | None, max_retries: int, on_row: OnRow, stage: Stage = "all"
+) -> None:
     try:
         import ray
     except ImportError:
@@ -844,8 +968,9 @@ def _run_ray(cells: list[Cell], grid_name: str, address: str | None, max_retries
             raise O3SRLError(f"cannot connect to the Ray cluster at {address!r}: {exc}") from None
         started = True
     try:
-        task = ray.remote(_ray_task).options(num_cpus=1, max_retries=max_retries, retry_exceptions=True,
-                                             runtime_env={"env_vars": SINGLE_THREAD_ENV})
+        task = ray.remote(_ray_task).options(
+            num_cpus=1, max_retries=max_retries, retry_exceptions=True, runtime_env={"env_vars": SINGLE_THREAD_ENV}
+        )
         pending = {task.remote(cell, grid_name, stage): cell for cell in cells}
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
@@ -855,8 +980,13 @@ def _run_ray(cells: list[Cell], grid_name: str, address: str | None, max_retries
                     row = ray.get(ref)
                 except Exception as exc:  # noqa: BLE001 — Ray already retried it max_retries times
                     cause = getattr(exc, "cause", None) or exc
-                    row = failed_row(cell, grid_name, cause if isinstance(cause, BaseException) else exc,
-                                     attempt=max_retries + 1, tb=str(exc))
+                    row = failed_row(
+                        cell,
+                        grid_name,
+                        cause if isinstance(cause, BaseException) else exc,
+                        attempt=max_retries + 1,
+                        tb=str(exc),
+                    )
                 on_row(row)
     finally:
         if started:
@@ -926,8 +1056,12 @@ def check_consistency(grid: Grid, rows: list[dict[str, Any]], pending: list[Cell
                 problems.append(f"{cell.cell_id} (run directory {cell.run_dir}): {'; '.join(diff[:4])}")
     if problems:
         more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
-        raise ConfigError("the grid's configs differ from what was already run: " + " | ".join(problems[:5]) + more +
-                          "; use another results file and runs_dir (--results / --runs-dir), or restore the grid")
+        raise ConfigError(
+            "the grid's configs differ from what was already run: "
+            + " | ".join(problems[:5])
+            + more
+            + "; use another results file and runs_dir (--results / --runs-dir), or restore the grid"
+        )
 
 
 def check_datasets(cells: Iterable[Cell]) -> None:
@@ -951,11 +1085,15 @@ def check_datasets(cells: Iterable[Cell]) -> None:
     if missing:
         listed = ", ".join(f"{p} (task {t})" for p, t in list(missing.items())[:4])
         more = f" and {len(missing) - 4} more" if len(missing) > 4 else ""
-        raise ConfigError(f"dataset file(s) missing: {listed}{more}; make them with 'o3srl data make TASK', set "
-                          "O3SRL_DATA_DIR, or fix the grid's dataset paths")
+        raise ConfigError(
+            f"dataset file(s) missing: {listed}{more}; make them with 'o3srl data make TASK', set "
+            "O3SRL_DATA_DIR, or fix the grid's dataset paths"
+        )
 
 
-def adoptable_rows(grid: Grid, pending: Iterable[Cell], sources: Sequence[str | os.PathLike[str]]) -> list[dict[str, Any]]:
+def adoptable_rows(
+    grid: Grid, pending: Iterable[Cell], sources: Sequence[str | os.PathLike[str]]
+) -> list[dict[str, Any]]:
     """Rows for ``pending`` cells taken over from other results files: a finished row whose task, cost limit, seed,
     config (all but machine-local fields) and dataset hash equal the cell's computes exactly what the cell would,
     so another grid need not train it again (e.g. the κ = 5 cells of the paper's grid from the κ = 5 grid).
@@ -989,17 +1127,31 @@ def adoptable_rows(grid: Grid, pending: Iterable[Cell], sources: Sequence[str | 
                 continue
             if config_differences(row["config"], current) or row.get("dataset_sha256") != dataset_hash(cell):
                 continue
-            adopted.append({**row, **_base_row(cell, grid.name),
-                            "adopted_from": {"results": str(path), "grid": row.get("grid"), "cell_id": row["cell_id"]}})
+            adopted.append(
+                {
+                    **row,
+                    **_base_row(cell, grid.name),
+                    "adopted_from": {"results": str(path), "grid": row.get("grid"), "cell_id": row["cell_id"]},
+                }
+            )
             break
     return adopted
 
 
-def run_grid(grid: Grid, *, executor: Literal["local", "ray"] = "local", workers: int | None = None,
-             address: str | None = None, max_retries: int = 1, progress: bool = True, csv: bool = True,
-             log: Callable[[str], None] | None = None,
-             adopt: Sequence[str | os.PathLike[str]] = (), pack: int | None = None,
-             stage: Stage = "all") -> BenchSummary:
+def run_grid(
+    grid: Grid,
+    *,
+    executor: Literal["local", "ray"] = "local",
+    workers: int | None = None,
+    address: str | None = None,
+    max_retries: int = 1,
+    progress: bool = True,
+    csv: bool = True,
+    log: Callable[[str], None] | None = None,
+    adopt: Sequence[str | os.PathLike[str]] = (),
+    pack: int | None = None,
+    stage: Stage = "all",
+) -> BenchSummary:
     """Run every unfinished cell of ``grid`` and append one row per finished (or failed) attempt to its results.
 
     ``adopt``: other results files whose identical finished cells are taken over instead of run
@@ -1042,8 +1194,9 @@ def run_grid(grid: Grid, *, executor: Literal["local", "ray"] = "local", workers
         taken = adoptable_rows(grid, pending, adopt) if adopt else []
         for row in taken:
             writer.append(row)
-            (log or print)(f"adopted {row['cell_id']} from {row['adopted_from']['cell_id']} "
-                           f"({row['adopted_from']['results']})")
+            (log or print)(
+                f"adopted {row['cell_id']} from {row['adopted_from']['cell_id']} ({row['adopted_from']['results']})"
+            )
         if taken:
             pending = plan()
         summary = BenchSummary(total=len(grid.cells), skipped=len(grid.cells) - len(pending))
@@ -1060,8 +1213,13 @@ def run_grid(grid: Grid, *, executor: Literal["local", "ray"] = "local", workers
         if progress:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=len(grid.cells), initial=summary.skipped, unit="cell", desc=f"grid {grid.name}",
-                       dynamic_ncols=True)
+            bar = tqdm(
+                total=len(grid.cells),
+                initial=summary.skipped,
+                unit="cell",
+                desc=f"grid {grid.name}",
+                dynamic_ncols=True,
+            )
         say = log or (bar.write if bar is not None else print)
 
         def on_row(row: dict[str, Any]) -> bool:
@@ -1075,9 +1233,11 @@ def run_grid(grid: Grid, *, executor: Literal["local", "ray"] = "local", workers
             if row["status"] == "ok":
                 summary.finished += 1
                 m = row["metrics"]
-                say(f"ok      {row['cell_id']}: normalized reward {m['eval/normalized_reward']:.3f}, "
+                say(
+                    f"ok      {row['cell_id']}: normalized reward {m['eval/normalized_reward']:.3f}, "
                     f"normalized cost {m['eval/normalized_cost']:.3f} (train {row['train_seconds']:.0f} s, "
-                    f"eval {row['eval_seconds']:.0f} s)")
+                    f"eval {row['eval_seconds']:.0f} s)"
+                )
                 if bar is not None:
                     bar.update(1)
                 return False
@@ -1152,21 +1312,38 @@ def cli_bench(
         for cell in loaded.cells:
             print(f"{states[cell.cell_id]:<14} {cell.cell_id}")
         counts = {s: list(states.values()).count(s) for s in dict.fromkeys(states.values())}
-        print(f"{len(loaded.cells)} cells ({', '.join(f'{n} {s}' for s, n in counts.items())}); "
-              f"results: {loaded.results}; runs: {loaded.runs_dir}")
+        print(
+            f"{len(loaded.cells)} cells ({', '.join(f'{n} {s}' for s, n in counts.items())}); "
+            f"results: {loaded.results}; runs: {loaded.runs_dir}"
+        )
         return 0
-    summary = run_grid(loaded, executor=executor, workers=workers, address=address, max_retries=max_retries, csv=csv,
-                       adopt=adopt, pack=pack, stage=stage)
+    summary = run_grid(
+        loaded,
+        executor=executor,
+        workers=workers,
+        address=address,
+        max_retries=max_retries,
+        csv=csv,
+        adopt=adopt,
+        pack=pack,
+        stage=stage,
+    )
     if stage == "train":
-        print(f"grid {loaded.name}: {summary.trained} cells trained now, {summary.skipped} already trained or done, "
-              f"{summary.failed} failed, in {summary.seconds:.0f} s; evaluate them with --stage evaluate")
+        print(
+            f"grid {loaded.name}: {summary.trained} cells trained now, {summary.skipped} already trained or done, "
+            f"{summary.failed} failed, in {summary.seconds:.0f} s; evaluate them with --stage evaluate"
+        )
     else:
         untrained = f", {summary.untrained} not trained yet (skipped)" if stage == "evaluate" else ""
-        print(f"grid {loaded.name}: {summary.finished} cells finished now, {summary.adopted} adopted, "
-              f"{summary.skipped - summary.adopted} already done, "
-              f"{summary.failed} failed{untrained}, in {summary.seconds:.0f} s; results: {loaded.results}")
+        print(
+            f"grid {loaded.name}: {summary.finished} cells finished now, {summary.adopted} adopted, "
+            f"{summary.skipped - summary.adopted} already done, "
+            f"{summary.failed} failed{untrained}, in {summary.seconds:.0f} s; results: {loaded.results}"
+        )
     if summary.failed:
-        print("failed cells (re-run the same command to try them again): " + ", ".join(summary.failed_cells),
-              file=sys.stderr)
+        print(
+            "failed cells (re-run the same command to try them again): " + ", ".join(summary.failed_cells),
+            file=sys.stderr,
+        )
         return 1
     return 0

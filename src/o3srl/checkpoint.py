@@ -54,7 +54,9 @@ def read_payload(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"checkpoint {path} cannot be read ({exc})") from None
     version = payload.get("format_version")
     if version != FORMAT_VERSION:
-        raise CheckpointError(f"checkpoint {path} has format version {version}; this o3srl reads version {FORMAT_VERSION}")
+        raise CheckpointError(
+            f"checkpoint {path} has format version {version}; this o3srl reads version {FORMAT_VERSION}"
+        )
     return payload
 
 

@@ -52,7 +52,9 @@ def _usage(prog: str, table: dict[str, tuple[str, str]], extra: dict[str, str] |
     return "\n".join(lines)
 
 
-def _dispatch(prog: str, table: dict[str, tuple[str, str]], argv: list[str], extra: dict[str, str] | None = None) -> int:
+def _dispatch(
+    prog: str, table: dict[str, tuple[str, str]], argv: list[str], extra: dict[str, str] | None = None
+) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage(prog, table, extra))
         return 0 if argv else 2

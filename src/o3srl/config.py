@@ -97,22 +97,35 @@ class TrainConfig:
         check_fields(self)
         cfg = self
         if cfg.quick:
-            cfg = dataclasses.replace(cfg, steps=min(cfg.steps, 2_000), eval_episodes=min(cfg.eval_episodes, 5),
-                                      log_every=min(cfg.log_every, 500), checkpoint_every=min(cfg.checkpoint_every, 1_000))
+            cfg = dataclasses.replace(
+                cfg,
+                steps=min(cfg.steps, 2_000),
+                eval_episodes=min(cfg.eval_episodes, 5),
+                log_every=min(cfg.log_every, 500),
+                checkpoint_every=min(cfg.checkpoint_every, 1_000),
+            )
         is_theory = cfg.algo == "o3srl" and cfg.variant == "theory"
         if is_theory:
             if cfg.steps % cfg.theory.iterations:
-                raise ConfigError(f"steps ({cfg.steps}) must be a multiple of theory.iterations ({cfg.theory.iterations})")
+                raise ConfigError(
+                    f"steps ({cfg.steps}) must be a multiple of theory.iterations ({cfg.theory.iterations})"
+                )
             # One logged row and one checkpoint per iteration.
             per = cfg.steps // cfg.theory.iterations
-            cfg = dataclasses.replace(cfg, log_every=per, checkpoint_every=per,
-                                      eval_every=cfg.eval_every and max(per, cfg.eval_every // per * per))
+            cfg = dataclasses.replace(
+                cfg,
+                log_every=per,
+                checkpoint_every=per,
+                eval_every=cfg.eval_every and max(per, cfg.eval_every // per * per),
+            )
             cfg = dataclasses.replace(cfg, o3srl=dataclasses.replace(cfg.o3srl, steps_per_round=per))
         m = cfg.o3srl.steps_per_round
         if cfg.log_every < m or cfg.log_every % m:
             raise ConfigError(f"log_every ({cfg.log_every}) must be a multiple of steps_per_round M ({m})")
         if cfg.checkpoint_every % cfg.log_every:
-            raise ConfigError(f"checkpoint_every ({cfg.checkpoint_every}) must be a multiple of log_every ({cfg.log_every})")
+            raise ConfigError(
+                f"checkpoint_every ({cfg.checkpoint_every}) must be a multiple of log_every ({cfg.log_every})"
+            )
         if cfg.eval_every and cfg.eval_every % cfg.log_every:
             raise ConfigError(f"eval_every ({cfg.eval_every}) must be a multiple of log_every ({cfg.log_every})")
         if cfg.steps % m:
@@ -122,8 +135,10 @@ class TrainConfig:
         if cfg.reward_min is not None and cfg.reward_max is not None and cfg.reward_max <= cfg.reward_min:
             raise ConfigError(f"reward_max ({cfg.reward_max}) must exceed reward_min ({cfg.reward_min})")
         if is_theory and cfg.theory.initial_lambda > cfg.theory.max_lambda:
-            raise ConfigError(f"theory.initial_lambda ({cfg.theory.initial_lambda}) must lie in [0, theory.max_lambda] "
-                              f"= [0, {cfg.theory.max_lambda}]")
+            raise ConfigError(
+                f"theory.initial_lambda ({cfg.theory.initial_lambda}) must lie in [0, theory.max_lambda] "
+                f"= [0, {cfg.theory.max_lambda}]"
+            )
         return cfg
 
 
@@ -153,7 +168,9 @@ def apply_overrides(cfg: Any, overrides: dict[str, Any]) -> Any:
     names = {f.name for f in dataclasses.fields(cfg)}
     for key in list(flat) + list(nested):
         if key not in names:
-            raise ConfigError(f"unknown config field {key!r} for {type(cfg).__name__}; known: {', '.join(sorted(names))}")
+            raise ConfigError(
+                f"unknown config field {key!r} for {type(cfg).__name__}; known: {', '.join(sorted(names))}"
+            )
     for head, sub in nested.items():
         if not dataclasses.is_dataclass(getattr(cfg, head)):
             raise ConfigError(f"config key {head}.{next(iter(sub))}: {head} is not a section")
@@ -225,8 +242,9 @@ def read_config(path: str | os.PathLike[str]) -> TrainConfig:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ConfigError(f"{path} is not valid JSON ({exc}); it should hold the run's config as written by "
-                          "'o3srl train'") from None
+        raise ConfigError(
+            f"{path} is not valid JSON ({exc}); it should hold the run's config as written by 'o3srl train'"
+        ) from None
     try:
         cfg = from_dict(data)
         cfg.resolved()

@@ -78,7 +78,9 @@ class TensorBoardSink:
         try:
             from tensorboardX import SummaryWriter
         except ImportError as exc:
-            raise O3SRLError("TensorBoard logging needs the 'tensorboard' extra: pip install 'o3srl[tensorboard]'") from exc
+            raise O3SRLError(
+                "TensorBoard logging needs the 'tensorboard' extra: pip install 'o3srl[tensorboard]'"
+            ) from exc
         self._writer = SummaryWriter(str(log_dir))
 
     def write(self, step: int, metrics: dict[str, float]) -> None:
@@ -117,10 +119,13 @@ def _parse_lines(path: Path, *, tolerate_torn_end: bool, note: bool = True) -> l
         except ValueError as exc:
             if tolerate_torn_end and i == len(lines) - 1:
                 if note:
-                    print(f"note: {path}: dropped its last line, which is incomplete ({len(line)} characters)",
-                          file=sys.stderr)
+                    print(
+                        f"note: {path}: dropped its last line, which is incomplete ({len(line)} characters)",
+                        file=sys.stderr,
+                    )
                 break
-            raise O3SRLError(f"{path}: line {i + 1} is not a metrics row ({exc}); only a torn last line can be "
-                             "repaired") from None
+            raise O3SRLError(
+                f"{path}: line {i + 1} is not a metrics row ({exc}); only a torn last line can be repaired"
+            ) from None
         out.append((line, row))
     return out

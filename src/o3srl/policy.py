@@ -49,7 +49,9 @@ class MixturePolicy(Policy):
     ``slot`` (row ``slot`` of a batch); a row with no draw yet gets one on first use.
     """
 
-    def __init__(self, act_fn: Callable[[Any, jax.Array], jax.Array], stacked_params: Any, stats: NormStats, seed: int = 0):
+    def __init__(
+        self, act_fn: Callable[[Any, jax.Array], jax.Array], stacked_params: Any, stats: NormStats, seed: int = 0
+    ):
         super().__init__(jax.vmap(act_fn, in_axes=(0, None)), stacked_params, stats)
         self.num_members = int(jax.tree.leaves(stacked_params)[0].shape[0])
         self._rng = np.random.default_rng(seed)
@@ -65,7 +67,9 @@ class MixturePolicy(Policy):
         batch = obs[None] if single else obs
         if batch.shape[-1] != self.obs_dim:
             raise O3SRLError(f"policy expects observations of dim {self.obs_dim}, got shape {obs.shape}")
-        every = np.asarray(self._act(self.actor_params, jnp.asarray(normalize_obs(batch, self.stats))))  # (members, B, act)
+        every = np.asarray(
+            self._act(self.actor_params, jnp.asarray(normalize_obs(batch, self.stats)))
+        )  # (members, B, act)
         rows = np.arange(batch.shape[0])
         chosen = np.array([self._members[i] if i in self._members else self.begin_episode(i) for i in rows])
         action = np.asarray(denormalize_action(every[chosen, rows], self.stats), np.float32)

@@ -459,8 +459,12 @@ def _as_model(model: CMDP, counts: np.ndarray, min_count: int) -> _Model:
     f = jnp.float32
     visits = counts.sum(1) / max(counts.sum(), 1.0)
     return _Model(
-        jnp.asarray(model.transitions, f), jnp.asarray(model.rewards, f), jnp.asarray(model.costs, f),
-        jnp.asarray(model.initial, f), jnp.asarray(allowed), jnp.asarray(visits, f),
+        jnp.asarray(model.transitions, f),
+        jnp.asarray(model.rewards, f),
+        jnp.asarray(model.costs, f),
+        jnp.asarray(model.initial, f),
+        jnp.asarray(allowed),
+        jnp.asarray(visits, f),
     )
 
 
@@ -480,8 +484,13 @@ def oracle_policy(state: OracleState) -> jax.Array:
 
 
 def oracle_step(
-    model: _Model, gamma: float, budget_step: jax.Array, actor: ActorKind, actor_lr: jax.Array,
-    state: OracleState, lam: jax.Array,
+    model: _Model,
+    gamma: float,
+    budget_step: jax.Array,
+    actor: ActorKind,
+    actor_lr: jax.Array,
+    state: OracleState,
+    lam: jax.Array,
 ) -> OracleState:
     """One oracle step: one expected TD backup of Q_r and Q_c for the current policy on the empirical model (the
     critic step), then one actor step on the shaped value ``Q_r − λ (Q_c − b / (1 − γ))`` within the data's support.
@@ -639,18 +648,40 @@ def run_practical(
     value_scale = (np.abs(model.rewards).max() + max_lambda * np.abs(model.costs).max()) / (1.0 - model.gamma)
     f = jnp.float32
     o, (lams, costs, rewards, iterates), probs = _practical(
-        _as_model(model, counts, config.min_count), init_oracle(counts, config.min_count), jnp.asarray(arms),
-        jax.random.PRNGKey(seed), model.gamma, f(b_step), f(budget), f(value_scale), f(lr), f(expl),
-        f(config.actor_lr), f(config.margin), f(config.relative_scale), f(config.optimism), f(config.max_gap),
-        bandit=config.bandit, feedback=config.feedback, actor=config.actor,
-        steps_per_round=config.steps_per_round, rounds=config.rounds, max_lambda=max_lambda,
-        min_scale=config.min_scale, where=config.feedback_states,
+        _as_model(model, counts, config.min_count),
+        init_oracle(counts, config.min_count),
+        jnp.asarray(arms),
+        jax.random.PRNGKey(seed),
+        model.gamma,
+        f(b_step),
+        f(budget),
+        f(value_scale),
+        f(lr),
+        f(expl),
+        f(config.actor_lr),
+        f(config.margin),
+        f(config.relative_scale),
+        f(config.optimism),
+        f(config.max_gap),
+        bandit=config.bandit,
+        feedback=config.feedback,
+        actor=config.actor,
+        steps_per_round=config.steps_per_round,
+        rounds=config.rounds,
+        max_lambda=max_lambda,
+        min_scale=config.min_scale,
+        where=config.feedback_states,
     )
     tail = max(1, int(round(config.rounds * config.tail_fraction)))
     members = np.asarray(iterates[-tail:][:: max(1, tail // config.tail_members)], np.float64)
     return PracticalResult(
-        np.asarray(oracle_policy(o), np.float64), np.asarray(lams), np.asarray(costs), np.asarray(rewards),
-        np.asarray(probs), budget, members,
+        np.asarray(oracle_policy(o), np.float64),
+        np.asarray(lams),
+        np.asarray(costs),
+        np.asarray(rewards),
+        np.asarray(probs),
+        budget,
+        members,
     )
 
 
@@ -699,15 +730,23 @@ def exact_values(model: _Model, gamma: float, pi: jax.Array) -> tuple[jax.Array,
 
 @partial(jax.jit, static_argnames=("actor", "iterations", "steps"))
 def _theory(
-    model: _Model, oracle: OracleState, gamma: float, budget_step: jax.Array, budget: jax.Array,
-    max_lambda: jax.Array, lr: jax.Array, lam0: jax.Array, actor_lr: jax.Array, *,
-    actor: ActorKind, iterations: int, steps: int,
+    model: _Model,
+    oracle: OracleState,
+    gamma: float,
+    budget_step: jax.Array,
+    budget: jax.Array,
+    max_lambda: jax.Array,
+    lr: jax.Array,
+    lam0: jax.Array,
+    actor_lr: jax.Array,
+    *,
+    actor: ActorKind,
+    iterations: int,
+    steps: int,
 ) -> tuple[jax.Array, ...]:
     def iteration(carry: tuple[OracleState, jax.Array], _: None):  # noqa: ANN202
         o, lam = carry
-        o = jax.lax.fori_loop(
-            0, steps, lambda _, x: oracle_step(model, gamma, budget_step, actor, actor_lr, x, lam), o
-        )
+        o = jax.lax.fori_loop(0, steps, lambda _, x: oracle_step(model, gamma, budget_step, actor, actor_lr, x, lam), o)
         pi = oracle_policy(o)
         v_r, v_c = exact_values(model, gamma, pi)
         nxt = jnp.clip(lam + lr * (v_c - budget), 0.0, max_lambda)  # OGD on the λ-player's loss −λ (V̂_c − B)
@@ -727,8 +766,17 @@ def run_theory(model: CMDP, counts: np.ndarray, cost_limit: float, config: Tabul
         lr = config.max_lambda / (spread * math.sqrt(config.iterations))
     f = jnp.float32
     pols, lams, v_r, v_c = _theory(
-        _as_model(model, counts, config.min_count), init_oracle(counts, config.min_count), model.gamma, f(b_step),
-        f(budget), f(config.max_lambda), f(lr), f(config.initial_lambda), f(config.actor_lr),
-        actor=config.actor, iterations=config.iterations, steps=config.steps_per_iteration,
+        _as_model(model, counts, config.min_count),
+        init_oracle(counts, config.min_count),
+        model.gamma,
+        f(b_step),
+        f(budget),
+        f(config.max_lambda),
+        f(lr),
+        f(config.initial_lambda),
+        f(config.actor_lr),
+        actor=config.actor,
+        iterations=config.iterations,
+        steps=config.steps_per_iteration,
     )
     return TheoryResult(np.asarray(pols, np.float64), np.asarray(lams), np.asarray(v_r), np.asarray(v_c), budget)

@@ -35,6 +35,7 @@ from o3srl.io import atomic_write_text, file_sha256
 from tyro.conf import Positional
 from tyro.conf import arg as tyro_arg
 
+
 @dataclass(frozen=True)
 class Problem:
     """The dataset and the facts derived from it and from the task."""
@@ -61,8 +62,12 @@ def _env_facts(env_id: str) -> tuple[np.ndarray, np.ndarray, int, int | None]:
         spec = getattr(env, "spec", None)
         limit = getattr(spec, "max_episode_steps", None)
         limit = int(limit) if isinstance(limit, int) and limit > 0 else None
-        return (np.asarray(space.low, np.float32), np.asarray(space.high, np.float32), int(np.prod(obs_space.shape)),
-                limit)
+        return (
+            np.asarray(space.low, np.float32),
+            np.asarray(space.high, np.float32),
+            int(np.prod(obs_space.shape)),
+            limit,
+        )
     finally:
         env.close()
 
@@ -395,7 +400,9 @@ def _open_run(cfg: TrainConfig, resume_dir: str | None, problems: dict[str, Prob
         # An optional simulator that is missing would only fail at the evaluation, after the whole training.
         require_simulator(TASKS[problem.env_id], " (or pass --eval-episodes 0 to train without evaluating)")
     learner = build_learner(cfg, problem)
-    stats = compute_norm_stats(problem.dataset, problem.action_low, problem.action_high, normalize_obs=cfg.normalize_obs)
+    stats = compute_norm_stats(
+        problem.dataset, problem.action_low, problem.action_high, normalize_obs=cfg.normalize_obs
+    )
 
     template = learner.init(jax.random.PRNGKey(cfg.seed))
     step = 0
@@ -407,7 +414,9 @@ def _open_run(cfg: TrainConfig, resume_dir: str | None, problems: dict[str, Prob
     if resume_dir is None:
         run_dir = Path(cfg.run_dir) if cfg.run_dir else _default_run_dir(cfg)
         if (run_dir / CHECKPOINT_NAME).exists():
-            raise O3SRLError(f"{run_dir} already holds a run; continue it with --resume {run_dir} or pick another --run-dir")
+            raise O3SRLError(
+                f"{run_dir} already holds a run; continue it with --resume {run_dir} or pick another --run-dir"
+            )
     config_json = dumps(cfg)
     from o3srl import __version__
 
@@ -427,8 +436,20 @@ def _open_run(cfg: TrainConfig, resume_dir: str | None, problems: dict[str, Prob
         "o3srl_version": __version__,
     }
     trace = RoundTrace.load(run_dir / TRACE_NAME, rounds=step // learner.steps_per_round)
-    return _Run(cfg=cfg, run_dir=run_dir, problem=problem, learner=learner, stats=stats, state=state, step=step,
-                config_json=config_json, run_info=run_info, sinks=[], trace=trace, last_checkpoint=step)
+    return _Run(
+        cfg=cfg,
+        run_dir=run_dir,
+        problem=problem,
+        learner=learner,
+        stats=stats,
+        state=state,
+        step=step,
+        config_json=config_json,
+        run_info=run_info,
+        sinks=[],
+        trace=trace,
+        last_checkpoint=step,
+    )
 
 
 def _start_files(r: _Run, resumed: bool) -> None:
@@ -469,16 +490,21 @@ def _check_pack(runs: list[_Run]) -> None:
         if r.problem.dataset_sha256 != first.problem.dataset_sha256 or not all(
             np.array_equal(a, b) for a, b in zip(r.stats, first.stats)
         ):
-            raise ConfigError(f"runs {first.run_dir} and {r.run_dir} cannot be trained as one pack: their datasets "
-                              "or normalisation statistics differ")
+            raise ConfigError(
+                f"runs {first.run_dir} and {r.run_dir} cannot be trained as one pack: their datasets "
+                "or normalisation statistics differ"
+            )
         if r.step != first.step:
-            raise ConfigError(f"runs {first.run_dir} (step {first.step}) and {r.run_dir} (step {r.step}) cannot be "
-                              "resumed as one pack: they stand at different steps")
+            raise ConfigError(
+                f"runs {first.run_dir} (step {first.step}) and {r.run_dir} (step {r.step}) cannot be "
+                "resumed as one pack: they stand at different steps"
+            )
         if len(r.learner.arms) != len(first.learner.arms) or (
             r.learner.max_lambda != first.learner.max_lambda and r.learner.config.feedback == "lagrangian"
         ):
-            raise ConfigError(f"runs {first.run_dir} and {r.run_dir} cannot be trained as one pack: their λ arms "
-                              "differ")
+            raise ConfigError(
+                f"runs {first.run_dir} and {r.run_dir} cannot be trained as one pack: their λ arms differ"
+            )
 
 
 def _pack_program(learner: Any, runs: list[_Run]) -> tuple[Callable[..., Any], dict[str, Any]]:
@@ -557,8 +583,12 @@ def _train(runs: list[_Run]) -> None:
                 # evaluation, the end, or a parameter that is not finite): on an accelerator, copying every run's
                 # networks after every chunk would cost as much as the training.
                 done = step + n
-                if (not finite.all() or done % cfg.checkpoint_every == 0 or done == cfg.steps
-                        or (cfg.eval_every and done % cfg.eval_every == 0 and cfg.eval_every_episodes > 0)):
+                if (
+                    not finite.all()
+                    or done % cfg.checkpoint_every == 0
+                    or done == cfg.steps
+                    or (cfg.eval_every and done % cfg.eval_every == 0 and cfg.eval_every_episodes > 0)
+                ):
                     host_state = jax.device_get(state)
                     states = [jax.tree.map(lambda x, i=i: x[i], host_state) for i in range(len(runs))]
                 else:
@@ -570,8 +600,11 @@ def _train(runs: list[_Run]) -> None:
             for r, s, mets in zip(runs, states, chunk):
                 bad = non_finite(s if s is not None else {}, mets)
                 if bad is not None:
-                    kept = (f"the last good checkpoint (step {r.last_checkpoint}) is intact" if r.last_checkpoint
-                            else "no checkpoint was written")
+                    kept = (
+                        f"the last good checkpoint (step {r.last_checkpoint}) is intact"
+                        if r.last_checkpoint
+                        else "no checkpoint was written"
+                    )
                     ds = r.problem.dataset
                     raise TrainingDiverged(
                         f"training diverged in steps {step + 1}–{step + n}: {bad} is not finite (NaN or ±inf); nothing "
@@ -582,7 +615,9 @@ def _train(runs: list[_Run]) -> None:
             step += n
             rate = n / max(time.time() - t_start, 1e-9)  # each run of a pack advanced n steps in this time
             t_start = time.time()
-            eval_now = cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.steps and cfg.eval_every_episodes > 0
+            eval_now = (
+                cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.steps and cfg.eval_every_episodes > 0
+            )
             for r, s, mets in zip(runs, states, chunk):
                 r.step = step
                 if s is not None:
@@ -593,22 +628,29 @@ def _train(runs: list[_Run]) -> None:
                 if eval_now:
                     result = _evaluate(r.cfg, r.problem, r.learner, s, r.stats, r.cfg.eval_every_episodes)
                     row.update(result.metrics())
-                with _file_errors(f"cannot write the metrics of step {step} to {r.run_dir / METRICS_NAME}",
-                                  f"; the last checkpoint (step {r.last_checkpoint}) is intact: continue with "
-                                  f"--resume {r.run_dir}"):
+                with _file_errors(
+                    f"cannot write the metrics of step {step} to {r.run_dir / METRICS_NAME}",
+                    f"; the last checkpoint (step {r.last_checkpoint}) is intact: continue with --resume {r.run_dir}",
+                ):
                     for sink in r.sinks:
                         sink.write(step, row)
                 if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-                    with _file_errors(f"cannot write the checkpoint of step {step} in {r.run_dir}",
-                                      f"; the last checkpoint (step {r.last_checkpoint}) is intact: continue with "
-                                      f"--resume {r.run_dir}"):
+                    with _file_errors(
+                        f"cannot write the checkpoint of step {step} in {r.run_dir}",
+                        f"; the last checkpoint (step {r.last_checkpoint}) is intact: continue with "
+                        f"--resume {r.run_dir}",
+                    ):
                         r.trace.save(r.run_dir / TRACE_NAME)
-                        save_checkpoint(r.run_dir / CHECKPOINT_NAME, step=step, state=s, stats=r.stats,
-                                        config_json=r.config_json)
+                        save_checkpoint(
+                            r.run_dir / CHECKPOINT_NAME, step=step, state=s, stats=r.stats, config_json=r.config_json
+                        )
                     r.last_checkpoint = step
             if bar is not None:
                 bar.update(n)
-                post = {"λ": row.get("bandit/lambda_mean", float("nan")), "Ĉ": row.get("feedback/cost_estimate", float("nan"))}
+                post = {
+                    "λ": row.get("bandit/lambda_mean", float("nan")),
+                    "Ĉ": row.get("feedback/cost_estimate", float("nan")),
+                }
                 bar.set_postfix({k: f"{v:.3g}" for k, v in post.items()})
     finally:
         if bar is not None:
@@ -629,22 +671,33 @@ def _finish(r: _Run) -> dict[str, Any]:
     from o3srl.checkpoint import POLICY_NAME, save_policy
 
     cfg, run_dir, state, step = r.cfg, r.run_dir, r.state, r.step
-    with _file_errors(f"cannot write the final policy to {run_dir}",
-                      f"; the checkpoint of step {step} is intact: finish with --resume {run_dir}"):
+    with _file_errors(
+        f"cannot write the final policy to {run_dir}",
+        f"; the checkpoint of step {step} is intact: finish with --resume {run_dir}",
+    ):
         if is_theory(cfg):
-            save_policy(run_dir / POLICY_NAME, actor=state.iterates, stats=r.stats, config_json=r.config_json,
-                        kind="mixture")
+            save_policy(
+                run_dir / POLICY_NAME, actor=state.iterates, stats=r.stats, config_json=r.config_json, kind="mixture"
+            )
         elif outputs_tail(cfg):
-            save_policy(run_dir / POLICY_NAME, actor=state.tail, stats=r.stats, config_json=r.config_json,
-                        kind="mixture")
+            save_policy(
+                run_dir / POLICY_NAME, actor=state.tail, stats=r.stats, config_json=r.config_json, kind="mixture"
+            )
         else:
             save_policy(run_dir / POLICY_NAME, actor=state.oracle.actor, stats=r.stats, config_json=r.config_json)
         if cfg.algo == "o3srl" and not is_theory(cfg):
             from o3srl.plots import plot_bandit_history
 
             plot_bandit_history(run_dir / TRACE_NAME, run_dir / "bandit.png", r.learner.arms.tolist())
-    summary: dict[str, Any] = {"run_dir": str(run_dir), "step": step, "algo": cfg.algo, "task": cfg.task,
-                               "cost_limit": cfg.cost_limit, "seed": cfg.seed, **r.run_info}
+    summary: dict[str, Any] = {
+        "run_dir": str(run_dir),
+        "step": step,
+        "algo": cfg.algo,
+        "task": cfg.task,
+        "cost_limit": cfg.cost_limit,
+        "seed": cfg.seed,
+        **r.run_info,
+    }
     if cfg.eval_episodes > 0:
         result = _evaluate(cfg, r.problem, r.learner, state, r.stats, cfg.eval_episodes)
         summary.update(result.metrics())
@@ -664,8 +717,11 @@ def non_finite(state: Any, metrics: dict[str, Any]) -> str | None:
     their actor loss as NaN.)"""
     from o3srl.checkpoint import named_leaves
 
-    bad = [name for name, leaf in named_leaves(state).items()
-           if np.issubdtype(np.asarray(leaf).dtype, np.floating) and not np.isfinite(np.asarray(leaf)).all()]
+    bad = [
+        name
+        for name, leaf in named_leaves(state).items()
+        if np.issubdtype(np.asarray(leaf).dtype, np.floating) and not np.isfinite(np.asarray(leaf)).all()
+    ]
     if bad:
         # Name a network's own parameter rather than an optimiser's moment of it when there is one.
         first = next((name for name in bad if "_opt" not in name), bad[0])
@@ -803,7 +859,9 @@ def print_summary(summary: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"{summary['algo']} on {summary['task']}  (κ = {summary['cost_limit']:g}, seed {summary['seed']})")
+    table = Table(
+        title=f"{summary['algo']} on {summary['task']}  (κ = {summary['cost_limit']:g}, seed {summary['seed']})"
+    )
     for col in ("episode reward", "episode cost", "normalized reward", "normalized cost", "safe"):
         table.add_column(col, justify="right")
     if "eval/reward" in summary:
@@ -822,16 +880,25 @@ def print_summary(summary: dict[str, Any]) -> None:
         console.print("not evaluated (--eval-episodes 0); evaluate later with: o3srl eval RUN_DIR")
     ref = summary["reward_reference"]
     lo, hi = summary["reward_range"]
-    names = {"dsrl": "DSRL's reference scores", "dataset": "the dataset's own min/max episode reward",
-             "given": "the reference scores given on the command line"}
+    names = {
+        "dsrl": "DSRL's reference scores",
+        "dataset": "the dataset's own min/max episode reward",
+        "given": "the reference scores given on the command line",
+    }
     console.print(f"normalized reward uses {names.get(ref, ref)}: [{lo:g}, {hi:g}]; safe ⇔ normalized cost ≤ 1")
     if "eval/frontier_fraction" in summary and summary["eval/frontier_fraction"] is not None:
         console.print(f"reward / dataset safe frontier R*_data(κ) = {summary['eval/frontier_fraction']:.3f}")
     console.print(f"run directory: {summary['run_dir']}")
 
 
-def cli_eval(run_dir: Positional[str], episodes: int = 20, cost_limit: float | None = None, seed: int = 10_000,
-             envs: int = 4, env_id: str | None = None) -> int:
+def cli_eval(
+    run_dir: Positional[str],
+    episodes: int = 20,
+    cost_limit: float | None = None,
+    seed: int = 10_000,
+    envs: int = 4,
+    env_id: str | None = None,
+) -> int:
     """Re-evaluate the policy saved in a run directory.
 
     Args:
@@ -867,11 +934,26 @@ def cli_eval(run_dir: Positional[str], episodes: int = 20, cost_limit: float | N
     frontier = info.get("safe_frontier") if kappa == cfg.cost_limit else None
     if not isinstance(frontier, (int, float)) or not math.isfinite(frontier):
         frontier = None
-    result = evaluate(policy, env_id or recorded_env, episodes=episodes, cost_limit=kappa, seed=seed,
-                      num_envs=envs, reward_range=tuple(info["reward_range"]), reference=info["reward_reference"],
-                      frontier=frontier)
-    summary = {"run_dir": str(path), "algo": cfg.algo, "task": cfg.task, "cost_limit": kappa, "seed": cfg.seed,
-               **info, **result.metrics()}
+    result = evaluate(
+        policy,
+        env_id or recorded_env,
+        episodes=episodes,
+        cost_limit=kappa,
+        seed=seed,
+        num_envs=envs,
+        reward_range=tuple(info["reward_range"]),
+        reference=info["reward_reference"],
+        frontier=frontier,
+    )
+    summary = {
+        "run_dir": str(path),
+        "algo": cfg.algo,
+        "task": cfg.task,
+        "cost_limit": kappa,
+        "seed": cfg.seed,
+        **info,
+        **result.metrics(),
+    }
     print_summary(summary)
     return 0
 
@@ -885,8 +967,9 @@ def _check_policy_config(run_dir: Path, cfg: TrainConfig) -> None:
     differ = _differences(to_dict(saved), to_dict(cfg))
     if differ:
         text = "; ".join(d.replace("in the checkpoint", "in the policy") for d in differ[:4])
-        raise O3SRLError(f"{run_dir}: config.json differs from the config saved with its policy ({text}); "
-                         "restore config.json")
+        raise O3SRLError(
+            f"{run_dir}: config.json differs from the config saved with its policy ({text}); restore config.json"
+        )
 
 
 def _read_run_info(path: Path) -> dict[str, Any]:
@@ -896,11 +979,17 @@ def _read_run_info(path: Path) -> dict[str, Any]:
     if not isinstance(env, str) or not env:
         raise O3SRLError(f"{path}: env_id must be a non-empty string, got {env!r}")
     rr = info.get("reward_range")
-    if (not isinstance(rr, list) or len(rr) != 2 or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in rr)
-            or rr[1] <= rr[0]):
+    if (
+        not isinstance(rr, list)
+        or len(rr) != 2
+        or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in rr)
+        or rr[1] <= rr[0]
+    ):
         raise O3SRLError(f"{path}: reward_range must be two finite numbers [min, max] with max > min, got {rr!r}")
     if info.get("reward_reference") not in ("dsrl", "given", "dataset"):
-        raise O3SRLError(f"{path}: reward_reference must be 'dsrl', 'given' or 'dataset', got {info.get('reward_reference')!r}")
+        raise O3SRLError(
+            f"{path}: reward_reference must be 'dsrl', 'given' or 'dataset', got {info.get('reward_reference')!r}"
+        )
     return info
 
 
@@ -927,5 +1016,7 @@ def load_finished_run(run_dir: str | Path) -> FinishedRun:
     problem = load_problem(cfg)
     learner = build_learner(cfg, problem)
     template = learner.init(jax.random.PRNGKey(cfg.seed))
-    _, state, stats, _ = load_checkpoint(run_dir / CHECKPOINT_NAME, template, getattr(learner, "upgrade_state_dict", None))
+    _, state, stats, _ = load_checkpoint(
+        run_dir / CHECKPOINT_NAME, template, getattr(learner, "upgrade_state_dict", None)
+    )
     return FinishedRun(cfg=cfg, problem=problem, learner=learner, state=state, stats=stats)

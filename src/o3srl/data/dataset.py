@@ -97,7 +97,9 @@ class OfflineDataset:
             raise DatasetError(f"{where}: missing key(s) {', '.join(missing)}; a DSRL dataset has {', '.join(KEYS)}")
         extra = sorted(set(arrays) - set(KEYS))
         if extra:
-            raise DatasetError(f"{where}: unexpected key(s) {', '.join(extra)}; a DSRL dataset has exactly {', '.join(KEYS)}")
+            raise DatasetError(
+                f"{where}: unexpected key(s) {', '.join(extra)}; a DSRL dataset has exactly {', '.join(KEYS)}"
+            )
 
         out: dict[str, np.ndarray] = {}
         for key in KEYS:
@@ -156,7 +158,9 @@ class OfflineDataset:
         if action_low is not None or action_high is not None:
             act = out["actions"]
             low = np.broadcast_to(np.asarray(-np.inf if action_low is None else action_low, np.float32), act.shape[1:])
-            high = np.broadcast_to(np.asarray(np.inf if action_high is None else action_high, np.float32), act.shape[1:])
+            high = np.broadcast_to(
+                np.asarray(np.inf if action_high is None else action_high, np.float32), act.shape[1:]
+            )
             tol = 1e-5
             outside = (act < low - tol) | (act > high + tol)
             if outside.any():
@@ -172,8 +176,10 @@ class OfflineDataset:
         environment's ``time_limit``, or (no limit known) a dataset that is one single episode."""
         ep = self.episodes
         where = f"dataset {self.source}"
-        hint = ("mark the last transition of every episode in timeouts (or terminals); episode boundaries are "
-                "terminals | timeouts")
+        hint = (
+            "mark the last transition of every episode in timeouts (or terminals); episode boundaries are "
+            "terminals | timeouts"
+        )
         if time_limit is not None:
             long = np.flatnonzero(ep.length > time_limit)
             if long.size:

@@ -49,7 +49,13 @@ def grid_cells(
 
 
 def grid_filter(
-    costs: np.ndarray, rewards: np.ndarray, *, cost_bins: int, reward_bins: int, per_cell: int, max_cost: float,
+    costs: np.ndarray,
+    rewards: np.ndarray,
+    *,
+    cost_bins: int,
+    reward_bins: int,
+    per_cell: int,
+    max_cost: float,
     rng: np.random.Generator,
 ) -> np.ndarray:
     """Indices of the episodes kept: cost ≤ ``max_cost``, then at most ``per_cell`` per cell of a
@@ -135,8 +141,15 @@ def make_default_dataset(path: Path, *, episodes: int = 1_600, seed: int = DEFAU
     t0 = time.time()
     raw = OfflineDataset(collect_ballrun(episodes, seed), action_low=-1.0, action_high=1.0)
     ep = raw.episodes
-    keep = grid_filter(ep.cost_return, ep.reward_return, cost_bins=16, reward_bins=16, per_cell=per_cell,
-                       max_cost=spec.max_cost, rng=np.random.default_rng([seed, 2]))
+    keep = grid_filter(
+        ep.cost_return,
+        ep.reward_return,
+        cost_bins=16,
+        reward_bins=16,
+        per_cell=per_cell,
+        max_cost=spec.max_cost,
+        rng=np.random.default_rng([seed, 2]),
+    )
     index = np.concatenate([np.arange(ep.start[i], ep.start[i] + ep.length[i]) for i in keep])
     dataset = OfflineDataset({k: v[index] for k, v in raw.arrays.items()}, action_low=-1.0, action_high=1.0)
     dataset.save(path)

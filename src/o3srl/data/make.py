@@ -111,7 +111,12 @@ def collect_episodes(
     horizon = get_task(task_id).max_episode_steps
     env = make_env(task_id)
     cols: dict[str, list[np.ndarray]] = {k: [] for k in KEYS}
-    meta: dict[str, list[float]] = {"episode_member": [], "episode_snapshot": [], "episode_noise": [], "episode_switch": []}
+    meta: dict[str, list[float]] = {
+        "episode_member": [],
+        "episode_snapshot": [],
+        "episode_noise": [],
+        "episode_switch": [],
+    }
     try:
         for i in indices:
             plan = plan_episode(policies, seed, i, noise_max, horizon, switch_prob)
@@ -124,11 +129,15 @@ def collect_episodes(
             while not done:
                 obs = np.asarray(obs, np.float64).reshape(-1)
                 snap = first if t < plan.switch_step else second
-                action = snapshot_action(snap, obs[None])[0] + plan.noise * noise_rng.normal(size=env.action_space.shape)
+                action = snapshot_action(snap, obs[None])[0] + plan.noise * noise_rng.normal(
+                    size=env.action_space.shape
+                )
                 action = np.clip(action, -1.0, 1.0).astype(np.float32)
                 nxt, reward, terminated, truncated, info = env.step(action)
-                for key, value in zip(KEYS, (obs, np.asarray(nxt, np.float64).reshape(-1), action, reward,
-                                             info["cost"], terminated, truncated)):
+                for key, value in zip(
+                    KEYS,
+                    (obs, np.asarray(nxt, np.float64).reshape(-1), action, reward, info["cost"], terminated, truncated),
+                ):
                     ep[key].append(value)
                 obs, done, t = nxt, bool(terminated or truncated), t + 1
             for key in KEYS:
@@ -208,25 +217,43 @@ def make_dataset(
     t0 = time.time()
 
     partial = Path(str(path) + ".partial")
-    plan = {"generator": GENERATOR_VERSION, "config": asdict(config) | {"episodes": episodes, "target": target},
-            "zoo_sha256": zoo_sha}
+    plan = {
+        "generator": GENERATOR_VERSION,
+        "config": asdict(config) | {"episodes": episodes, "target": target},
+        "zoo_sha256": zoo_sha,
+    }
     plan_path = partial / "plan.json"
     if plan_path.exists():
         if json.loads(plan_path.read_text()) != plan:
-            raise MakeError(f"{partial} holds chunks of a different collection (other seed, size, zoo or version); "
-                            "delete it or choose another --out")
+            raise MakeError(
+                f"{partial} holds chunks of a different collection (other seed, size, zoo or version); "
+                "delete it or choose another --out"
+            )
     else:
         atomic_write_text(plan_path, json.dumps(plan, indent=2) + "\n")
 
     starts = list(range(0, episodes, config.chunk_episodes))
     chunk_path = [partial / f"chunk-{c:05d}.npz" for c in range(len(starts))]
-    jobs = [(spec.task_id, zoo, config.seed, s, min(s + config.chunk_episodes, episodes), config.noise_max,
-             config.switch_prob, str(chunk_path[c])) for c, s in enumerate(starts) if not chunk_path[c].exists()]
+    jobs = [
+        (
+            spec.task_id,
+            zoo,
+            config.seed,
+            s,
+            min(s + config.chunk_episodes, episodes),
+            config.noise_max,
+            config.switch_prob,
+            str(chunk_path[c]),
+        )
+        for c, s in enumerate(starts)
+        if not chunk_path[c].exists()
+    ]
     resumed = len(starts) - len(jobs)
     if max_chunks is not None:
         jobs = jobs[:max_chunks]
-    done_episodes = sum(min(s + config.chunk_episodes, episodes) - s for c, s in enumerate(starts)
-                        if chunk_path[c].exists())
+    done_episodes = sum(
+        min(s + config.chunk_episodes, episodes) - s for c, s in enumerate(starts) if chunk_path[c].exists()
+    )
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -260,10 +287,23 @@ def make_dataset(
     arrays = {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
     raw = OfflineDataset({k: arrays[k] for k in KEYS}, action_low=-1.0, action_high=1.0)
     ep = raw.episodes
-    per_cell = per_cell_for_target(ep.cost_return, ep.reward_return, target=target, cost_bins=config.cost_bins,
-                                   reward_bins=config.reward_bins, max_cost=spec.max_cost)
-    keep = grid_filter(ep.cost_return, ep.reward_return, cost_bins=config.cost_bins, reward_bins=config.reward_bins,
-                       per_cell=per_cell, max_cost=spec.max_cost, rng=np.random.default_rng([config.seed, 2]))
+    per_cell = per_cell_for_target(
+        ep.cost_return,
+        ep.reward_return,
+        target=target,
+        cost_bins=config.cost_bins,
+        reward_bins=config.reward_bins,
+        max_cost=spec.max_cost,
+    )
+    keep = grid_filter(
+        ep.cost_return,
+        ep.reward_return,
+        cost_bins=config.cost_bins,
+        reward_bins=config.reward_bins,
+        per_cell=per_cell,
+        max_cost=spec.max_cost,
+        rng=np.random.default_rng([config.seed, 2]),
+    )
     if keep.size == 0:
         raise MakeError(f"no episode of {spec.task_id} has cost ≤ {spec.max_cost}; the zoo is too unsafe")
     index = np.concatenate([np.arange(ep.start[i], ep.start[i] + ep.length[i]) for i in keep])
@@ -273,17 +313,23 @@ def make_dataset(
     member_col = arrays["episode_member"]
     zoo_rows = []
     for m, entry in enumerate(zoo_entries):
-        zoo_rows.append({"name": entry["name"], "cost_limit": entry["cost_limit"], "snapshots": entry["snapshots"],
-                         "episodes_collected": int((member_col == m).sum()),
-                         "episodes_kept": int((member_col[keep] == m).sum())})
+        zoo_rows.append(
+            {
+                "name": entry["name"],
+                "cost_limit": entry["cost_limit"],
+                "snapshots": entry["snapshots"],
+                "episodes_collected": int((member_col == m).sum()),
+                "episodes_kept": int((member_col[keep] == m).sum()),
+            }
+        )
     sidecar = {
         "task": spec.task_id,
         "generator": GENERATOR_VERSION,
         "behaviour": "PPO-Lagrangian zoo snapshots with per-episode Gaussian action noise σ ~ U(0, noise_max); "
-                     "with probability switch_prob a second snapshot takes over at a uniform step",
+        "with probability switch_prob a second snapshot takes over at a uniform step",
         "seed": config.seed,
         "episode_seeds": "episode i: policy, noise and reset seed from numpy SeedSequence([seed, i, 0]); "
-                         "action noise from SeedSequence([seed, i, 1]); grid filter from SeedSequence([seed, 2])",
+        "action noise from SeedSequence([seed, i, 1]); grid filter from SeedSequence([seed, 2])",
         "noise_max": config.noise_max,
         "switch_prob": config.switch_prob,
         "episodes_switched": int((arrays["episode_switch"] < spec.max_episode_steps).sum()),
@@ -292,8 +338,12 @@ def make_dataset(
         "episodes_kept": int(len(kept)),
         "target_episodes": target,
         "transitions": int(len(dataset)),
-        "grid_filter": {"cost_bins": config.cost_bins, "reward_bins": config.reward_bins, "per_cell": per_cell,
-                        "max_cost": spec.max_cost},
+        "grid_filter": {
+            "cost_bins": config.cost_bins,
+            "reward_bins": config.reward_bins,
+            "per_cell": per_cell,
+            "max_cost": spec.max_cost,
+        },
         "zoo": zoo_rows,
         "zoo_sha256": zoo_sha,
         "reward_return_range": [float(kept.reward_return.min()), float(kept.reward_return.max())],
@@ -337,11 +387,15 @@ def cli_make(
         zoo: zoo root to use instead of the one in the package.
         quiet: no progress bar.
     """
-    config = MakeConfig(task=task, episodes=episodes, seed=seed, target=target, noise_max=noise_max,
-                        switch_prob=switch_prob)
+    config = MakeConfig(
+        task=task, episodes=episodes, seed=seed, target=target, noise_max=noise_max, switch_prob=switch_prob
+    )
     path = make_dataset(config, out, workers=workers, zoo=zoo, progress=not quiet)
     assert path is not None
     side = json.loads(Path(str(path) + ".json").read_text())
-    print(f"{path}: {side['episodes_kept']} of {side['episodes_collected']} episodes kept, "
-          f"{side['transitions']} transitions, {side['seconds']}s", flush=True)
+    print(
+        f"{path}: {side['episodes_kept']} of {side['episodes_collected']} episodes kept, "
+        f"{side['transitions']} transitions, {side['seconds']}s",
+        flush=True,
+    )
     return 0
