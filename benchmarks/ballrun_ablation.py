@@ -74,7 +74,7 @@ def _train_one(job: tuple[str, int, str, str, int]) -> str:
     resume = str(run_dir) if (run_dir / "checkpoint.msgpack").exists() else None
     try:
         run(cfg, resume_dir=resume)
-    except Exception as exc:  # report and go on: one failed run must not stop the others
+    except Exception as exc:  # noqa: BLE001 — report and go on: one failed run must not stop the others
         return f"{name} s{seed}: FAILED {type(exc).__name__}: {exc}"
     (run_dir / "variant.json").write_text(
         json.dumps({"variant": name, "seed": seed, "train_seconds": time.time() - t0})
@@ -137,7 +137,7 @@ def evaluate(args: argparse.Namespace) -> None:
         group = by.get(name)
         if not group:
             continue
-        get = lambda k: np.array([g[f"eval/{k}"] for g in group], float)  # noqa: E731
+        get = lambda k: np.array([g[f"eval/{k}"] for g in group], float)
         nc = get("normalized_cost")
         unsafe = " **unsafe**" if nc.mean() > 1 else ""
         frontier = np.array([g["eval/frontier_fraction"] for g in group], float)

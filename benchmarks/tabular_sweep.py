@@ -299,7 +299,7 @@ def report(rows_path: Path, out: Path, args: argparse.Namespace) -> None:
         "reference for deterministic last iterates); **cost / B**; **safe** = runs with cost ≤ B (0.1 % tolerance);",
         "**ep. reward / ep. LP** and **ep. cost / κ** = the same on one undiscounted T-step episode (DSRL's",
         "measure) against the episodic LP optimum for κ; **ep. safe** = runs with episode cost ≤ κ. Mean ± std over",
-        f"instances × τ × seeds. **unsafe** marks a mean cost over its limit.",
+        "instances × τ × seeds. **unsafe** marks a mean cost over its limit.",
         "",
     ]
     lines += [

@@ -10,12 +10,10 @@ to a JSONL file as they finish; re-running skips finished cells. A markdown summ
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import itertools
 import json
 import os
 import platform
-import subprocess
 import tempfile
 import time
 from pathlib import Path

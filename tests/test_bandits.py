@@ -206,7 +206,7 @@ def test_lagrangian_feedback_counts_a_violation_up_to_max_violation_hand_values(
     # ((84 + 0) / 2 − 4) / 5 = 7.6.
     g = lambda c, big: (
         1 - 2 * bandits.lagrangian_feedback(jnp.array([5.0]), 5.0, jnp.array(c), 5.0, margin=0.2, max_violation=big)
-    )[0]  # noqa: E731
+    )[0]
     assert (g(84.0, 20.0) + g(0.0, 20.0)) / 2 == pytest.approx(7.6)
     assert (g(84.0, 1.0) + g(0.0, 1.0)) / 2 == pytest.approx(0.1)
 

@@ -6,10 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
+from tests.test_bench import toy_grid
 
 from o3srl.bench import is_trained, make_packs, parse_grid, read_rows, run_grid
 from o3srl.errors import ConfigError
-from tests.test_bench import toy_grid
 
 
 def _grid(dataset: Path, root: Path, **extra) -> dict:

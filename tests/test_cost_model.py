@@ -55,7 +55,7 @@ def _line_data(n_episodes: int = 100, horizon: int = 20, seed: int = 0) -> Devic
             costs.append(float(s > 0.55))
             s = s + 0.1 * a
             nxt.append([s])
-    f = lambda x: jnp.asarray(np.asarray(x, np.float32))  # noqa: E731
+    f = lambda x: jnp.asarray(np.asarray(x, np.float32))
     n = len(obs)
     return DeviceData(
         obs=f(obs),

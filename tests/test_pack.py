@@ -6,9 +6,9 @@ import dataclasses
 
 import numpy as np
 import pytest
+from tests.test_train import _rows, small_config
 
 from o3srl.errors import ConfigError
-from tests.test_train import _rows, small_config
 
 
 def _leaves(run_dir):

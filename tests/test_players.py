@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from o3srl.algos.o3srl import O3SRL, O3SRLConfig, Setting, make_oracle, resolve_player
 from o3srl.algos.iql import IQLConfig
+from o3srl.algos.o3srl import O3SRL, O3SRLConfig, Setting, make_oracle, resolve_player
 from o3srl.algos.td3bc import TD3BCConfig
 from o3srl.errors import ConfigError
 

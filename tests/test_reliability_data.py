@@ -15,7 +15,7 @@ from o3srl.data.dataset import DatasetError
 from o3srl.errors import O3SRLError
 
 sys.path.insert(0, os.path.dirname(__file__))
-from test_train import small_config  # noqa: E402
+from test_train import small_config
 
 
 def _one_error(capsys, code: int) -> str:

@@ -22,7 +22,7 @@ from o3srl.errors import O3SRLError
 from o3srl.logger import read_metrics
 
 sys.path.insert(0, os.path.dirname(__file__))
-from test_train import small_config  # noqa: E402
+from test_train import small_config
 
 
 def _one_error(capsys, code: int) -> str:

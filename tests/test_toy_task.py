@@ -71,7 +71,7 @@ def test_tail_mixture_output_holds_the_last_iterates_and_an_old_checkpoint_resum
     from o3srl.algos.o3srl import O3SRLConfig
     from o3srl.algos.td3bc import TD3BCConfig
     from o3srl.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
-    from o3srl.config import TrainConfig, dumps
+    from o3srl.config import TrainConfig
     from o3srl.policy import MixturePolicy
     from o3srl.train import build_learner, load_problem, run
 

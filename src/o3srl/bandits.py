@@ -8,9 +8,9 @@ Bandits
     ``exp3``     importance-weighted EXP3 with an exploration mix (Auer et al., 2002):
                  ``p = (1 − γ) softmax(w) + γ / K``; only the pulled arm is updated, ``w_k −= η ℓ_k / p_k``.
     ``exp3ix``   EXP3-IX (Neu, 2015): ``p = softmax(w)``, ``w_k −= η ℓ_k / (p_k + γ_ix)`` (implicit exploration).
-    ``exp3box``  EXP3 on a box (the adaptive λ-player's bandit): the importance-weighted EXP3 update, then no arm's log-weight may
-                 fall more than ``W = max_gap`` below the best one's (a projection onto the truncated simplex
-                 ``p_k ≥ e^{−W} max_j p_j``). Inside the box nothing pulls the weights anywhere, so the λ-player
+    ``exp3box``  EXP3 on a box (the adaptive λ-player's bandit): the importance-weighted EXP3 update, then no arm's
+                 log-weight may fall more than ``W = max_gap`` below the best one's (a projection onto the truncated
+                 simplex ``p_k ≥ e^{−W} max_j p_j``). Inside the box nothing pulls the weights anywhere, so the λ-player
                  integrates its losses exactly (with linear losses in λ it settles where the violation averages
                  zero); the box bounds how far the weights can wind up, so it turns around within ≈ W / (η Δℓ)
                  rounds when the oracle's drift changes which arm is best, and it keeps every arm's probability

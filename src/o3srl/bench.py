@@ -65,9 +65,10 @@ import traceback
 import types
 import typing
 from collections import deque
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Literal, Sequence
+from typing import Any, Literal
 
 from tyro.conf import Positional
 from tyro.conf import arg as tyro_arg
@@ -126,7 +127,7 @@ class Cell:
     label: str
     cost_limit: float
     seed: int
-    config: "TrainConfig"
+    config: TrainConfig
     order: tuple[int, int] = (0, 0)
     """(task index, algorithm index) in the grid file: the report lays its tables out in this order."""
 
@@ -134,7 +135,7 @@ class Cell:
     def run_dir(self) -> Path:
         return Path(str(self.config.run_dir))
 
-    def train_config(self) -> "TrainConfig":
+    def train_config(self) -> TrainConfig:
         """The config the run trains with: evaluation is done by the cell itself, so it can be timed apart."""
         return dataclasses.replace(self.config, eval_episodes=0)
 
@@ -484,7 +485,8 @@ def select_tasks(grid: Grid, tasks: Sequence[str]) -> Grid:
 
 # ---------------------------------------------------------------------------------------------------- results file
 def read_rows(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """Every row of a results JSONL file; a torn last line (a crash mid-write) is ignored, any other bad line is an error."""
+    """Every row of a results JSONL file; a torn last line (a crash mid-write) is ignored, any other bad line is an
+    error."""
     p = Path(path)
     if not p.exists():
         return []
@@ -523,14 +525,14 @@ class ResultsWriter:
 
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = open(str(path) + ".lock", "w")
+        self._lock = open(str(path) + ".lock", "w")  # noqa: SIM115 — held until close()
         try:
             fcntl.flock(self._lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             self._lock.close()
             raise O3SRLError(f"another 'o3srl bench' is writing {path} (lock {path}.lock is held)") from None
         self._cut_torn_tail()
-        self._file = open(path, "a", encoding="utf-8")
+        self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115 — held until close()
 
     def _cut_torn_tail(self) -> None:
         """A crash mid-append can leave a last line without its newline; cut it so the next row starts clean."""
@@ -612,7 +614,7 @@ def write_csv(rows: list[dict[str, Any]], path: Path) -> Path:
 
 
 # ---------------------------------------------------------------------------------------------------- one cell
-def _config_dict(cfg: "TrainConfig") -> dict[str, Any]:
+def _config_dict(cfg: TrainConfig) -> dict[str, Any]:
     from o3srl.config import to_dict
 
     return json.loads(json.dumps(to_dict(cfg)))

@@ -50,7 +50,7 @@ def read_payload(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"no checkpoint at {path}")
     try:
         payload = serialization.msgpack_restore(path.read_bytes())
-    except Exception as exc:  # msgpack raises several error types on a damaged file
+    except Exception as exc:  # noqa: BLE001 — msgpack raises several error types on a damaged file
         raise CheckpointError(f"checkpoint {path} cannot be read ({exc})") from None
     version = payload.get("format_version")
     if version != FORMAT_VERSION:

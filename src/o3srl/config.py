@@ -91,7 +91,7 @@ class TrainConfig:
     def oracle_name(self) -> str:
         return self.oracle if self.algo == "o3srl" else self.algo
 
-    def resolved(self) -> "TrainConfig":
+    def resolved(self) -> TrainConfig:
         """Check every value (type and range, see :mod:`o3srl.validation`), apply ``quick`` and check that the
         values are consistent with each other; raises :class:`ConfigError` naming the bad value."""
         check_fields(self)

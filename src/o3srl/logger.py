@@ -52,7 +52,7 @@ class JsonlSink:
         self.path = Path(path)
         if resume_step is not None and self.path.exists():
             self._truncate_after(resume_step)
-        self._file = open(self.path, "a", encoding="utf-8")
+        self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 — held until close()
 
     def _truncate_after(self, step: int) -> None:
         """On resume, drop rows logged after the checkpoint so the file matches an uninterrupted run (a last row

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import serialization
 
 from o3srl.checkpoint import POLICY_NAME, read_payload, stats_from_dict
 from o3srl.data.sampler import NormStats, denormalize_action, normalize_obs

@@ -24,9 +24,10 @@ import json
 import math
 import time
 from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Iterable, Literal, Mapping, Sequence
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from tyro.conf import Positional
@@ -275,6 +276,11 @@ def score_matrices(
     return rewards, costs, tasks, n
 
 
+def _point_and_interval(point: dict[str, np.ndarray], interval: dict[str, np.ndarray], alg: str) -> str:
+    """``point [low, high]`` of one algorithm's estimate."""
+    return f"{float(point[alg][0]):.3f} [{float(interval[alg][0, 0]):.3f}, {float(interval[alg][1, 0]):.3f}]"
+
+
 def aggregate_section(results: Results, *, reps: int = 2000, seed: int = 0) -> str:
     """Markdown for rliable's IQM and safe rate with stratified-bootstrap CIs, or a note that rliable is missing."""
     try:
@@ -313,11 +319,8 @@ def aggregate_section(results: Results, *, reps: int = 2000, seed: int = 0) -> s
         out.append("| algorithm | IQM normalized reward | IQM normalized cost | safe rate |")
         out.append("|---|---|---|---|")
         for alg in results.algorithms:
-
-            def fmt(pt: dict[str, np.ndarray], ci: dict[str, np.ndarray]) -> str:
-                return f"{float(pt[alg][0]):.3f} [{float(ci[alg][0, 0]):.3f}, {float(ci[alg][1, 0]):.3f}]"
-
-            out.append(f"| {results.labels[alg]} | {fmt(r_pt, r_ci)} | {fmt(c_pt, c_ci)} | {fmt(s_pt, s_ci)} |")
+            cells = [_point_and_interval(pt, ci, alg) for pt, ci in ((r_pt, r_ci), (c_pt, c_ci), (s_pt, s_ci))]
+            out.append(f"| {results.labels[alg]} | " + " | ".join(cells) + " |")
     return "\n".join(out)
 
 

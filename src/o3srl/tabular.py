@@ -34,8 +34,8 @@ step). State is carried over from round to round (warm start) and shared by all 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from typing import Literal, NamedTuple
 
@@ -616,7 +616,7 @@ def _practical(
     def step(lam: jax.Array) -> Callable[[int, OracleState], OracleState]:
         return lambda _, o: oracle_step(model, gamma, budget_step, actor, actor_lr, o, lam)
 
-    def round_(carry: tuple[OracleState, bandits.BanditState], k: jax.Array):  # noqa: ANN202
+    def round_(carry: tuple[OracleState, bandits.BanditState], k: jax.Array):
         o, b = carry
         probs = bandits.arm_probabilities(b, bandit, exploration, optimism)
         arm = bandits.draw_arm(k, probs)
@@ -744,7 +744,7 @@ def _theory(
     iterations: int,
     steps: int,
 ) -> tuple[jax.Array, ...]:
-    def iteration(carry: tuple[OracleState, jax.Array], _: None):  # noqa: ANN202
+    def iteration(carry: tuple[OracleState, jax.Array], _: None):
         o, lam = carry
         o = jax.lax.fori_loop(0, steps, lambda _, x: oracle_step(model, gamma, budget_step, actor, actor_lr, x, lam), o)
         pi = oracle_policy(o)

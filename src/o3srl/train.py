@@ -17,23 +17,24 @@ Run directory layout::
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Callable, Iterator
+from typing import Annotated, Any
 
 import numpy as np
+from tyro.conf import Positional
+from tyro.conf import arg as tyro_arg
 
 from o3srl.config import TrainConfig, dumps, from_dict, read_config
 from o3srl.errors import ConfigError, O3SRLError
 from o3srl.io import atomic_write_text, file_sha256
-
-from tyro.conf import Positional
-from tyro.conf import arg as tyro_arg
 
 
 @dataclass(frozen=True)
@@ -235,7 +236,7 @@ class RoundTrace:
         self.columns = columns
 
     @classmethod
-    def load(cls, path: Path, rounds: int) -> "RoundTrace":
+    def load(cls, path: Path, rounds: int) -> RoundTrace:
         if rounds == 0 or not path.exists():
             return cls({})
         with np.load(path) as f:
@@ -337,10 +338,8 @@ def run_pack(cfgs: list[TrainConfig], *, resume_dirs: list[str | None] | None = 
     finally:
         for r in runs:
             for sink in r.sinks:
-                try:
+                with contextlib.suppress(OSError):
                     sink.close()
-                except OSError:
-                    pass
     return [_finish(r) for r in runs]
 
 
@@ -609,7 +608,8 @@ def _train(runs: list[_Run]) -> None:
                     raise TrainingDiverged(
                         f"training diverged in steps {step + 1}–{step + n}: {bad} is not finite (NaN or ±inf); nothing "
                         f"of these steps was written and {kept} in {r.run_dir}; lower the learning rates, or check the "
-                        f"scale of the data's rewards and costs (largest |reward| {float(np.abs(ds['rewards']).max()):g}, "
+                        f"scale of the data's rewards and costs "
+                        f"(largest |reward| {float(np.abs(ds['rewards']).max()):g}, "
                         f"|cost| {float(np.abs(ds['costs']).max()):g})"
                     )
             step += n

@@ -21,8 +21,9 @@ model into unbounded extrapolation.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import flax.linen as nn
 import flax.struct

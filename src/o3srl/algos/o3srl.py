@@ -312,7 +312,7 @@ class O3SRL:
         )
 
     @staticmethod
-    def upgrade_state_dict(state_dict: dict[str, Any], template: "LearnerState") -> dict[str, Any]:
+    def upgrade_state_dict(state_dict: dict[str, Any], template: LearnerState) -> dict[str, Any]:
         """A checkpoint written before the adaptive λ-player (no bandit hint, no tail members) in today's layout: the
         hint is zero (as the optimism-free bandit it ran had), the tail is empty (the run outputs its last iterate)."""
         from flax import serialization

@@ -24,8 +24,8 @@ import numpy as np
 import optax
 
 from o3srl.algos.iql import IQL
-from o3srl.bandits import ogd_lambda_step
 from o3srl.algos.td3bc import TD3BC
+from o3srl.bandits import ogd_lambda_step
 from o3srl.data.sampler import DeviceData, sample_batch, sample_init_obs
 from o3srl.data.transforms import BudgetConvention, budget_per_step, budget_value
 from o3srl.errors import ConfigError
@@ -41,7 +41,8 @@ class TheoryConfig:
     max_lambda: float = 5.0
     """C: λ is projected onto [0, C]."""
     lambda_lr: float | None = None
-    """OGD step η; None: C / (D sqrt(T)) with D = the largest possible |V_c − B| (the standard rate for a linear loss)."""
+    """OGD step η; None: C / (D sqrt(T)) with D = the largest possible |V_c − B| (the standard rate for a linear
+    loss)."""
     initial_lambda: float = 0.0
     fqe_steps: int = 2_000
     """Gradient steps of fitted Q evaluation per iterate."""

@@ -22,9 +22,11 @@ costs less than a JAX dispatch); the update — all epochs and minibatches — i
 
 from __future__ import annotations
 
+import itertools
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -105,7 +107,7 @@ def _mlp_init(rng: np.random.Generator, sizes: list[int], out_scale: float) -> P
     """Orthogonal initialisation (gain √2 for hidden layers, ``out_scale`` for the output), the usual PPO choice:
     a small actor output keeps the first policy near the zero action."""
     layers: Params = {}
-    for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+    for i, (fan_in, fan_out) in enumerate(itertools.pairwise(sizes)):
         gain = out_scale if i == len(sizes) - 2 else np.sqrt(2.0)
         a = rng.normal(size=(max(fan_in, fan_out), min(fan_in, fan_out)))
         q, r = np.linalg.qr(a)
@@ -142,7 +144,7 @@ class RunningMoments:
     count: float = 1e-4
 
     @classmethod
-    def zeros(cls, shape: tuple[int, ...]) -> "RunningMoments":
+    def zeros(cls, shape: tuple[int, ...]) -> RunningMoments:
         return cls(np.zeros(shape, np.float64), np.ones(shape, np.float64))
 
     def update(self, x: np.ndarray) -> None:
@@ -424,7 +426,7 @@ def train_ppo_lag(
     try:
         for it in range(config.iterations):
             buf = {
-                k: np.zeros((T, E) + s, np.float32)
+                k: np.zeros((T, E, *s), np.float32)
                 for k, s in (
                     ("obs", (obs_dim,)),
                     ("actions", (act_dim,)),
@@ -502,7 +504,7 @@ def train_ppo_lag(
                 "ret_r": ret_r,
                 "ret_c": ret_c,
             }
-            batch = {k: jnp.asarray(v.reshape((T * E,) + v.shape[2:]), jnp.float32) for k, v in batch.items()}
+            batch = {k: jnp.asarray(v.reshape((T * E, *v.shape[2:])), jnp.float32) for k, v in batch.items()}
             key, sub = jax.random.split(key)
             policy_coef = 0.0 if it < config.value_warmup_iterations else 1.0
             jparams, opt_state, metrics = update(jparams, opt_state, batch, sub, jnp.float32(policy_coef))

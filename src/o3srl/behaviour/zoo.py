@@ -13,9 +13,10 @@ import json
 import multiprocessing as mp
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Sequence
+from typing import Annotated, Any
 
 import numpy as np
 import tyro
@@ -98,7 +99,7 @@ def _to_state_dict(snapshots: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 
 def save_member(
-    directory: Path, result: Any, previous: "PreviousMember | None" = None, origin: dict[str, Any] | None = None
+    directory: Path, result: Any, previous: PreviousMember | None = None, origin: dict[str, Any] | None = None
 ) -> Path:
     """Write one trained member (``TrainResult``) as ``<member>.msgpack`` + ``<member>.json`` (atomic).
 

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 
@@ -60,7 +60,7 @@ class Episodes:
 def _as_array(name: str, value: object) -> np.ndarray:
     try:
         return np.asarray(value)
-    except Exception as exc:  # numpy raises several types for ragged input
+    except Exception as exc:  # noqa: BLE001 — numpy raises several types for ragged input
         raise DatasetError(f"{name}: cannot be read as an array ({exc})") from None
 
 
@@ -221,7 +221,7 @@ class OfflineDataset:
 
     # ------------------------------------------------------------------ IO
     @classmethod
-    def load(cls, path: str | os.PathLike[str], **kwargs: object) -> "OfflineDataset":
+    def load(cls, path: str | os.PathLike[str], **kwargs: object) -> OfflineDataset:
         """Load a DSRL HDF5 file (``.hdf5``/``.h5``) or an ``.npz`` file."""
         path = Path(path)
         if not path.exists():
@@ -283,7 +283,7 @@ def _read_hdf5(path: Path) -> dict[str, np.ndarray]:
     try:
         with h5py.File(path, "r") as f:
             arrays: dict[str, np.ndarray] = {}
-            for key in f.keys():
+            for key in f:
                 node = f[key]
                 if not isinstance(node, h5py.Dataset):
                     raise DatasetError(f"dataset {path}: {key} is an HDF5 group; DSRL files hold only top-level arrays")

@@ -5,8 +5,8 @@ DSRL recorded every episode of a long Lagrangian training run and thinned them w
 at random, with Gaussian action noise of a per-episode scale σ_i ~ U(0, noise_max), and in half of the episodes a
 second random snapshot takes over at a random step: the snapshots spread episodes along training (low to high
 reward) and across cost limits (safe to unsafe), the switches fill the plane between them, and the noise spreads
-episodes around each policy. Episodes above the task's max cost are dropped and the grid filter thins dense cells down to about DSRL's
-trajectory count, as DSRL did.
+episodes around each policy. Episodes above the task's max cost are dropped and the grid filter thins dense cells
+down to about DSRL's trajectory count, as DSRL did.
 
 Reproducible and resumable: everything about episode i (policy, σ_i, action noise, reset seed) is drawn from
 ``SeedSequence([seed, i])``, each chunk of episodes is played on a fresh environment and saved atomically under
@@ -22,9 +22,10 @@ import multiprocessing as mp
 import os
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -195,9 +196,8 @@ def make_dataset(
     ``max_chunks`` (for tests and time-boxed runs) stopped the collection early, leaving the partial directory."""
     from o3srl.behaviour.zoo import load_zoo
     from o3srl.envs.make import require_simulator
-
     from o3srl.io import ensure_writable_dir
-    from o3srl.validation import check_fields, check_number, COUNT
+    from o3srl.validation import COUNT, check_fields, check_number
 
     spec = get_task(config.task)
     check_fields(config)
@@ -212,7 +212,7 @@ def make_dataset(
         raise MakeError(f"output {path} must be a .hdf5 file (DSRL's format)")
     # Minutes of collection must not end in a directory that cannot take the file.
     ensure_writable_dir(path.absolute().parent, f"dataset output {path}")
-    members = load_zoo(spec.task_id, zoo)
+    load_zoo(spec.task_id, zoo)  # fails early, naming the missing members
     zoo_sha, zoo_entries = _zoo_fingerprint(spec.task_id, zoo)
     t0 = time.time()
 
@@ -333,11 +333,11 @@ def make_dataset(
         "noise_max": config.noise_max,
         "switch_prob": config.switch_prob,
         "episodes_switched": int((arrays["episode_switch"] < spec.max_episode_steps).sum()),
-        "episodes_collected": int(len(ep)),
+        "episodes_collected": len(ep),
         "episodes_above_max_cost": int((ep.cost_return > spec.max_cost).sum()),
-        "episodes_kept": int(len(kept)),
+        "episodes_kept": len(kept),
         "target_episodes": target,
-        "transitions": int(len(dataset)),
+        "transitions": len(dataset),
         "grid_filter": {
             "cost_bins": config.cost_bins,
             "reward_bins": config.reward_bins,

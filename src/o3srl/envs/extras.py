@@ -22,9 +22,10 @@ import importlib.metadata
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Literal
 
 from o3srl.errors import O3SRLError
 

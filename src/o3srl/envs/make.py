@@ -14,7 +14,8 @@ import contextlib
 import importlib
 import importlib.util
 import sys
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 
