@@ -144,7 +144,7 @@ def default_exploration(num_arms: int, num_rounds: int) -> float:
 
 
 def arm_probabilities(
-    state: BanditState, kind: BanditKind, exploration: float, optimism: float | jax.Array = 0.0
+    state: BanditState, kind: BanditKind, exploration: float | jax.Array, optimism: float | jax.Array = 0.0
 ) -> jax.Array:
     """The distribution the next arm is drawn from: ``softmax(w − β m)`` with the hint m (the last losses) and the
     optimism β (0: the plain algorithm), mixed with the uniform distribution by ``exploration`` for EXP3 / EXP3.S."""
@@ -165,8 +165,8 @@ def update_bandit(
     arm: jax.Array,
     losses: jax.Array,
     probs: jax.Array,
-    learning_rate: float,
-    exploration: float,
+    learning_rate: float | jax.Array,
+    exploration: float | jax.Array,
     optimism: float | jax.Array = 0.0,
     hint_losses: jax.Array | None = None,
     max_gap: float | jax.Array = MAX_GAP,
@@ -227,7 +227,11 @@ def lagrangian_feedback(
 
 
 def shaped_feedback(
-    lambdas: jax.Array, reward_estimate: jax.Array, cost_estimate: jax.Array, budget: float, value_scale: float
+    lambdas: jax.Array,
+    reward_estimate: jax.Array,
+    cost_estimate: jax.Array,
+    budget: float | jax.Array,
+    value_scale: float | jax.Array,
 ) -> jax.Array:
     """Losses of every arm from the whole Lagrangian ``R̂ − λ_k (Ĉ − B)``, in [0, 1] (see module docstring)."""
     lagrangian = reward_estimate - lambdas * (cost_estimate - budget)

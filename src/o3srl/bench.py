@@ -367,7 +367,7 @@ def parse_grid(
             raise ConfigError(f"{where}: unknown key(s) {bad}; it takes {sorted(CELL_MATCH_KEYS)} to match and 'set'")
         if "set" not in entry:
             raise ConfigError(f"{where}: needs 'set', a table of TrainConfig overrides")
-        overrides = check_overrides(_expect(entry.pop("set"), dict, f"{where}.set"), f"{where}.set")
+        settings = check_overrides(_expect(entry.pop("set"), dict, f"{where}.set"), f"{where}.set")
         match: dict[str, list[Any]] = {}
         for key, value in entry.items():
             values = value if isinstance(value, list) else [value]
@@ -376,7 +376,7 @@ def parse_grid(
                 if (float(v) if key == "cost_limit" and isinstance(v, (int, float)) else v) not in universe:
                     raise ConfigError(f"{where}: {key} = {v!r} is not in the grid's {key}s {universe}")
             match[key] = [float(v) if key == "cost_limit" else v for v in values]
-        per_cell.append((match, overrides))
+        per_cell.append((match, settings))
 
     dataset_pattern = data.get("dataset")
     if dataset_pattern is not None:
@@ -407,9 +407,9 @@ def parse_grid(
                     overrides.update(defaults)
                     overrides.update(per_task.get(task, {}))
                     overrides.update(alg_overrides)
-                    for j, (match, cell_over) in enumerate(per_cell):
-                        values = {"task": task, "algorithm": alg, "cost_limit": kappa, "seed": seed}
-                        if all(values[k] in vs for k, vs in match.items()):
+                    for j, (cell_match, cell_over) in enumerate(per_cell):
+                        coords = {"task": task, "algorithm": alg, "cost_limit": kappa, "seed": seed}
+                        if all(coords[k] in vs for k, vs in cell_match.items()):
                             overrides.update(cell_over)
                             seen_used[j] = True
                     if overrides.get("dataset") is not None:

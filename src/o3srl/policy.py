@@ -71,7 +71,7 @@ class MixturePolicy(Policy):
             self._act(self.actor_params, jnp.asarray(normalize_obs(batch, self.stats)))
         )  # (members, B, act)
         rows = np.arange(batch.shape[0])
-        chosen = np.array([self._members[i] if i in self._members else self.begin_episode(i) for i in rows])
+        chosen = np.array([self._members[i] if i in self._members else self.begin_episode(i) for i in range(len(rows))])
         action = np.asarray(denormalize_action(every[chosen, rows], self.stats), np.float32)
         return action[0] if single else action
 

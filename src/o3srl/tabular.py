@@ -127,7 +127,9 @@ def gridworld(
     top = (size - river_rows) // 2
     river = [r * size + c for r in range(top, top + river_rows) for c in range(1, size - 1)]
     others = np.array([s for s in range(n) if s not in (start, goal, *river) and s % size not in (0, size - 1)])
-    extra = rng.choice(others, size=min(extra_hazards, len(others)), replace=False) if extra_hazards else []
+    extra: np.ndarray | list[int] = (
+        rng.choice(others, size=min(extra_hazards, len(others)), replace=False) if extra_hazards else []
+    )
     hazards = np.array([*river, *extra], dtype=int)
     moves = [(-1, 0), (0, 1), (1, 0), (0, -1)]
     p = np.zeros((n, 4, n))

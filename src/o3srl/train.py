@@ -256,7 +256,8 @@ class RoundTrace:
         from o3srl.io import atomic_write_bytes
 
         buf = io.BytesIO()
-        np.savez_compressed(buf, **{k.replace("/", "__"): np.concatenate(v) for k, v in self.columns.items()})
+        columns = {k.replace("/", "__"): np.concatenate(v) for k, v in self.columns.items()}
+        np.savez_compressed(buf, **columns)  # type: ignore[arg-type]  # numpy's stub types **kwds as its flags
         atomic_write_bytes(path, buf.getvalue())
 
 

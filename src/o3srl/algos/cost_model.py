@@ -177,7 +177,9 @@ class CostModel:
         m = self.config.members
         obs = jnp.broadcast_to(init_obs, (m, *init_obs.shape))
 
-        def step(carry: tuple[jax.Array, jax.Array, jax.Array], _: None) -> tuple[tuple[jax.Array, ...], None]:
+        def step(
+            carry: tuple[jax.Array, jax.Array, jax.Array], _: None
+        ) -> tuple[tuple[jax.Array, jax.Array, jax.Array], None]:
             s, alive, total = carry
             next_s, cost, done = self.predict(state, s, act(s))
             total = total + alive * cost  # not clipped at 0: the members' errors around a cost of 0 cancel

@@ -266,7 +266,7 @@ def _continued_config(previous: PreviousMember, steps: int, start: dict[str, Any
     member started from another); a value-only warm-up first when ``start`` carries no value heads."""
     from o3srl.behaviour.ppo_lag import PPOLagConfig
 
-    fields = {
+    fields: dict[str, Any] = {
         k: (tuple(v) if isinstance(v, list) else v)
         for k, v in previous.config.items()
         if k in PPOLagConfig.__dataclass_fields__

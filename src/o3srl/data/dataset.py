@@ -251,7 +251,7 @@ class OfflineDataset:
         try:
             if suffix == ".npz":
                 with open(tmp, "wb") as f:
-                    np.savez_compressed(f, **self.arrays)
+                    np.savez_compressed(f, **self.arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds as its flags
             else:
                 write_dsrl_hdf5(tmp, self.arrays)
             publish(tmp, path)

@@ -167,7 +167,7 @@ def _collect_chunk(job: tuple[str, str | None, int, int, int, float, float, str]
         _WORKER_ZOO[(task_id, zoo)] = load_zoo(task_id, zoo)
     arrays = collect_episodes(task_id, _WORKER_ZOO[(task_id, zoo)], seed, range(start, stop), noise_max, switch_prob)
     buf = io.BytesIO()
-    np.savez(buf, **arrays)
+    np.savez(buf, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds as its flags
     atomic_write_bytes(path, buf.getvalue())
     return stop - start
 
