@@ -74,6 +74,7 @@ from tyro.conf import Positional
 from tyro.conf import arg as tyro_arg
 
 from o3srl.errors import ConfigError, O3SRLError
+from o3srl.rundir import CONFIG_NAME, json_default
 
 if typing.TYPE_CHECKING:  # pragma: no cover
     from o3srl.config import TrainConfig
@@ -549,25 +550,13 @@ class ResultsWriter:
         print(f"warning: cut an unfinished last line ({len(data) - keep} bytes) from {self.path}", file=sys.stderr)
 
     def append(self, row: dict[str, Any]) -> None:
-        self._file.write(json.dumps(row, sort_keys=False, default=_json_default) + "\n")
+        self._file.write(json.dumps(row, sort_keys=False, default=json_default) + "\n")
         self._file.flush()
         os.fsync(self._file.fileno())
 
     def close(self) -> None:
         self._file.close()
         self._lock.close()
-
-
-def _json_default(value: Any) -> Any:
-    import numpy as np
-
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON-serialisable: {type(value).__name__}")
 
 
 CSV_COLUMNS = (
@@ -660,25 +649,28 @@ def _base_row(cell: Cell, grid_name: str) -> dict[str, Any]:
 def is_trained(cell: Cell) -> bool:
     """Whether the cell's run directory holds its finished training (a final policy and a checkpoint at its last
     step): what ``--stage evaluate`` needs."""
-    from o3srl.checkpoint import CHECKPOINT_NAME, POLICY_NAME, CheckpointError, read_payload
+    from o3srl.checkpoint import CheckpointError
+    from o3srl.rundir import checkpoint_step, has_policy
 
-    if not (cell.run_dir / POLICY_NAME).exists() or not (cell.run_dir / CHECKPOINT_NAME).exists():
+    if not has_policy(cell.run_dir):
         return False
     try:
-        return int(read_payload(cell.run_dir / CHECKPOINT_NAME)["step"]) >= cell.config.steps
-    except (CheckpointError, KeyError, TypeError, ValueError):
+        step = checkpoint_step(cell.run_dir)
+    except CheckpointError:
         return False
+    return step is not None and step >= cell.config.steps
 
 
 def _checkpoint_step(cell: Cell) -> int:
-    from o3srl.checkpoint import CHECKPOINT_NAME, CheckpointError, read_payload
+    """The step of the cell's checkpoint: 0 without one, -1 when it cannot be read."""
+    from o3srl.checkpoint import CheckpointError
+    from o3srl.rundir import checkpoint_step
 
-    if not (cell.run_dir / CHECKPOINT_NAME).exists():
-        return 0
     try:
-        return int(read_payload(cell.run_dir / CHECKPOINT_NAME)["step"])
-    except (CheckpointError, KeyError, TypeError, ValueError):
+        step = checkpoint_step(cell.run_dir)
+    except CheckpointError:
         return -1  # unreadable: trained alone, where the training loop reports it
+    return 0 if step is None else step
 
 
 def make_packs(cells: Sequence[Cell], pack: int) -> list[list[Cell]]:
@@ -698,8 +690,8 @@ def execute_pack(cells: Sequence[Cell], grid_name: str, stage: Stage = "all") ->
     """Train (or resume) the cells as one program and evaluate each; returns their rows (stage ``train``: rows with
     status ``trained``, which the driver does not record). A failed training raises; a failed evaluation is that
     cell's ``failed`` row."""
-    from o3srl.checkpoint import CHECKPOINT_NAME
-    from o3srl.logger import METRICS_NAME, logged_seconds
+    from o3srl.logger import logged_seconds
+    from o3srl.rundir import METRICS_NAME, clear_logs, has_checkpoint
     from o3srl.train import run_pack
 
     started, t0 = _now(), time.time()
@@ -707,13 +699,12 @@ def execute_pack(cells: Sequence[Cell], grid_name: str, stage: Stage = "all") ->
     if stage != "evaluate":
         resume_dirs: list[str | None] = []
         for cell in cells:
-            if (cell.run_dir / CHECKPOINT_NAME).exists():
+            if has_checkpoint(cell.run_dir):
                 resumed_from.append(_checkpoint_step(cell))
                 resume_dirs.append(str(cell.run_dir))
             else:
                 # Killed before its first checkpoint: start over, without the dead attempt's log rows.
-                for stale in ("metrics.jsonl", "rounds.npz"):
-                    (cell.run_dir / stale).unlink(missing_ok=True)
+                clear_logs(cell.run_dir)
                 resumed_from.append(0)
                 resume_dirs.append(None)
         run_pack([c.train_config() for c in cells], resume_dirs=resume_dirs)
@@ -756,40 +747,24 @@ def _evaluate_cell(cell: Cell, grid_name: str, timing: dict[str, Any]) -> dict[s
     import numpy as np
 
     from o3srl import __version__
-    from o3srl.evaluate import evaluate
-    from o3srl.io import atomic_write_text
-    from o3srl.policy import load_policy
+    from o3srl.rundir import evaluate_run, write_eval
 
     run_dir = cell.run_dir
     cfg = cell.config
-    info = json.loads((run_dir / "run.json").read_text())
-    frontier = info.get("safe_frontier")
     t1 = time.time()
-    result = evaluate(
-        load_policy(run_dir),
-        info["env_id"],
+    # The grid names the environment (an entry point included), as the training did: it is the run's own.
+    result, summary = evaluate_run(
+        run_dir,
         episodes=cfg.eval_episodes,
-        cost_limit=cfg.cost_limit,
         seed=cfg.eval_seed,
-        num_envs=cfg.eval_envs,
-        reward_range=tuple(info["reward_range"]),
-        reference=info["reward_reference"],
-        frontier=frontier if frontier is not None and math.isfinite(frontier) else None,
+        envs=cfg.eval_envs,
+        env_id=cfg.env_id or cfg.task,
+        step=cfg.steps,
     )
     eval_seconds = time.time() - t1
     metrics = result.metrics()
-    summary = {
-        "run_dir": str(run_dir),
-        "step": cfg.steps,
-        "algo": cfg.algo,
-        "task": cfg.task,
-        "cost_limit": cfg.cost_limit,
-        "seed": cfg.seed,
-        **info,
-        **metrics,
-        "eval": result.to_dict(),
-    }
-    atomic_write_text(run_dir / "eval.json", json.dumps(summary, indent=2, default=_json_default) + "\n")
+    write_eval(run_dir, summary)
+    frontier = summary.get("safe_frontier")
     return {
         **_base_row(cell, grid_name),
         "status": "ok",
@@ -799,12 +774,12 @@ def _evaluate_cell(cell: Cell, grid_name: str, timing: dict[str, Any]) -> dict[s
             "cost": np.asarray(result.episode_costs).tolist(),
             "length": np.asarray(result.episode_lengths).tolist(),
         },
-        "reward_reference": info["reward_reference"],
-        "reward_range": info["reward_range"],
+        "reward_reference": summary["reward_reference"],
+        "reward_range": summary["reward_range"],
         "safe_frontier": frontier if frontier is not None and math.isfinite(frontier) else None,
-        "dataset": info["dataset"],
-        "dataset_sha256": info["dataset_sha256"],
-        "env_id": info["env_id"],
+        "dataset": summary["dataset"],
+        "dataset_sha256": summary["dataset_sha256"],
+        "env_id": summary["env_id"],
         "o3srl_version": __version__,
         "train_seconds": timing["train_seconds"],
         "sitting_seconds": timing["sitting_seconds"],
@@ -1016,7 +991,7 @@ def default_pack_size() -> int:
 def cell_states(grid: Grid, rows: list[dict[str, Any]]) -> dict[str, str]:
     """``done`` / ``trained`` (not evaluated) / ``partial`` / ``failed before`` / ``todo`` for every cell (for
     ``--dry-run``)."""
-    from o3srl.checkpoint import CHECKPOINT_NAME
+    from o3srl.rundir import has_checkpoint
 
     done = finished_rows(rows)
     failed = {r.get("cell_id") for r in rows if r.get("status") == "failed"}
@@ -1026,7 +1001,7 @@ def cell_states(grid: Grid, rows: list[dict[str, Any]]) -> dict[str, str]:
             out[cell.cell_id] = "done"
         elif is_trained(cell):
             out[cell.cell_id] = "trained"
-        elif (cell.run_dir / CHECKPOINT_NAME).exists():
+        elif has_checkpoint(cell.run_dir):
             out[cell.cell_id] = "partial"
         elif cell.cell_id in failed:
             out[cell.cell_id] = "failed before"
@@ -1046,7 +1021,7 @@ def check_consistency(grid: Grid, rows: list[dict[str, Any]], pending: list[Cell
             if diff:
                 problems.append(f"{cell.cell_id} (finished row): {'; '.join(diff[:4])}")
     for cell in pending:
-        saved = cell.run_dir / "config.json"
+        saved = cell.run_dir / CONFIG_NAME
         if saved.exists():
             try:
                 old = json.loads(saved.read_text())

@@ -19,10 +19,10 @@ from flax import serialization
 from o3srl.data.sampler import NormStats
 from o3srl.errors import O3SRLError
 from o3srl.io import atomic_write_bytes
+from o3srl.rundir import CHECKPOINT_NAME as CHECKPOINT_NAME  # the file names belong to o3srl.rundir
+from o3srl.rundir import POLICY_NAME as POLICY_NAME
 
 FORMAT_VERSION = 1
-CHECKPOINT_NAME = "checkpoint.msgpack"
-POLICY_NAME = "policy.msgpack"
 
 
 class CheckpointError(O3SRLError):

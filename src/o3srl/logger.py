@@ -9,8 +9,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from o3srl.errors import O3SRLError
-
-METRICS_NAME = "metrics.jsonl"
+from o3srl.rundir import METRICS_NAME as METRICS_NAME  # the file names belong to o3srl.rundir
 
 
 class Sink(Protocol):

@@ -10,9 +10,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from o3srl.checkpoint import POLICY_NAME, read_payload, stats_from_dict
+from o3srl.checkpoint import read_payload, stats_from_dict
 from o3srl.data.sampler import NormStats, denormalize_action, normalize_obs
 from o3srl.errors import O3SRLError
+from o3srl.rundir import POLICY_NAME
 
 
 class Policy:

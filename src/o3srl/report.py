@@ -34,6 +34,7 @@ from tyro.conf import Positional
 from tyro.conf import arg as tyro_arg
 
 from o3srl.errors import O3SRLError
+from o3srl.rundir import RUN_INFO_NAME, TRACE_NAME, read_metrics, read_trace
 
 Mark = Literal["best", "safe", "unsafe", "missing"]
 SAFE, UNSAFE = "✓", "✗"
@@ -408,26 +409,12 @@ def plot_tradeoff(results: Results, cost_limit: float) -> bytes:
     return _figure_bytes(fig)
 
 
-def _read_curves(run_dir: Path) -> list[dict[str, Any]]:
-    path = run_dir / "metrics.jsonl"
-    if not path.exists():
-        return []
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                break
-    return rows
-
-
 def plot_curves(results: Results, cost_limit: float) -> bytes | None:
     """Training curves per task (rows) and metric (columns): each seed thin, the mean over seeds thick."""
     curves: dict[tuple[str, str], list[list[dict[str, Any]]]] = defaultdict(list)
     for row in results.rows:
         if float(row["cost_limit"]) == cost_limit and row.get("run_dir"):
-            data = _read_curves(Path(row["run_dir"]))
+            data = read_metrics(Path(row["run_dir"]))
             if data:
                 curves[(row["task"], row["algorithm"])].append(data)
     if not curves:
@@ -489,12 +476,12 @@ def bandit_plots(results: Results, cost_limit: float, out_dir: Path) -> list[tup
         chosen.items(), key=lambda kv: (results.tasks.index(kv[0][0]), results.algorithms.index(kv[0][1]))
     ):
         run_dir = Path(row.get("run_dir", ""))
-        info_path = run_dir / "run.json"
+        info_path = run_dir / RUN_INFO_NAME
         if not info_path.exists():
             continue
         arms = json.loads(info_path.read_text()).get("arms", [])
         out = out_dir / f"bandit_{task}_{alg}_k{cost_limit:g}_s{row['seed']}.png"
-        if plot_bandit_history(run_dir / "rounds.npz", out, arms) is not None:
+        if plot_bandit_history(run_dir / TRACE_NAME, out, arms) is not None:
             made.append((f"{task}, {results.labels[alg]}, seed {row['seed']}", out))
     return made
 
@@ -502,13 +489,10 @@ def bandit_plots(results: Results, cost_limit: float, out_dir: Path) -> list[tup
 # ---------------------------------------------------------------------------------------------------- κ-response
 def tail_lambda(run_dir: str | Path, fraction: float = 0.1) -> float | None:
     """The mean pulled λ over the last ``fraction`` of a run's rounds (from its ``rounds.npz``); None if absent."""
-    path = Path(run_dir) / "rounds.npz"
-    if not path.exists():
+    trace = read_trace(Path(run_dir) / TRACE_NAME)
+    if trace is None or "bandit/lambda" not in trace:
         return None
-    with np.load(path) as f:
-        if "bandit__lambda" not in f.files:
-            return None
-        lam = np.asarray(f["bandit__lambda"], np.float64)
+    lam = np.asarray(trace["bandit/lambda"], np.float64)
     if lam.size == 0:
         return None
     return float(lam[-max(1, int(round(lam.size * fraction))) :].mean())

@@ -2,17 +2,8 @@
 
 ``run(cfg)``: load and validate the dataset, build the learner, train in compiled chunks of rounds, log metrics
 (console progress bar, ``metrics.jsonl``, optionally TensorBoard), checkpoint atomically, resume a killed run to the
-same result, save the final policy (the last iterate) and evaluate it in the simulator.
-
-Run directory layout::
-
-    config.json          the resolved config
-    run.json             dataset path and hash, reference scores, budget, package version
-    metrics.jsonl        one row per ``log_every`` steps (and evaluation rows)
-    checkpoint.msgpack   everything needed to continue
-    policy.msgpack       the final policy (what ``o3srl.load_policy`` reads)
-    eval.json            the final evaluation
-    bandit.png           arm probabilities and λ over training (O3SRL)
+same result, save the final policy (the last iterate) and evaluate it in the simulator. The run directory's
+layout, its readers and the evaluation of a run belong to :mod:`o3srl.rundir`.
 """
 
 from __future__ import annotations
@@ -34,7 +25,26 @@ from tyro.conf import arg as tyro_arg
 
 from o3srl.config import TrainConfig, dumps, from_dict, read_config
 from o3srl.errors import ConfigError, O3SRLError
-from o3srl.io import atomic_write_text, file_sha256
+from o3srl.io import file_sha256
+from o3srl.rundir import (
+    BANDIT_PLOT_NAME,
+    CHECKPOINT_NAME,
+    CONFIG_NAME,
+    EVAL_NAME,
+    METRICS_NAME,
+    POLICY_NAME,
+    RUN_INFO_NAME,
+    TENSORBOARD_DIR,
+    TRACE_NAME,
+    RoundTrace,
+    config_differences,
+    evaluate_policy,
+    evaluate_run,
+    read_json_object,
+    run_summary,
+    write_eval,
+    write_run_files,
+)
 
 
 @dataclass(frozen=True)
@@ -220,47 +230,6 @@ def env_task_name(env_id: str) -> str:
     return safe_name(env_id.rpartition(":")[2] or env_id)
 
 
-TRACE_NAME = "rounds.npz"
-
-
-class RoundTrace:
-    """Every round's λ-player record (λ, pulled arm, its loss, arm probabilities, the critics' cost estimate).
-
-    Kept per round in ``rounds.npz`` (metrics.jsonl holds per-window summaries); saved with each checkpoint and
-    truncated to the checkpoint on resume, so a resumed run's trace equals an uninterrupted one's.
-    """
-
-    PREFIXES = ("bandit/", "feedback/", "theory/")
-
-    def __init__(self, columns: dict[str, list[np.ndarray]]) -> None:
-        self.columns = columns
-
-    @classmethod
-    def load(cls, path: Path, rounds: int) -> RoundTrace:
-        if rounds == 0 or not path.exists():
-            return cls({})
-        with np.load(path) as f:
-            return cls({k.replace("__", "/"): [f[k][:rounds]] for k in f.files})
-
-    def extend(self, step: int, steps_per_round: int, metrics: dict[str, Any]) -> None:
-        n = len(next(iter(metrics.values())))
-        end = step // steps_per_round
-        self.columns.setdefault("round", []).append(np.arange(end - n + 1, end + 1))
-        for key, values in metrics.items():
-            if key.startswith(self.PREFIXES):
-                self.columns.setdefault(key, []).append(np.asarray(values, np.float32))
-
-    def save(self, path: Path) -> None:
-        import io
-
-        from o3srl.io import atomic_write_bytes
-
-        buf = io.BytesIO()
-        columns = {k.replace("/", "__"): np.concatenate(v) for k, v in self.columns.items()}
-        np.savez_compressed(buf, **columns)  # type: ignore[arg-type]  # numpy's stub types **kwds as its flags
-        atomic_write_bytes(path, buf.getvalue())
-
-
 def _summarise(metrics: dict[str, Any]) -> dict[str, float]:
     """Chunk metrics (stacked per round) → one row: means, plus the last λ and arm probabilities."""
     row: dict[str, float] = {}
@@ -366,7 +335,7 @@ def _open_run(cfg: TrainConfig, resume_dir: str | None, problems: dict[str, Prob
     """Every check of one run, then its run directory, ``config.json``, ``run.json`` and metric sinks."""
     import jax
 
-    from o3srl.checkpoint import CHECKPOINT_NAME, load_checkpoint
+    from o3srl.checkpoint import load_checkpoint
     from o3srl.data.dataset import safe_frontier
     from o3srl.data.sampler import compute_norm_stats
     from o3srl.envs.make import check_entry_point, require_simulator
@@ -374,9 +343,9 @@ def _open_run(cfg: TrainConfig, resume_dir: str | None, problems: dict[str, Prob
 
     if resume_dir is not None:
         run_dir = Path(resume_dir)
-        config_path = run_dir / "config.json"
+        config_path = run_dir / CONFIG_NAME
         if not config_path.exists():
-            raise O3SRLError(f"cannot resume {run_dir}: it has no config.json (is it a run directory?)")
+            raise O3SRLError(f"cannot resume {run_dir}: it has no {CONFIG_NAME} (is it a run directory?)")
         confirmed_env = cfg.env_id
         cfg = read_config(config_path)
         if cfg.env_id is not None:
@@ -454,16 +423,15 @@ def _open_run(cfg: TrainConfig, resume_dir: str | None, problems: dict[str, Prob
 
 def _start_files(r: _Run, resumed: bool) -> None:
     """The run directory with ``config.json`` and ``run.json``, and the open metric sinks (after every check)."""
-    from o3srl.logger import METRICS_NAME, JsonlSink, TensorBoardSink
+    from o3srl.logger import JsonlSink, TensorBoardSink
 
     with _file_errors(f"cannot create run directory {r.run_dir}"):
         r.run_dir.mkdir(parents=True, exist_ok=True)
     with _file_errors(f"cannot write the run directory {r.run_dir}"):
-        atomic_write_text(r.run_dir / "config.json", r.config_json + "\n")
-        atomic_write_text(r.run_dir / "run.json", json.dumps(r.run_info, indent=2) + "\n")
+        write_run_files(r.run_dir, r.config_json, r.run_info)
         r.sinks.append(JsonlSink(r.run_dir / METRICS_NAME, resume_step=r.step if resumed else None))
     if r.cfg.tensorboard:
-        r.sinks.append(TensorBoardSink(r.run_dir / "tb"))
+        r.sinks.append(TensorBoardSink(r.run_dir / TENSORBOARD_DIR))
 
 
 def _check_pack(runs: list[_Run]) -> None:
@@ -480,7 +448,7 @@ def _check_pack(runs: list[_Run]) -> None:
         if pack_key(r.cfg) != pack_key(first.cfg):
             from o3srl.config import to_dict
 
-            differ = _differences(to_dict(first.cfg), to_dict(r.cfg))
+            differ = config_differences(to_dict(first.cfg), to_dict(r.cfg))
             free = _packed_fields(first.cfg)
             differ = [d for d in differ if d.split(":")[0] not in free + PACK_FREE_FIELDS]
             raise ConfigError(
@@ -543,9 +511,8 @@ def _train(runs: list[_Run]) -> None:
     trains with the same program ``vmap``-ed over its runs."""
     import jax
 
-    from o3srl.checkpoint import CHECKPOINT_NAME, save_checkpoint
+    from o3srl.checkpoint import save_checkpoint
     from o3srl.data.sampler import to_device
-    from o3srl.logger import METRICS_NAME
 
     first = runs[0]
     cfg, learner = first.cfg, first.learner
@@ -627,7 +594,7 @@ def _train(runs: list[_Run]) -> None:
                 row = _summarise(mets)
                 row["time/steps_per_second"] = rate
                 if eval_now:
-                    result = _evaluate(r.cfg, r.problem, r.learner, s, r.stats, r.cfg.eval_every_episodes)
+                    result = _evaluate(r, s, r.cfg.eval_every_episodes)
                     row.update(result.metrics())
                 with _file_errors(
                     f"cannot write the metrics of step {step} to {r.run_dir / METRICS_NAME}",
@@ -669,7 +636,7 @@ def _all_finite(state: Any) -> Any:
 
 def _finish(r: _Run) -> dict[str, Any]:
     """Save the run's final policy (and the bandit plot), evaluate it, write ``eval.json``; returns the summary."""
-    from o3srl.checkpoint import POLICY_NAME, save_policy
+    from o3srl.checkpoint import save_policy
 
     cfg, run_dir, state, step = r.cfg, r.run_dir, r.state, r.step
     with _file_errors(
@@ -689,22 +656,11 @@ def _finish(r: _Run) -> dict[str, Any]:
         if cfg.algo == "o3srl" and not is_theory(cfg):
             from o3srl.plots import plot_bandit_history
 
-            plot_bandit_history(run_dir / TRACE_NAME, run_dir / "bandit.png", r.learner.arms.tolist())
-    summary: dict[str, Any] = {
-        "run_dir": str(run_dir),
-        "step": step,
-        "algo": cfg.algo,
-        "task": cfg.task,
-        "cost_limit": cfg.cost_limit,
-        "seed": cfg.seed,
-        **r.run_info,
-    }
-    if cfg.eval_episodes > 0:
-        result = _evaluate(cfg, r.problem, r.learner, state, r.stats, cfg.eval_episodes)
-        summary.update(result.metrics())
-        summary["eval"] = result.to_dict()
-    with _file_errors(f"cannot write {run_dir / 'eval.json'}"):
-        atomic_write_text(run_dir / "eval.json", json.dumps(summary, indent=2) + "\n")
+            plot_bandit_history(run_dir / TRACE_NAME, run_dir / BANDIT_PLOT_NAME, r.learner.arms.tolist())
+    result = _evaluate(r, state, cfg.eval_episodes) if cfg.eval_episodes > 0 else None
+    summary = run_summary(run_dir, cfg, r.run_info, step=step, result=result)
+    with _file_errors(f"cannot write {run_dir / EVAL_NAME}"):
+        write_eval(run_dir, summary)
     return summary
 
 
@@ -748,7 +704,7 @@ def _file_errors(what: str, after: str = "") -> Iterator[None]:
 def _resume_record(run_dir: Path, cfg: TrainConfig) -> dict[str, Any] | None:
     """Check a run directory before it is resumed, writing nothing: its checkpoint (if any) must be readable and
     saved with the same config as ``config.json``; returns its ``run.json`` record (``None`` before the first one)."""
-    from o3srl.checkpoint import CHECKPOINT_NAME, CheckpointError, read_payload
+    from o3srl.checkpoint import CheckpointError, read_payload
     from o3srl.config import to_dict
 
     checkpoint = run_dir / CHECKPOINT_NAME
@@ -758,58 +714,24 @@ def _resume_record(run_dir: Path, cfg: TrainConfig) -> dict[str, Any] | None:
             saved = from_dict(json.loads(payload["config"])).resolved()
         except (KeyError, TypeError, ValueError) as exc:
             raise CheckpointError(f"checkpoint {checkpoint} holds no usable config ({exc})") from None
-        differ = _differences(to_dict(saved), to_dict(cfg))
+        differ = config_differences(to_dict(saved), to_dict(cfg))
         if differ:
             raise CheckpointError(
                 f"cannot resume {run_dir}: its config.json differs from the config the checkpoint was saved with "
                 f"({'; '.join(differ[:4])}); restore config.json, or start a new run"
             )
-    info_path = run_dir / "run.json"
+    info_path = run_dir / RUN_INFO_NAME
     if not info_path.exists():
         if checkpoint.exists():
-            raise O3SRLError(f"cannot resume {run_dir}: run.json is missing, so the dataset cannot be checked")
+            raise O3SRLError(f"cannot resume {run_dir}: {RUN_INFO_NAME} is missing, so the dataset cannot be checked")
         return None
-    return _read_json_object(info_path, f"cannot resume {run_dir}: run.json")
+    return read_json_object(info_path, f"cannot resume {run_dir}: {RUN_INFO_NAME}")
 
 
-def _read_json_object(path: Path, what: str, hint: str = "") -> dict[str, Any]:
-    """A JSON file that must hold an object; a file that cannot be read or parsed, or holds anything else, is one
-    :class:`O3SRLError` starting with ``what`` (``hint`` follows the reason of an unreadable file)."""
-    try:
-        info = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise O3SRLError(f"{what} cannot be read ({exc}){hint}") from None
-    if not isinstance(info, dict):
-        raise O3SRLError(f"{what} is not a JSON object")
-    return info
-
-
-def _differences(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
-    out: list[str] = []
-    for key in sorted(set(a) | set(b)):
-        x, y = a.get(key), b.get(key)
-        if isinstance(x, dict) and isinstance(y, dict):
-            out += _differences(x, y, f"{prefix}{key}.")
-        elif x != y:
-            out.append(f"{prefix}{key}: {json.dumps(x)} in the checkpoint, {json.dumps(y)} in config.json")
-    return out
-
-
-def _evaluate(cfg: TrainConfig, problem: Problem, learner: Any, state: Any, stats: Any, episodes: int) -> Any:
-    from o3srl.evaluate import evaluate
-
-    policy = make_policy(cfg, learner, state, stats)
-    return evaluate(
-        policy,
-        problem.env_id,
-        episodes=episodes,
-        cost_limit=cfg.cost_limit,
-        seed=cfg.eval_seed,
-        num_envs=cfg.eval_envs,
-        reward_range=problem.reward_range,
-        reference=problem.reference,
-        frontier=problem.frontier if math.isfinite(problem.frontier) else None,
-    )
+def _evaluate(r: _Run, state: Any, episodes: int) -> Any:
+    """Evaluate the run's policy of ``state`` (not yet saved) as :func:`o3srl.rundir.evaluate_run` would."""
+    policy = make_policy(r.cfg, r.learner, state, r.stats)
+    return evaluate_policy(policy, r.run_info, r.cfg, episodes=episodes, seed=r.cfg.eval_seed, envs=r.cfg.eval_envs)
 
 
 # ---------------------------------------------------------------------- command line
@@ -911,9 +833,6 @@ def cli_eval(
         env_id: environment to evaluate on (default: the run's). A module:Class entry point recorded in the run is
             imported only when named here too, so a run directory from elsewhere cannot run code.
     """
-    from o3srl.envs.make import check_entry_point
-    from o3srl.evaluate import evaluate
-    from o3srl.policy import load_policy
     from o3srl.validation import COUNT, NON_NEGATIVE, SEED, check_number
 
     check_number("--episodes", episodes, COUNT)
@@ -921,77 +840,9 @@ def cli_eval(
     check_number("--seed", seed, SEED)
     if cost_limit is not None:
         check_number("--cost-limit", cost_limit, NON_NEGATIVE)
-    path = Path(run_dir)
-    if not (path / "config.json").exists() or not (path / "run.json").exists():
-        raise O3SRLError(f"{run_dir} is not a run directory (config.json / run.json missing)")
-    cfg = read_config(path / "config.json")
-    info = _read_run_info(path / "run.json")
-    recorded_env = info["env_id"]
-    if env_id is None:
-        check_entry_point(recorded_env, None, str(path / "run.json"))
-    policy = load_policy(path)
-    _check_policy_config(path, cfg)
-    kappa = cfg.cost_limit if cost_limit is None else cost_limit
-    frontier = info.get("safe_frontier") if kappa == cfg.cost_limit else None
-    if not isinstance(frontier, (int, float)) or not math.isfinite(frontier):
-        frontier = None
-    result = evaluate(
-        policy,
-        env_id or recorded_env,
-        episodes=episodes,
-        cost_limit=kappa,
-        seed=seed,
-        num_envs=envs,
-        reward_range=tuple(info["reward_range"]),
-        reference=info["reward_reference"],
-        frontier=frontier,
-    )
-    summary = {
-        "run_dir": str(path),
-        "algo": cfg.algo,
-        "task": cfg.task,
-        "cost_limit": kappa,
-        "seed": cfg.seed,
-        **info,
-        **result.metrics(),
-    }
+    _, summary = evaluate_run(run_dir, episodes=episodes, seed=seed, envs=envs, cost_limit=cost_limit, env_id=env_id)
     print_summary(summary)
     return 0
-
-
-def _check_policy_config(run_dir: Path, cfg: TrainConfig) -> None:
-    """The policy file carries the config it was trained with; a ``config.json`` edited since is refused."""
-    from o3srl.checkpoint import POLICY_NAME, read_payload
-    from o3srl.config import to_dict
-
-    saved = from_dict(json.loads(read_payload(run_dir / POLICY_NAME)["config"]))
-    differ = _differences(to_dict(saved), to_dict(cfg))
-    if differ:
-        text = "; ".join(d.replace("in the checkpoint", "in the policy") for d in differ[:4])
-        raise O3SRLError(
-            f"{run_dir}: config.json differs from the config saved with its policy ({text}); restore config.json"
-        )
-
-
-def _read_run_info(path: Path) -> dict[str, Any]:
-    """A run's ``run.json``, with the fields evaluation reads checked; problems are one :class:`O3SRLError`."""
-    info = _read_json_object(path, f"{path}", "; it should hold the run's record as written by 'o3srl train'")
-    env = info.get("env_id")
-    if not isinstance(env, str) or not env:
-        raise O3SRLError(f"{path}: env_id must be a non-empty string, got {env!r}")
-    rr = info.get("reward_range")
-    if (
-        not isinstance(rr, list)
-        or len(rr) != 2
-        or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in rr)
-        or rr[1] <= rr[0]
-    ):
-        raise O3SRLError(f"{path}: reward_range must be two finite numbers [min, max] with max > min, got {rr!r}")
-    if info.get("reward_reference") not in ("dsrl", "given", "dataset"):
-        raise O3SRLError(
-            f"{path}: reward_reference must be 'dsrl', 'given' or 'dataset', got {info.get('reward_reference')!r}"
-        )
-    return info
 
 
 @dataclass
@@ -1010,10 +861,10 @@ def load_finished_run(run_dir: str | Path) -> FinishedRun:
     earlier layout is brought up to date)."""
     import jax
 
-    from o3srl.checkpoint import CHECKPOINT_NAME, load_checkpoint
+    from o3srl.checkpoint import load_checkpoint
 
     run_dir = Path(run_dir)
-    cfg = read_config(run_dir / "config.json").resolved()
+    cfg = read_config(run_dir / CONFIG_NAME).resolved()
     problem = load_problem(cfg)
     learner = build_learner(cfg, problem)
     template = learner.init(jax.random.PRNGKey(cfg.seed))
