@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from o3srl.bench import read_rows
 from o3srl.io import atomic_write_text
+from o3srl.results import read_rows
 
 ROOT = Path(__file__).resolve().parent.parent
 EVIDENCE = ROOT / "results" / "evidence"

@@ -9,17 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from o3srl.bench import (
-    ResultsWriter,
-    config_differences,
-    finished_rows,
-    load_grid,
-    parse_grid,
-    read_rows,
-    run_grid,
-    select_tasks,
-)
+from o3srl.bench import run_grid
+from o3srl.config import config_differences
 from o3srl.errors import ConfigError, O3SRLError
+from o3srl.grid import load_grid, parse_grid, select_tasks
+from o3srl.results import ResultsWriter, finished_rows, read_rows
 
 TOY = "o3srl.envs.toy:ToyRunEnv"
 GRIDS = Path(__file__).parent.parent / "benchmarks" / "grids"

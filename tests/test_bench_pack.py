@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 from tests.test_bench import toy_grid
 
-from o3srl.bench import is_trained, make_packs, parse_grid, read_rows, run_grid
+from o3srl.bench import is_trained, make_packs, run_grid
 from o3srl.errors import ConfigError
+from o3srl.grid import parse_grid
+from o3srl.results import read_rows
 
 
 def _grid(dataset: Path, root: Path, **extra) -> dict:

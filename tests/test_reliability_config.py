@@ -125,7 +125,7 @@ def test_wrong_types_from_python_or_files(overrides, message):
 
 
 def test_grid_file_numbers_are_checked(tmp_path):
-    from o3srl.bench import load_grid
+    from o3srl.grid import load_grid
 
     grid = tmp_path / "g.toml"
     grid.write_text(

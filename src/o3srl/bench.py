@@ -1,33 +1,10 @@
-"""Experiment grids: tasks × algorithms × cost limits × seeds, one training run + final evaluation per cell.
-
-A grid is a TOML file (see ``docs/grids.md`` and ``benchmarks/grids/``)::
-
-    name = "kappa5"
-    tasks = ["OfflineBallRun-v0", "OfflineCarRun-v0"]
-    cost_limits = [5]
-    seeds = [0, 1, 2]
-    dataset = "{data_dir}/{task}.hdf5"     # {data_dir}: $O3SRL_DATA_DIR or ~/.cache/o3srl/datasets
-    results = "results/kappa5.jsonl"
-    runs_dir = "runs/bench/kappa5"
-
-    [defaults]                   # TrainConfig overrides for every cell
-    eval_episodes = 20
-    [per_task."OfflineCarRun-v0"]   # ... for one task (also: dataset, env_id, reward_min/max)
-    steps = 50000
-    [algorithms.o3srl]           # a named algorithm = TrainConfig overrides (+ an optional display label)
-    algo = "o3srl"
-    [algorithms.td3bc-lambda0]
-    algo = "td3bc"
-    fixed_lambda = 0.0
-    [[per_cell]]                 # overrides for the cells it matches (task / algorithm / cost_limit / seed)
-    task = "OfflineCarRun-v0"
-    algorithm = "o3srl"
-    set = { "o3srl.num_arms" = 10 }
+"""Running an experiment grid (:mod:`o3srl.grid`): one training run + final evaluation per cell, by local worker
+processes or Ray tasks, each finished (or failed) attempt one row of the results file (:mod:`o3srl.results`).
 
 Why the design is as it is:
 
 - The whole grid is validated (keys, types, tasks, every cell's resolved config) before anything runs, so a typo
-  fails in a second with one clear :class:`ConfigError`, not after hours.
+  fails in a second with one clear :class:`ConfigError`, not after hours (:func:`o3srl.grid.load_grid`).
 - A cell has a stable id (``task__algorithm__k<κ>__s<seed>``) and a deterministic run directory under
   ``runs_dir``; a finished cell is a row with ``"status": "ok"`` in the results file. Re-running the grid skips
   finished cells and continues a killed cell from its last checkpoint (``o3srl.train.run(resume_dir=...)``), so a
@@ -57,12 +34,10 @@ import dataclasses
 import json
 import math
 import os
-import re
 import socket
 import sys
 import time
 import traceback
-import types
 import typing
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
@@ -74,12 +49,13 @@ from tyro.conf import Positional
 from tyro.conf import arg as tyro_arg
 
 from o3srl.errors import ConfigError, O3SRLError
-from o3srl.rundir import CONFIG_NAME, json_default
+from o3srl.grid import Cell, Grid, load_grid, select_tasks
+from o3srl.results import SCHEMA_VERSION, ResultsWriter, finished_rows, read_rows, write_csv
+from o3srl.rundir import CONFIG_NAME
 
 if typing.TYPE_CHECKING:  # pragma: no cover
-    from o3srl.config import TrainConfig
+    pass
 
-SCHEMA_VERSION = 1
 # XLA on CPU: one thread per process. Set before JAX is imported in a worker.
 SINGLE_THREAD_ENV: dict[str, str] = {
     "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1",
@@ -94,540 +70,9 @@ ACCELERATOR_PACK = 32
 ACCELERATOR_WORKERS = 4
 """Default worker processes sharing one accelerator (packs of different tasks side by side)."""
 Stage = Literal["all", "train", "evaluate"]
-GRID_KEYS = {
-    "name",
-    "description",
-    "tasks",
-    "cost_limits",
-    "seeds",
-    "dataset",
-    "results",
-    "runs_dir",
-    "defaults",
-    "per_task",
-    "algorithms",
-    "per_cell",
-    "pack",
-}
-CELL_MATCH_KEYS = {"task", "algorithm", "cost_limit", "seed"}
-# Fields the grid itself sets per cell; an override of them would make the cell lie about what it is.
-GRID_OWNED = {"task", "cost_limit", "seed", "run_dir", "resume"}
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+=-]*$")
-# Fields that may legitimately differ between sittings (machines, checkouts) without changing what a cell computes.
-UNCOMPARED = {"run_dir", "dataset", "progress", "tensorboard"}
-
-
-# ---------------------------------------------------------------------------------------------------- grid model
-@dataclass(frozen=True)
-class Cell:
-    """One training run + evaluation of the grid; ``config`` is fully resolved (run_dir set, progress off)."""
-
-    cell_id: str
-    task: str
-    algorithm: str
-    label: str
-    cost_limit: float
-    seed: int
-    config: TrainConfig
-    order: tuple[int, int] = (0, 0)
-    """(task index, algorithm index) in the grid file: the report lays its tables out in this order."""
-
-    @property
-    def run_dir(self) -> Path:
-        return Path(str(self.config.run_dir))
-
-    def train_config(self) -> TrainConfig:
-        """The config the run trains with: evaluation is done by the cell itself, so it can be timed apart."""
-        return dataclasses.replace(self.config, eval_episodes=0)
-
-
-@dataclass(frozen=True)
-class Grid:
-    name: str
-    path: str
-    results: Path
-    runs_dir: Path
-    cells: tuple[Cell, ...]
-    description: str = ""
-    pack: int | None = None
-    """Cells trained as one program at most (None: the machine's default, :func:`default_pack_size`)."""
-
-
-def cell_id(task: str, algorithm: str, cost_limit: float, seed: int) -> str:
-    """Stable, file-name-safe id of a cell."""
-    return f"{task}__{algorithm}__k{cost_limit:g}__s{seed}"
-
-
-def _flatten(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """TOML tables (``td3bc.hidden = [..]`` or ``[defaults.td3bc]``) → dotted keys for ``apply_overrides``."""
-    out: dict[str, Any] = {}
-    for key, value in table.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            out.update(_flatten(value, name + "."))
-        else:
-            out[name] = value
-    return out
-
-
-def _conforms(tp: Any, value: Any) -> bool:
-    """Whether a TOML value fits a config field's annotation (Literal, Optional, int, float, bool, str, tuples)."""
-    origin = typing.get_origin(tp)
-    if tp is Any:
-        return True
-    if origin is Literal:
-        return any(value == v and type(value) is type(v) for v in typing.get_args(tp))
-    if origin in (typing.Union, types.UnionType):
-        return any(_conforms(t, value) for t in typing.get_args(tp))
-    if tp is type(None):
-        return value is None
-    if tp is bool:
-        return isinstance(value, bool)
-    if tp is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if tp is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if tp is str:
-        return isinstance(value, str)
-    if origin is tuple:
-        args = typing.get_args(tp)
-        if not isinstance(value, (list, tuple)):
-            return False
-        if len(args) == 2 and args[1] is Ellipsis:
-            return all(_conforms(args[0], v) for v in value)
-        return len(args) == len(value) and all(_conforms(a, v) for a, v in zip(args, value))
-    return True  # annotations this checker does not know are left to the config's own validation
-
-
-def _coerce(tp: Any, value: Any) -> Any:
-    """Integers given for float fields become floats, so saved configs compare equal across sittings."""
-    if tp is float and isinstance(value, int):
-        return float(value)
-    args = typing.get_args(tp)
-    if (
-        typing.get_origin(tp) in (typing.Union, types.UnionType)
-        and float in args
-        and isinstance(value, int)
-        and not isinstance(value, bool)
-        and int not in args
-    ):
-        return float(value)
-    if typing.get_origin(tp) is tuple and isinstance(value, (list, tuple)) and args:
-        inner = args[0] if len(args) == 2 and args[1] is Ellipsis else None
-        if inner is not None:
-            return tuple(_coerce(inner, v) for v in value)
-    if typing.get_origin(tp) in (typing.Union, types.UnionType) and isinstance(value, list):
-        for arg in args:
-            if typing.get_origin(arg) is tuple and _conforms(arg, value):
-                return _coerce(arg, value)
-    return value
-
-
-def _field_type(root: type, dotted: str) -> Any:
-    """The annotation of a dotted TrainConfig field, or a ConfigError naming the unknown part."""
-    cls: Any = root
-    parts = dotted.split(".")
-    for i, part in enumerate(parts):
-        hints = typing.get_type_hints(cls)
-        fields = {f.name for f in dataclasses.fields(cls)}
-        if part not in fields:
-            where = ".".join(parts[:i]) or "the training config"
-            raise ConfigError(
-                f"unknown config key {dotted!r} (no field {part!r} in {where}; known: {', '.join(sorted(fields))})"
-            )
-        tp = hints[part]
-        if i < len(parts) - 1:
-            if not dataclasses.is_dataclass(tp):
-                raise ConfigError(f"config key {dotted!r}: {'.'.join(parts[: i + 1])} is not a section")
-            cls = tp
-    return tp
-
-
-def check_overrides(overrides: dict[str, Any], where: str) -> dict[str, Any]:
-    """Validate dotted TrainConfig overrides (known keys, right types); returns them with numbers coerced."""
-    from o3srl.config import TrainConfig
-
-    out: dict[str, Any] = {}
-    for key, value in _flatten(overrides).items():
-        if key in GRID_OWNED:
-            raise ConfigError(f"{where}: {key!r} is set by the grid itself (tasks / cost_limits / seeds / runs_dir)")
-        tp = _field_type(TrainConfig, key)
-        if dataclasses.is_dataclass(tp):
-            raise ConfigError(f"{where}: {key!r} is a section; set its fields, e.g. {key}.<field> = ...")
-        if not _conforms(tp, value):
-            raise ConfigError(f"{where}: {key} = {value!r} does not fit its type {_type_name(tp)}")
-        out[key] = _coerce(tp, value)
-    return out
-
-
-def _type_name(tp: Any) -> str:
-    if typing.get_origin(tp) is Literal:
-        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
-    return str(tp).replace("typing.", "")
-
-
-def _expect(value: Any, kind: type | tuple[type, ...], what: str) -> Any:
-    if not isinstance(value, kind) or (kind in (int, float, (int, float)) and isinstance(value, bool)):
-        raise ConfigError(f"{what} must be {_kind_name(kind)}, got {value!r}")
-    return value
-
-
-def _kind_name(kind: type | tuple[type, ...]) -> str:
-    names = {dict: "a table", list: "a list", str: "a string", int: "an integer", float: "a number", bool: "true/false"}
-    if isinstance(kind, tuple):
-        return " or ".join(names.get(k, k.__name__) for k in kind)
-    return names.get(kind, kind.__name__)
-
-
-def _unique_list(data: dict[str, Any], key: str, item: type | tuple[type, ...]) -> list[Any]:
-    if key not in data:
-        raise ConfigError(f"the grid needs {key!r} (a non-empty list)")
-    values = _expect(data[key], list, key)
-    if not values:
-        raise ConfigError(f"{key} must not be empty")
-    for v in values:
-        _expect(v, item, f"every entry of {key}")
-    if len(set(values)) != len(values):
-        raise ConfigError(f"{key} has duplicates: {values}")
-    return values
-
-
-def _format_dataset(pattern: str, task: str, where: str) -> str:
-    """``{task}``, ``{data_dir}``, ``$VARS`` and ``~`` in a dataset path; relative paths are taken from the cwd."""
-    from o3srl.data.generate import data_dir
-
-    expanded = os.path.expanduser(os.path.expandvars(pattern))
-    unset = re.findall(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)", expanded)
-    if unset:
-        raise ConfigError(
-            f"{where}: dataset {pattern!r} uses environment variable {unset[0]} which is not set "
-            "(or use {data_dir}, which falls back to ~/.cache/o3srl/datasets)"
-        )
-    try:
-        path = expanded.format(task=task, data_dir=str(data_dir()))
-    except (KeyError, IndexError, ValueError) as exc:
-        raise ConfigError(
-            f"{where}: dataset {pattern!r}: only {{task}} and {{data_dir}} can be filled in ({exc})"
-        ) from None
-    return str(Path(path).absolute())
-
-
-def parse_grid(
-    data: dict[str, Any], *, name: str, path: str = "<grid>", results: str | None = None, runs_dir: str | None = None
-) -> Grid:
-    """Validate a parsed grid file and expand it into resolved cells; any problem is one :class:`ConfigError`."""
-    from o3srl.config import apply_overrides, preset
-    from o3srl.envs.registry import DEFAULT_TASK, TASKS
-
-    unknown = sorted(set(data) - GRID_KEYS)
-    if unknown:
-        raise ConfigError(f"unknown grid key(s) {', '.join(map(repr, unknown))}; known: {', '.join(sorted(GRID_KEYS))}")
-    name = _expect(data.get("name", name), str, "name")
-    if not NAME_RE.match(name):
-        raise ConfigError(f"grid name {name!r} may hold only letters, digits and _.+=-")
-    description = _expect(data.get("description", ""), str, "description")
-    pack = data.get("pack")
-    if pack is not None and (_expect(pack, int, "pack") < 1):
-        raise ConfigError(f"pack must be an integer ≥ 1 (cells trained as one program), got {pack}")
-    tasks = _unique_list(data, "tasks", str)
-    kappas = [float(k) for k in _unique_list(data, "cost_limits", (int, float))]
-    seeds = _unique_list(data, "seeds", int)
-    for k in kappas:
-        if not math.isfinite(k) or k < 0:
-            raise ConfigError(f"cost_limits must be finite and ≥ 0, got {k}")
-    if len(set(kappas)) != len(kappas):
-        raise ConfigError(f"cost_limits has duplicates: {kappas}")
-    for s in seeds:
-        if s < 0:
-            raise ConfigError(f"seeds must be ≥ 0, got {s}")
-
-    defaults = check_overrides(_expect(data.get("defaults", {}), dict, "defaults"), "defaults")
-    per_task_raw = _expect(data.get("per_task", {}), dict, "per_task")
-    for task in per_task_raw:
-        if task not in tasks:
-            raise ConfigError(f"per_task has an entry for {task!r}, which is not in tasks {tasks}")
-    per_task = {t: check_overrides(_expect(v, dict, f"per_task.{t}"), f"per_task.{t}") for t, v in per_task_raw.items()}
-
-    algos_raw = _expect(data.get("algorithms"), dict, "algorithms") if "algorithms" in data else None
-    if not algos_raw:
-        raise ConfigError("the grid needs at least one [algorithms.<name>] table (TrainConfig overrides)")
-    algorithms: dict[str, tuple[str, dict[str, Any]]] = {}
-    for alg, table in algos_raw.items():
-        if not NAME_RE.match(alg):
-            raise ConfigError(f"algorithm name {alg!r} may hold only letters, digits and _.+=- (it names directories)")
-        table = dict(_expect(table, dict, f"algorithms.{alg}"))
-        label = _expect(table.pop("label", alg), str, f"algorithms.{alg}.label")
-        algorithms[alg] = (label, check_overrides(table, f"algorithms.{alg}"))
-
-    per_cell: list[tuple[dict[str, list[Any]], dict[str, Any]]] = []
-    for i, entry in enumerate(_expect(data.get("per_cell", []), list, "per_cell")):
-        where = f"per_cell[{i}]"
-        entry = dict(_expect(entry, dict, where))
-        bad = sorted(set(entry) - CELL_MATCH_KEYS - {"set"})
-        if bad:
-            raise ConfigError(f"{where}: unknown key(s) {bad}; it takes {sorted(CELL_MATCH_KEYS)} to match and 'set'")
-        if "set" not in entry:
-            raise ConfigError(f"{where}: needs 'set', a table of TrainConfig overrides")
-        settings = check_overrides(_expect(entry.pop("set"), dict, f"{where}.set"), f"{where}.set")
-        match: dict[str, list[Any]] = {}
-        for key, value in entry.items():
-            values = value if isinstance(value, list) else [value]
-            universe = {"task": tasks, "algorithm": list(algorithms), "cost_limit": kappas, "seed": seeds}[key]
-            for v in values:
-                if (float(v) if key == "cost_limit" and isinstance(v, (int, float)) else v) not in universe:
-                    raise ConfigError(f"{where}: {key} = {v!r} is not in the grid's {key}s {universe}")
-            match[key] = [float(v) if key == "cost_limit" else v for v in values]
-        per_cell.append((match, settings))
-
-    dataset_pattern = data.get("dataset")
-    if dataset_pattern is not None:
-        _expect(dataset_pattern, str, "dataset")
-    for task in tasks:
-        if not NAME_RE.match(task):
-            raise ConfigError(f"task name {task!r} may hold only letters, digits and _.+=- (it names directories)")
-        if task not in TASKS and "env_id" not in per_task.get(task, {}):
-            known = ", ".join(sorted(TASKS))
-            raise ConfigError(
-                f'unknown task {task!r}: give [per_task.{task}] env_id = "module:Class" or a gymnasium id, '
-                f"or use a built-in task: {known}"
-            )
-
-    results_path = Path(results or _expect(data.get("results", f"results/{name}.jsonl"), str, "results")).absolute()
-    runs_path = Path(runs_dir or _expect(data.get("runs_dir", f"runs/bench/{name}"), str, "runs_dir")).absolute()
-
-    cells: list[Cell] = []
-    seen_used = [False] * len(per_cell)
-    for ti, task in enumerate(tasks):
-        for ai, (alg, (label, alg_overrides)) in enumerate(algorithms.items()):
-            for kappa in kappas:
-                for seed in seeds:
-                    cid = cell_id(task, alg, kappa, seed)
-                    overrides: dict[str, Any] = {}
-                    if dataset_pattern is not None:
-                        overrides["dataset"] = dataset_pattern
-                    overrides.update(defaults)
-                    overrides.update(per_task.get(task, {}))
-                    overrides.update(alg_overrides)
-                    for j, (cell_match, cell_over) in enumerate(per_cell):
-                        coords = {"task": task, "algorithm": alg, "cost_limit": kappa, "seed": seed}
-                        if all(coords[k] in vs for k, vs in cell_match.items()):
-                            overrides.update(cell_over)
-                            seen_used[j] = True
-                    if overrides.get("dataset") is not None:
-                        overrides["dataset"] = _format_dataset(overrides["dataset"], task, f"cell {cid}")
-                    elif task != DEFAULT_TASK:
-                        raise ConfigError(
-                            f"no dataset for task {task!r}: set the grid's dataset pattern (e.g. "
-                            f'"{{data_dir}}/{{task}}.hdf5") or [per_task.{task}] dataset = FILE'
-                        )
-                    overrides.update(
-                        {
-                            "task": task,
-                            "cost_limit": kappa,
-                            "seed": seed,
-                            "run_dir": str(runs_path / cid),
-                            "progress": False,
-                        }
-                    )
-                    try:
-                        cfg = apply_overrides(preset(task), overrides).resolved()
-                    except ConfigError as exc:
-                        raise ConfigError(f"cell {cid}: {exc}") from None
-                    if cfg.eval_episodes < 1:
-                        raise ConfigError(
-                            f"cell {cid}: eval_episodes must be ≥ 1 in a grid (each cell ends with an evaluation)"
-                        )
-                    cells.append(Cell(cid, task, alg, label, kappa, seed, cfg, order=(ti, ai)))
-    for j, used in enumerate(seen_used):
-        if not used:
-            raise ConfigError(f"per_cell[{j}] matches no cell of the grid")
-    return Grid(
-        name=name,
-        path=path,
-        results=results_path,
-        runs_dir=runs_path,
-        cells=tuple(cells),
-        description=description,
-        pack=pack,
-    )
-
-
-def load_grid(path: str | os.PathLike[str], *, results: str | None = None, runs_dir: str | None = None) -> Grid:
-    """Read and validate a grid TOML file (see the module docstring for its keys)."""
-    import tomllib
-
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"grid file {str(path)!r} does not exist")
-    try:
-        data = tomllib.loads(p.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
-    try:
-        return parse_grid(data, name=p.stem, path=str(p), results=results, runs_dir=runs_dir)
-    except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
-
-
-def select_tasks(grid: Grid, tasks: Sequence[str]) -> Grid:
-    """The part of ``grid`` on the given tasks only, run in the order the tasks are given: run a grid task by task
-    (as their datasets become available) or spread it over machines that share nothing but the results file's
-    rows. The report's layout does not change: it follows the grid file's order (``Cell.order``)."""
-    known = list(dict.fromkeys(c.task for c in grid.cells))
-    unknown = [t for t in tasks if t not in known]
-    if unknown:
-        raise ConfigError(
-            f"task(s) {', '.join(map(repr, unknown))} are not in grid {grid.name!r} (its tasks: {', '.join(known)})"
-        )
-    rank = {t: i for i, t in enumerate(dict.fromkeys(tasks))}
-    chosen = sorted((c for c in grid.cells if c.task in rank), key=lambda c: rank[c.task])  # stable within a task
-    return dataclasses.replace(grid, cells=tuple(chosen))
-
-
-# ---------------------------------------------------------------------------------------------------- results file
-def read_rows(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """Every row of a results JSONL file; a torn last line (a crash mid-write) is ignored, any other bad line is an
-    error."""
-    p = Path(path)
-    if not p.exists():
-        return []
-    text = p.read_text(encoding="utf-8")
-    lines = text.split("\n")
-    rows: list[dict[str, Any]] = []
-    for i, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            if i == len(lines) - 1:  # no newline after it: an unfinished write
-                break
-            raise O3SRLError(f"{path}: line {i + 1} is not valid JSON") from None
-        if not isinstance(row, dict):
-            raise O3SRLError(f"{path}: line {i + 1} is not a JSON object")
-        rows.append(row)
-    return rows
-
-
-def finished_rows(rows: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """The last successful row per cell id."""
-    out: dict[str, dict[str, Any]] = {}
-    for row in rows:
-        if row.get("status") == "ok" and "cell_id" in row:
-            out[row["cell_id"]] = row
-    return out
-
-
-class ResultsWriter:
-    """The only writer of a results file: an exclusive lock, whole-line appends, fsync after each row."""
-
-    def __init__(self, path: Path) -> None:
-        import fcntl
-
-        self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = open(str(path) + ".lock", "w")  # noqa: SIM115 — held until close()
-        try:
-            fcntl.flock(self._lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            self._lock.close()
-            raise O3SRLError(f"another 'o3srl bench' is writing {path} (lock {path}.lock is held)") from None
-        self._cut_torn_tail()
-        self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115 — held until close()
-
-    def _cut_torn_tail(self) -> None:
-        """A crash mid-append can leave a last line without its newline; cut it so the next row starts clean."""
-        if not self.path.exists() or self.path.stat().st_size == 0:
-            return
-        with open(self.path, "rb+") as f:
-            data = f.read()
-            if data.endswith(b"\n"):
-                return
-            keep = data.rfind(b"\n") + 1
-            f.truncate(keep)
-            f.flush()
-            os.fsync(f.fileno())
-        print(f"warning: cut an unfinished last line ({len(data) - keep} bytes) from {self.path}", file=sys.stderr)
-
-    def append(self, row: dict[str, Any]) -> None:
-        self._file.write(json.dumps(row, sort_keys=False, default=json_default) + "\n")
-        self._file.flush()
-        os.fsync(self._file.fileno())
-
-    def close(self) -> None:
-        self._file.close()
-        self._lock.close()
-
-
-CSV_COLUMNS = (
-    "cell_id",
-    "status",
-    "grid",
-    "task",
-    "algorithm",
-    "label",
-    "cost_limit",
-    "seed",
-    "normalized_reward",
-    "normalized_cost",
-    "safe",
-    "reward",
-    "cost",
-    "frontier_fraction",
-    "episodes",
-    "train_seconds",
-    "eval_seconds",
-    "reward_reference",
-    "dataset_sha256",
-    "o3srl_version",
-    "run_dir",
-    "error",
-)
-
-
-def write_csv(rows: list[dict[str, Any]], path: Path) -> Path:
-    """A flat CSV view of the results (one line per row, eval metrics without their prefix), written atomically."""
-    import csv
-    import io
-
-    from o3srl.io import atomic_write_text
-
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(CSV_COLUMNS), extrasaction="ignore")
-    writer.writeheader()
-    for row in rows:
-        flat = dict(row)
-        flat.update({k.removeprefix("eval/"): v for k, v in (row.get("metrics") or {}).items()})
-        writer.writerow({k: flat.get(k, "") for k in CSV_COLUMNS})
-    return atomic_write_text(path, buf.getvalue())
 
 
 # ---------------------------------------------------------------------------------------------------- one cell
-def _config_dict(cfg: TrainConfig) -> dict[str, Any]:
-    from o3srl.config import to_dict
-
-    return json.loads(json.dumps(to_dict(cfg)))
-
-
-def config_differences(saved: dict[str, Any], current: dict[str, Any], prefix: str = "") -> list[str]:
-    """Dotted keys whose values differ between two config dicts, ignoring machine-local fields; a field added
-    since ``saved`` was written counts as holding its old-behaviour value there (``config.ADDED_FIELDS``)."""
-    from o3srl.config import ADDED_FIELDS
-
-    out: list[str] = []
-    for key in sorted(set(saved) | set(current)):
-        if not prefix and key in UNCOMPARED:
-            continue
-        a, b = saved.get(key), current.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += config_differences(a, b, f"{prefix}{key}.")
-        elif key not in saved and f"{prefix}{key}" in ADDED_FIELDS and b == ADDED_FIELDS[f"{prefix}{key}"]:
-            continue
-        elif a != b:
-            out.append(f"{prefix}{key}: {a!r} → {b!r}")
-    return out
-
-
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
@@ -747,6 +192,7 @@ def _evaluate_cell(cell: Cell, grid_name: str, timing: dict[str, Any]) -> dict[s
     import numpy as np
 
     from o3srl import __version__
+    from o3srl.config import config_json_dict
     from o3srl.rundir import evaluate_run, write_eval
 
     run_dir = cell.run_dir
@@ -788,7 +234,7 @@ def _evaluate_cell(cell: Cell, grid_name: str, timing: dict[str, Any]) -> dict[s
         "pack": timing["pack"],
         "steps": cfg.steps,
         "run_dir": str(run_dir),
-        "config": _config_dict(cfg),
+        "config": config_json_dict(cfg),
         "host": socket.gethostname(),
         "started_at": timing["started_at"],
         "finished_at": _now(),
@@ -806,6 +252,7 @@ def failed_row(
 ) -> dict[str, Any]:
     """A row recording a failed attempt; it never counts as finished."""
     from o3srl import __version__
+    from o3srl.config import config_json_dict
 
     message = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
     return {
@@ -816,7 +263,7 @@ def failed_row(
         "attempt": attempt,
         "seconds": seconds,
         "run_dir": str(cell.run_dir),
-        "config": _config_dict(cell.config),
+        "config": config_json_dict(cell.config),
         "o3srl_version": __version__,
         "host": socket.gethostname(),
         "finished_at": _now(),
@@ -1012,12 +459,14 @@ def cell_states(grid: Grid, rows: list[dict[str, Any]]) -> dict[str, str]:
 
 def check_consistency(grid: Grid, rows: list[dict[str, Any]], pending: list[Cell]) -> None:
     """Refuse to mix configs: finished rows and half-finished run directories must match the grid's cells."""
+    from o3srl.config import config_differences, config_json_dict
+
     done = finished_rows(rows)
     problems: list[str] = []
     for cell in grid.cells:
         row = done.get(cell.cell_id)
         if row is not None and "config" in row:
-            diff = config_differences(row["config"], _config_dict(cell.config))
+            diff = config_differences(row["config"], config_json_dict(cell.config))
             if diff:
                 problems.append(f"{cell.cell_id} (finished row): {'; '.join(diff[:4])}")
     for cell in pending:
@@ -1028,7 +477,7 @@ def check_consistency(grid: Grid, rows: list[dict[str, Any]], pending: list[Cell
             except json.JSONDecodeError:
                 problems.append(f"{cell.cell_id}: {saved} is not valid JSON")
                 continue
-            diff = config_differences(old, _config_dict(cell.train_config()))
+            diff = config_differences(old, config_json_dict(cell.train_config()))
             if diff:
                 problems.append(f"{cell.cell_id} (run directory {cell.run_dir}): {'; '.join(diff[:4])}")
     if problems:
@@ -1078,6 +527,7 @@ def adoptable_rows(
     The adopted row gets the cell's id, grid, algorithm name and label, keeps the source's run directory and
     timings, and records where it came from in ``adopted_from``.
     """
+    from o3srl.config import config_differences, config_json_dict
     from o3srl.io import file_sha256
 
     candidates: list[tuple[Path, dict[str, Any]]] = []
@@ -1098,7 +548,7 @@ def adoptable_rows(
 
     adopted = []
     for cell in pending:
-        current = _config_dict(cell.config)
+        current = config_json_dict(cell.config)
         for path, row in candidates:
             if (row.get("task"), row.get("cost_limit"), row.get("seed")) != (cell.task, cell.cost_limit, cell.seed):
                 continue
@@ -1140,6 +590,43 @@ def run_grid(
         raise ConfigError(f"max_retries must be ≥ 0, got {max_retries}")
     if stage not in ("all", "train", "evaluate"):
         raise ConfigError(f"unknown stage {stage!r}; use 'all', 'train' or 'evaluate'")
+    pack, workers = _pack_and_workers(grid, pack, workers)
+    if executor not in ("local", "ray"):
+        raise ConfigError(f"unknown executor {executor!r}; use 'local' or 'ray'")
+    t0 = time.time()
+    # Check first, without creating anything, so that bad input leaves no files behind; plan again under the lock.
+    if stage != "evaluate":
+        check_datasets(_pending(grid))
+    else:
+        _pending(grid)
+    writer = ResultsWriter(grid.results)
+    try:
+        pending = _pending(grid)
+        taken = _adopt(grid, pending, adopt, writer, log or print) if adopt else 0
+        if taken:
+            pending = _pending(grid)
+        summary = BenchSummary(total=len(grid.cells), skipped=len(grid.cells) - len(pending), adopted=taken)
+        pending = _cells_of_stage(pending, stage, summary)
+        rows = _RowHandler(grid, writer, summary, max_retries, progress, log)
+        try:
+            if pending:
+                if executor == "local":
+                    _run_local(pending, grid.name, workers, max_retries, rows.final, stage, pack)
+                else:
+                    _run_ray(pending, grid.name, address, max_retries, rows.final, stage)
+        finally:
+            rows.close()
+            if csv:
+                write_csv(read_rows(grid.results), grid.results.with_suffix(".csv"))
+    finally:
+        writer.close()
+    summary.seconds = time.time() - t0
+    return summary
+
+
+def _pack_and_workers(grid: Grid, pack: int | None, workers: int | None) -> tuple[int, int]:
+    """The pack size (given, else the grid's, else the machine's default) and the number of worker processes
+    (given, else one per core, or :data:`ACCELERATOR_WORKERS` sharing an accelerator)."""
     pack = grid.pack if pack is None else pack
     accelerator = pack is None and accelerator_present()
     pack = (ACCELERATOR_PACK if accelerator else 1) if pack is None else pack
@@ -1149,100 +636,110 @@ def run_grid(
         workers = min(ACCELERATOR_WORKERS, os.cpu_count() or 1) if accelerator else (os.cpu_count() or 1)
     if workers < 0:
         raise ConfigError(f"workers must be ≥ 0, got {workers}")
-    if executor not in ("local", "ray"):
-        raise ConfigError(f"unknown executor {executor!r}; use 'local' or 'ray'")
-    t0 = time.time()
+    return pack, workers
 
-    def plan() -> list[Cell]:
-        rows = read_rows(grid.results)
-        done = finished_rows(rows)
-        pending = [c for c in grid.cells if c.cell_id not in done]
-        check_consistency(grid, rows, pending)
-        return pending
 
-    # Check first, without creating anything, so that bad input leaves no files behind; plan again under the lock.
-    if stage != "evaluate":
-        check_datasets(plan())
-    else:
-        plan()
-    writer = ResultsWriter(grid.results)
-    try:
-        pending = plan()
-        taken = adoptable_rows(grid, pending, adopt) if adopt else []
-        for row in taken:
-            writer.append(row)
-            (log or print)(
-                f"adopted {row['cell_id']} from {row['adopted_from']['cell_id']} ({row['adopted_from']['results']})"
-            )
-        if taken:
-            pending = plan()
-        summary = BenchSummary(total=len(grid.cells), skipped=len(grid.cells) - len(pending))
-        summary.adopted = len(taken)
-        if stage == "train":
-            trained = [c for c in pending if is_trained(c)]
-            summary.skipped += len(trained)
-            pending = [c for c in pending if not is_trained(c)]
-        elif stage == "evaluate":
-            untrained = [c for c in pending if not is_trained(c)]
-            summary.untrained = len(untrained)
-            pending = [c for c in pending if is_trained(c)]
-        bar = None
+def _pending(grid: Grid) -> list[Cell]:
+    """The cells without a finished row, after checking that nothing already run differs from the grid."""
+    rows = read_rows(grid.results)
+    done = finished_rows(rows)
+    pending = [c for c in grid.cells if c.cell_id not in done]
+    check_consistency(grid, rows, pending)
+    return pending
+
+
+def _adopt(
+    grid: Grid,
+    pending: list[Cell],
+    sources: Sequence[str | os.PathLike[str]],
+    writer: ResultsWriter,
+    log: Callable[[str], None],
+) -> int:
+    """Append the rows that ``pending`` cells can take over from other results files; returns how many."""
+    taken = adoptable_rows(grid, pending, sources)
+    for row in taken:
+        writer.append(row)
+        log(f"adopted {row['cell_id']} from {row['adopted_from']['cell_id']} ({row['adopted_from']['results']})")
+    return len(taken)
+
+
+def _cells_of_stage(pending: list[Cell], stage: Stage, summary: BenchSummary) -> list[Cell]:
+    """The pending cells the stage works on: ``train`` skips cells already trained, ``evaluate`` leaves untrained
+    cells alone (both counted in ``summary``)."""
+    if stage == "train":
+        trained = [c for c in pending if is_trained(c)]
+        summary.skipped += len(trained)
+        return [c for c in pending if not is_trained(c)]
+    if stage == "evaluate":
+        untrained = [c for c in pending if not is_trained(c)]
+        summary.untrained = len(untrained)
+        return [c for c in pending if is_trained(c)]
+    return pending
+
+
+class _RowHandler:
+    """The driver's side of the executors: each row as it arrives is recorded, counted, reported and shown on the
+    progress bar; :meth:`final` says whether the cell is to be tried again."""
+
+    def __init__(
+        self,
+        grid: Grid,
+        writer: ResultsWriter,
+        summary: BenchSummary,
+        max_retries: int,
+        progress: bool,
+        log: Callable[[str], None] | None,
+    ) -> None:
+        self.writer, self.summary, self.max_retries = writer, summary, max_retries
+        self.bar = None
         if progress:
             from tqdm.auto import tqdm
 
-            bar = tqdm(
+            self.bar = tqdm(
                 total=len(grid.cells),
                 initial=summary.skipped,
                 unit="cell",
                 desc=f"grid {grid.name}",
                 dynamic_ncols=True,
             )
-        say = log or (bar.write if bar is not None else print)
+        self.say = log or (self.bar.write if self.bar is not None else print)
 
-        def on_row(row: dict[str, Any]) -> bool:
-            if row["status"] == "trained":  # stage train: the run directory is the record
-                summary.trained += 1
-                say(f"trained {row['cell_id']} ({row['train_seconds']:.0f} s, pack of {row['pack']})")
-                if bar is not None:
-                    bar.update(1)
-                return False
-            writer.append(row)
-            if row["status"] == "ok":
-                summary.finished += 1
-                m = row["metrics"]
-                say(
-                    f"ok      {row['cell_id']}: normalized reward {m['eval/normalized_reward']:.3f}, "
-                    f"normalized cost {m['eval/normalized_cost']:.3f} (train {row['train_seconds']:.0f} s, "
-                    f"eval {row['eval_seconds']:.0f} s)"
-                )
-                if bar is not None:
-                    bar.update(1)
-                return False
-            say(f"failed  {row['cell_id']} (attempt {row.get('attempt')}): {row['error'].splitlines()[0][:300]}")
-            return True
+    def row(self, row: dict[str, Any]) -> bool:
+        """Record one row; returns whether its cell failed (and may be tried again)."""
+        if row["status"] == "trained":  # stage train: the run directory is the record
+            self.summary.trained += 1
+            self.say(f"trained {row['cell_id']} ({row['train_seconds']:.0f} s, pack of {row['pack']})")
+            self._advance()
+            return False
+        self.writer.append(row)
+        if row["status"] == "ok":
+            self.summary.finished += 1
+            m = row["metrics"]
+            self.say(
+                f"ok      {row['cell_id']}: normalized reward {m['eval/normalized_reward']:.3f}, "
+                f"normalized cost {m['eval/normalized_cost']:.3f} (train {row['train_seconds']:.0f} s, "
+                f"eval {row['eval_seconds']:.0f} s)"
+            )
+            self._advance()
+            return False
+        self.say(f"failed  {row['cell_id']} (attempt {row.get('attempt')}): {row['error'].splitlines()[0][:300]}")
+        return True
 
-        def on_final(row: dict[str, Any]) -> bool:
-            retry = on_row(row)
-            if retry and (row.get("attempt") or 0) > max_retries:
-                summary.failed += 1
-                summary.failed_cells.append(row["cell_id"])
-            return retry
+    def final(self, row: dict[str, Any]) -> bool:
+        """:meth:`row`, and a failure past the last retry counted as the cell's final failure."""
+        retry = self.row(row)
+        if retry and (row.get("attempt") or 0) > self.max_retries:
+            self.summary.failed += 1
+            self.summary.failed_cells.append(row["cell_id"])
+        return retry
 
-        try:
-            if pending:
-                if executor == "local":
-                    _run_local(pending, grid.name, workers, max_retries, on_final, stage, pack)
-                else:
-                    _run_ray(pending, grid.name, address, max_retries, on_final, stage)
-        finally:
-            if bar is not None:
-                bar.close()
-            if csv:
-                write_csv(read_rows(grid.results), grid.results.with_suffix(".csv"))
-    finally:
-        writer.close()
-    summary.seconds = time.time() - t0
-    return summary
+    def _advance(self) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 # ---------------------------------------------------------------------------------------------------- command line

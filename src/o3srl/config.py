@@ -9,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -251,3 +253,124 @@ def read_config(path: str | os.PathLike[str]) -> TrainConfig:
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
     return cfg
+
+
+# ---------------------------------------------------------------------------------------------------- overrides
+# Overrides written in a file (a grid's TOML tables) are checked against the fields' annotations before a config is
+# built from them, and configs saved by earlier sittings are compared with the current ones.
+
+UNCOMPARED = {"run_dir", "dataset", "progress", "tensorboard"}
+"""Fields that may legitimately differ between sittings (machines, checkouts) without changing what a run
+computes."""
+
+
+def flatten_tables(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """TOML tables (``td3bc.hidden = [..]`` or ``[defaults.td3bc]``) → dotted keys for ``apply_overrides``."""
+    out: dict[str, Any] = {}
+    for key, value in table.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten_tables(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def conforms(tp: Any, value: Any) -> bool:
+    """Whether a TOML value fits a config field's annotation (Literal, Optional, int, float, bool, str, tuples)."""
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return True
+    if origin is Literal:
+        return any(value == v and type(value) is type(v) for v in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return any(conforms(t, value) for t in typing.get_args(tp))
+    if tp is type(None):
+        return value is None
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is str:
+        return isinstance(value, str)
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(conforms(args[0], v) for v in value)
+        return len(args) == len(value) and all(conforms(a, v) for a, v in zip(args, value))
+    return True  # annotations this checker does not know are left to the config's own validation
+
+
+def coerce(tp: Any, value: Any) -> Any:
+    """Integers given for float fields become floats, so saved configs compare equal across sittings."""
+    if tp is float and isinstance(value, int):
+        return float(value)
+    args = typing.get_args(tp)
+    if (
+        typing.get_origin(tp) in (typing.Union, types.UnionType)
+        and float in args
+        and isinstance(value, int)
+        and not isinstance(value, bool)
+        and int not in args
+    ):
+        return float(value)
+    if typing.get_origin(tp) is tuple and isinstance(value, (list, tuple)) and args:
+        inner = args[0] if len(args) == 2 and args[1] is Ellipsis else None
+        if inner is not None:
+            return tuple(coerce(inner, v) for v in value)
+    if typing.get_origin(tp) in (typing.Union, types.UnionType) and isinstance(value, list):
+        for arg in args:
+            if typing.get_origin(arg) is tuple and conforms(arg, value):
+                return coerce(arg, value)
+    return value
+
+
+def field_type(root: type, dotted: str) -> Any:
+    """The annotation of a dotted TrainConfig field, or a ConfigError naming the unknown part."""
+    cls: Any = root
+    parts = dotted.split(".")
+    for i, part in enumerate(parts):
+        hints = typing.get_type_hints(cls)
+        fields = {f.name for f in dataclasses.fields(cls)}
+        if part not in fields:
+            where = ".".join(parts[:i]) or "the training config"
+            raise ConfigError(
+                f"unknown config key {dotted!r} (no field {part!r} in {where}; known: {', '.join(sorted(fields))})"
+            )
+        tp = hints[part]
+        if i < len(parts) - 1:
+            if not dataclasses.is_dataclass(tp):
+                raise ConfigError(f"config key {dotted!r}: {'.'.join(parts[: i + 1])} is not a section")
+            cls = tp
+    return tp
+
+
+def type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    return str(tp).replace("typing.", "")
+
+
+def config_json_dict(cfg: TrainConfig) -> dict[str, Any]:
+    return json.loads(json.dumps(to_dict(cfg)))
+
+
+def config_differences(saved: dict[str, Any], current: dict[str, Any], prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two config dicts, ignoring machine-local fields; a field added
+    since ``saved`` was written counts as holding its old-behaviour value there (``config.ADDED_FIELDS``)."""
+    out: list[str] = []
+    for key in sorted(set(saved) | set(current)):
+        if not prefix and key in UNCOMPARED:
+            continue
+        a, b = saved.get(key), current.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += config_differences(a, b, f"{prefix}{key}.")
+        elif key not in saved and f"{prefix}{key}" in ADDED_FIELDS and b == ADDED_FIELDS[f"{prefix}{key}"]:
+            continue
+        elif a != b:
+            out.append(f"{prefix}{key}: {a!r} → {b!r}")
+    return out

@@ -159,7 +159,7 @@ class Results:
 
 def load_results(path: str | Path) -> Results:
     """Read a results file; keep each cell's last successful row, in the grid's task/algorithm order."""
-    from o3srl.bench import finished_rows, read_rows
+    from o3srl.results import finished_rows, read_rows
 
     p = Path(path)
     if not p.is_file():

@@ -164,14 +164,14 @@ def clear_logs(run_dir: Path) -> None:
         (run_dir / name).unlink(missing_ok=True)
 
 
-def config_differences(saved: dict[str, Any], current: dict[str, Any], prefix: str = "") -> list[str]:
+def checkpoint_differences(saved: dict[str, Any], current: dict[str, Any], prefix: str = "") -> list[str]:
     """``field: saved in the checkpoint, current in config.json`` for every field (nested sections dotted) where
     two configs in their dict form differ."""
     out: list[str] = []
     for key in sorted(set(saved) | set(current)):
         x, y = saved.get(key), current.get(key)
         if isinstance(x, dict) and isinstance(y, dict):
-            out += config_differences(x, y, f"{prefix}{key}.")
+            out += checkpoint_differences(x, y, f"{prefix}{key}.")
         elif x != y:
             out.append(f"{prefix}{key}: {json.dumps(x)} in the checkpoint, {json.dumps(y)} in config.json")
     return out
@@ -183,7 +183,7 @@ def check_policy_config(run_dir: Path, cfg: TrainConfig) -> None:
     from o3srl.config import from_dict, to_dict
 
     saved = from_dict(json.loads(read_payload(run_dir / POLICY_NAME)["config"]))
-    differ = config_differences(to_dict(saved), to_dict(cfg))
+    differ = checkpoint_differences(to_dict(saved), to_dict(cfg))
     if differ:
         text = "; ".join(d.replace("in the checkpoint", "in the policy") for d in differ[:4])
         raise O3SRLError(

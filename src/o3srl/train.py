@@ -37,7 +37,7 @@ from o3srl.rundir import (
     TENSORBOARD_DIR,
     TRACE_NAME,
     RoundTrace,
-    config_differences,
+    checkpoint_differences,
     evaluate_policy,
     evaluate_run,
     read_json_object,
@@ -448,7 +448,7 @@ def _check_pack(runs: list[_Run]) -> None:
         if pack_key(r.cfg) != pack_key(first.cfg):
             from o3srl.config import to_dict
 
-            differ = config_differences(to_dict(first.cfg), to_dict(r.cfg))
+            differ = checkpoint_differences(to_dict(first.cfg), to_dict(r.cfg))
             free = _packed_fields(first.cfg)
             differ = [d for d in differ if d.split(":")[0] not in free + PACK_FREE_FIELDS]
             raise ConfigError(
@@ -714,7 +714,7 @@ def _resume_record(run_dir: Path, cfg: TrainConfig) -> dict[str, Any] | None:
             saved = from_dict(json.loads(payload["config"])).resolved()
         except (KeyError, TypeError, ValueError) as exc:
             raise CheckpointError(f"checkpoint {checkpoint} holds no usable config ({exc})") from None
-        differ = config_differences(to_dict(saved), to_dict(cfg))
+        differ = checkpoint_differences(to_dict(saved), to_dict(cfg))
         if differ:
             raise CheckpointError(
                 f"cannot resume {run_dir}: its config.json differs from the config the checkpoint was saved with "
