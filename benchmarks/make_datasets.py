@@ -22,9 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from o3srl.data.dataset import OfflineDataset, safe_frontier
-from o3srl.data.generate import data_dir
-from o3srl.data.make import MakeConfig, make_dataset
+from o3srl.behaviour.make import MakeConfig, make_dataset
+from o3srl.data.dataset import OfflineDataset, data_dir, safe_frontier
 from o3srl.envs.registry import BULLET_TASKS, TASKS, get_task
 from o3srl.io import atomic_write_bytes, atomic_write_text
 
@@ -236,7 +235,7 @@ def render(summary: dict[str, Any]) -> str:
         "`docs/datasets/summary.json` are. `o3srl data info FILE --plot out.png` summarises any file.",
         "",
         "The built-in default dataset of `o3srl train` (OfflineBallRun-v0 from scripted controllers,",
-        "`src/o3srl/data/generate.py`) is separate and unchanged.",
+        "`src/o3srl/behaviour/scripted.py`) is separate and unchanged.",
         "",
         "## Summary",
         "",

@@ -8,11 +8,11 @@ import json
 import numpy as np
 import pytest
 
+from o3srl.behaviour.make import MakeConfig, MakeError, make_dataset
 from o3srl.behaviour.ppo_lag import LagrangeState, PPOLagConfig, gae, snapshot_action, train_ppo_lag, update_lagrange
+from o3srl.behaviour.scripted import grid_cells, grid_filter, per_cell_for_target
 from o3srl.behaviour.zoo import ZooError, load_zoo, save_member, write_manifest
 from o3srl.data import OfflineDataset
-from o3srl.data.generate import grid_cells, grid_filter, per_cell_for_target
-from o3srl.data.make import MakeConfig, MakeError, make_dataset
 from o3srl.envs import UnknownTaskError
 from o3srl.errors import O3SRLError
 

@@ -6,8 +6,8 @@ import json
 
 import numpy as np
 
+from o3srl.behaviour.scripted import grid_filter, make_default_dataset
 from o3srl.data import OfflineDataset
-from o3srl.data.generate import grid_filter, make_default_dataset
 
 
 def test_grid_filter_hand_example():

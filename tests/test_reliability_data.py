@@ -141,7 +141,7 @@ def test_custom_env_time_limit_from_its_spec(tmp_path, monkeypatch):
 
 def test_data_make_checks_the_output_directory_first(tmp_path, monkeypatch):
     """An output directory under a file fails at once, before the zoo is loaded or any episode is played."""
-    from o3srl.data import make
+    from o3srl.behaviour import make
 
     def no_collection(*args, **kwargs):
         raise AssertionError("collection started")
@@ -157,7 +157,7 @@ def test_data_make_checks_the_output_directory_first(tmp_path, monkeypatch):
 
 
 def test_default_dataset_checks_the_data_directory_first(tmp_path, monkeypatch, capsys):
-    from o3srl.data import generate
+    from o3srl.behaviour import scripted as generate
 
     def no_generation(*args, **kwargs):
         raise AssertionError("generation started")
@@ -175,7 +175,7 @@ def test_unwritable_data_directory(tmp_path, monkeypatch):
     import errno
 
     from o3srl import io
-    from o3srl.data import generate
+    from o3srl.behaviour import scripted as generate
 
     def refuse(*args, **kwargs):
         raise PermissionError(errno.EACCES, "Permission denied")

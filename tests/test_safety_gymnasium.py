@@ -146,9 +146,9 @@ def tiny_zoo(tmp_path_factory):
 
 
 def test_tiny_make_and_train(tmp_path, tiny_zoo):
+    from o3srl.behaviour.make import MakeConfig, make_dataset
     from o3srl.cli import main
     from o3srl.data import OfflineDataset
-    from o3srl.data.make import MakeConfig, make_dataset
 
     config = MakeConfig(TASK, episodes=3, seed=0, target=3, chunk_episodes=2)
     path = make_dataset(config, tmp_path / "hc.hdf5", zoo=str(tiny_zoo), progress=False)

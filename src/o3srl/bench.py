@@ -502,7 +502,7 @@ def check_datasets(cells: Iterable[Cell]) -> None:
     for cell in cells:
         ds = cell.config.dataset
         if ds is None and cell.task == DEFAULT_TASK and not builtin_ready:
-            from o3srl.data.generate import default_dataset
+            from o3srl.behaviour.scripted import default_dataset
 
             default_dataset()
             builtin_ready = True

@@ -155,7 +155,7 @@ def _unique_list(data: dict[str, Any], key: str, item: type | tuple[type, ...]) 
 
 def _format_dataset(pattern: str, task: str, where: str) -> str:
     """``{task}``, ``{data_dir}``, ``$VARS`` and ``~`` in a dataset path; relative paths are taken from the cwd."""
-    from o3srl.data.generate import data_dir
+    from o3srl.data.dataset import data_dir
 
     expanded = os.path.expanduser(os.path.expandvars(pattern))
     unset = re.findall(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)", expanded)

@@ -113,7 +113,7 @@ def load_problem(cfg: TrainConfig) -> Problem:
     if cfg.dataset is not None:
         path = cfg.dataset
     elif cfg.task == DEFAULT_TASK:
-        from o3srl.data.generate import default_dataset
+        from o3srl.behaviour.scripted import default_dataset
 
         path = str(default_dataset())
     else:

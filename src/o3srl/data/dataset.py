@@ -297,3 +297,9 @@ def safe_frontier(episodes: Episodes, cost_limit: float) -> float:
     """R*_data(κ): the best episode reward among episodes whose cost return is ≤ κ (NaN if there is none)."""
     ok = episodes.cost_return <= cost_limit + 1e-9
     return float(episodes.reward_return[ok].max()) if ok.any() else float("nan")
+
+
+def data_dir() -> Path:
+    """Where generated datasets are cached: ``$O3SRL_DATA_DIR`` or ``~/.cache/o3srl/datasets``."""
+    env = os.environ.get("O3SRL_DATA_DIR")
+    return Path(env) if env else Path.home() / ".cache" / "o3srl" / "datasets"

@@ -29,8 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from o3srl.data.dataset import KEYS, OfflineDataset
-from o3srl.data.generate import data_dir, grid_filter, per_cell_for_target
+from o3srl.behaviour.scripted import grid_filter, per_cell_for_target
+from o3srl.data.dataset import KEYS, OfflineDataset, data_dir
 from o3srl.envs.registry import TaskSpec, get_task
 from o3srl.errors import O3SRLError
 from o3srl.io import atomic_write_bytes, atomic_write_text, file_sha256

@@ -20,17 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
-from o3srl.data.dataset import KEYS, OfflineDataset
+from o3srl.data.dataset import KEYS, OfflineDataset, data_dir
 from o3srl.io import atomic_write_text, file_sha256
 
 GENERATOR_VERSION = "scripted-ballrun-1"
 DEFAULT_SEED = 0
-
-
-def data_dir() -> Path:
-    """Where generated datasets are cached: ``$O3SRL_DATA_DIR`` or ``~/.cache/o3srl/datasets``."""
-    env = os.environ.get("O3SRL_DATA_DIR")
-    return Path(env) if env else Path.home() / ".cache" / "o3srl" / "datasets"
 
 
 def grid_cells(
