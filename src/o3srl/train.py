@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
 from tyro.conf import Positional
@@ -46,12 +46,19 @@ from o3srl.rundir import (
     write_run_files,
 )
 
+if TYPE_CHECKING:  # pragma: no cover
+    from o3srl.algos.base import Learner
+    from o3srl.algos.o3srl import O3SRL
+    from o3srl.data.dataset import OfflineDataset
+    from o3srl.data.sampler import NormStats
+    from o3srl.policy import Policy
+
 
 @dataclass(frozen=True)
 class Problem:
     """The dataset and the facts derived from it and from the task."""
 
-    dataset: Any  # OfflineDataset
+    dataset: OfflineDataset
     dataset_path: str
     dataset_sha256: str
     env_id: str
@@ -156,7 +163,8 @@ def load_problem(cfg: TrainConfig) -> Problem:
     )
 
 
-def build_learner(cfg: TrainConfig, problem: Problem) -> Any:
+def build_learner(cfg: TrainConfig, problem: Problem) -> Learner:
+    """The learner ``cfg`` names (O3SRL, its theory variant, or an oracle alone at a fixed λ) for ``problem``."""
     from o3srl.algos.o3srl import O3SRL, Setting, make_oracle
     from o3srl.bandits import lambda_unit
 
@@ -189,15 +197,25 @@ def is_theory(cfg: TrainConfig) -> bool:
     return cfg.algo == "o3srl" and cfg.variant == "theory"
 
 
-def make_policy(cfg: TrainConfig, learner: Any, state: Any, stats: Any) -> Any:
-    """The output policy: the last iterate, or (theory variant) the uniform mixture of the iterates."""
+def policy_output(cfg: TrainConfig, state: Any) -> tuple[Any, str]:
+    """The run's output as (actor parameters, kind): ``single``, the last iterate, or ``mixture``, a stack of actors
+    followed one per episode (the theory variant's iterates; the practical variant's tail members with
+    ``--o3srl.output tail``)."""
+    if is_theory(cfg):
+        return state.iterates, "mixture"
+    if outputs_tail(cfg):
+        return state.tail, "mixture"
+    return state.oracle.actor, "single"
+
+
+def make_policy(cfg: TrainConfig, learner: Learner, state: Any, stats: NormStats) -> Policy:
+    """The output policy (:func:`policy_output`) of ``state`` as a callable, as ``o3srl.load_policy`` would load it."""
     from o3srl.policy import MixturePolicy, Policy
 
-    if is_theory(cfg):
-        return MixturePolicy(learner.act, state.iterates, stats, seed=cfg.eval_seed)
-    if outputs_tail(cfg):
-        return MixturePolicy(learner.act, state.tail, stats, seed=cfg.eval_seed)
-    return Policy(learner.act, state.oracle.actor, stats)
+    params, kind = policy_output(cfg, state)
+    if kind == "mixture":
+        return MixturePolicy(learner.act, params, stats, seed=cfg.eval_seed)
+    return Policy(learner.act, params, stats)
 
 
 def outputs_tail(cfg: TrainConfig) -> bool:
@@ -320,8 +338,8 @@ class _Run:
     cfg: TrainConfig
     run_dir: Path
     problem: Problem
-    learner: Any
-    stats: Any
+    learner: Learner
+    stats: NormStats
     state: Any
     step: int
     config_json: str
@@ -467,15 +485,25 @@ def _check_pack(runs: list[_Run]) -> None:
                 f"runs {first.run_dir} (step {first.step}) and {r.run_dir} (step {r.step}) cannot be "
                 "resumed as one pack: they stand at different steps"
             )
-        if len(r.learner.arms) != len(first.learner.arms) or (
-            r.learner.max_lambda != first.learner.max_lambda and r.learner.config.feedback == "lagrangian"
+        this, other = _round_loop(r.learner), _round_loop(first.learner)
+        if len(this.arms) != len(other.arms) or (
+            this.max_lambda != other.max_lambda and this.config.feedback == "lagrangian"
         ):
             raise ConfigError(
                 f"runs {first.run_dir} and {r.run_dir} cannot be trained as one pack: their λ arms differ"
             )
 
 
-def _pack_program(learner: Any, runs: list[_Run]) -> tuple[Callable[..., Any], dict[str, Any]]:
+def _round_loop(learner: Learner) -> O3SRL:
+    """A learner of a pack: O3SRL's round loop (the theory variant is refused before any pack is built)."""
+    from o3srl.algos.o3srl import O3SRL
+
+    if not isinstance(learner, O3SRL):
+        raise ConfigError(f"only O3SRL's round loop trains in packs, not {type(learner).__name__}")
+    return learner
+
+
+def _pack_program(learner: O3SRL, runs: list[_Run]) -> tuple[Callable[..., Any], dict[str, Any]]:
     """The packed chunk of rounds, ``fn(states, data, varying, num_rounds)``, and the per-run numbers it takes.
 
     A :class:`~o3srl.algos.o3srl.CellParams` field that is the same in every run stays a constant of the program
@@ -486,7 +514,7 @@ def _pack_program(learner: Any, runs: list[_Run]) -> tuple[Callable[..., Any], d
 
     from o3srl.algos.o3srl import CellParams
 
-    own = [r.learner.cell_constants() for r in runs]
+    own = [_round_loop(r.learner).cell_constants() for r in runs]
     constant: dict[str, Any] = {}
     varying: dict[str, Any] = {}
     for name in CellParams.__dataclass_fields__:
@@ -494,7 +522,7 @@ def _pack_program(learner: Any, runs: list[_Run]) -> tuple[Callable[..., Any], d
         if all(np.array_equal(v, values[0]) for v in values):
             constant[name] = getattr(own[0], name)
         else:
-            varying[name] = jnp.stack([getattr(r.learner.cell_params(), name) for r in runs])
+            varying[name] = jnp.stack([getattr(_round_loop(r.learner).cell_params(), name) for r in runs])
 
     def one(state: Any, data: Any, cell: dict[str, Any], num_rounds: int) -> Any:
         return learner.run_rounds(state, data, num_rounds, CellParams(**constant, **cell))
@@ -521,7 +549,7 @@ def _train(runs: list[_Run]) -> None:
     step = first.step
     packed = len(runs) > 1
     if packed:
-        program, varying = _pack_program(learner, runs)
+        program, varying = _pack_program(_round_loop(learner), runs)
         state = jax.tree.map(lambda *leaves: np.stack(leaves), *(r.state for r in runs))
         all_finite = jax.jit(jax.vmap(_all_finite))
     else:
@@ -643,16 +671,8 @@ def _finish(r: _Run) -> dict[str, Any]:
         f"cannot write the final policy to {run_dir}",
         f"; the checkpoint of step {step} is intact: finish with --resume {run_dir}",
     ):
-        if is_theory(cfg):
-            save_policy(
-                run_dir / POLICY_NAME, actor=state.iterates, stats=r.stats, config_json=r.config_json, kind="mixture"
-            )
-        elif outputs_tail(cfg):
-            save_policy(
-                run_dir / POLICY_NAME, actor=state.tail, stats=r.stats, config_json=r.config_json, kind="mixture"
-            )
-        else:
-            save_policy(run_dir / POLICY_NAME, actor=state.oracle.actor, stats=r.stats, config_json=r.config_json)
+        params, kind = policy_output(cfg, state)
+        save_policy(run_dir / POLICY_NAME, actor=params, stats=r.stats, config_json=r.config_json, kind=kind)
         if cfg.algo == "o3srl" and not is_theory(cfg):
             from o3srl.plots import plot_bandit_history
 

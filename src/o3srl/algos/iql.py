@@ -21,10 +21,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from o3srl.algos.base import Metrics
 from o3srl.data.sampler import Batch
 from o3srl.nets import Critics, GaussianActor, ValueNet
-
-Metrics = dict[str, jax.Array]
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ version, this needs off-policy evaluation every iteration; it exists to check th
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import flax.struct
 import jax
@@ -30,6 +30,9 @@ from o3srl.data.sampler import DeviceData, sample_batch, sample_init_obs
 from o3srl.data.transforms import BudgetConvention, budget_per_step, budget_value
 from o3srl.errors import ConfigError
 from o3srl.nets import Critics
+
+if TYPE_CHECKING:  # pragma: no cover
+    from o3srl.algos.o3srl import Setting
 
 
 @dataclass(frozen=True)
@@ -67,7 +70,7 @@ class TheoryState(flax.struct.PyTreeNode):
 class O3SRLTheory:
     """Pure functions of :class:`TheoryState`; one "round" of the training loop is one whole iteration."""
 
-    def __init__(self, config: TheoryConfig, oracle: TD3BC | IQL, setting: Any) -> None:
+    def __init__(self, config: TheoryConfig, oracle: TD3BC | IQL, setting: Setting) -> None:
         if config.iterations < 1:
             raise ConfigError(f"theory.iterations must be ≥ 1, got {config.iterations}")
         if setting.total_steps % config.iterations:

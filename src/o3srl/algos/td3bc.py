@@ -29,11 +29,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from o3srl.algos.base import Metrics
 from o3srl.data.sampler import Batch
 from o3srl.data.transforms import shaped_value
 from o3srl.nets import Actor, Critics
-
-Metrics = dict[str, jax.Array]
 
 
 @dataclass(frozen=True)
