@@ -33,6 +33,7 @@ import numpy as np
 from tyro.conf import Positional
 from tyro.conf import arg as tyro_arg
 
+from o3srl.data.transforms import is_safe
 from o3srl.errors import O3SRLError
 from o3srl.rundir import RUN_INFO_NAME, TRACE_NAME, read_metrics, read_trace
 
@@ -66,11 +67,6 @@ class Entry:
     @property
     def safe(self) -> bool:
         return is_safe(self.cost_mean)
-
-
-def is_safe(normalized_cost: float) -> bool:
-    """DSRL's criterion on the mean normalized cost; a NaN cost is not safe."""
-    return bool(normalized_cost <= 1.0)
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:

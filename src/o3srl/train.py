@@ -802,13 +802,15 @@ def print_summary(summary: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from o3srl.data.transforms import is_safe
+
     table = Table(
         title=f"{summary['algo']} on {summary['task']}  (κ = {summary['cost_limit']:g}, seed {summary['seed']})"
     )
     for col in ("episode reward", "episode cost", "normalized reward", "normalized cost", "safe"):
         table.add_column(col, justify="right")
     if "eval/reward" in summary:
-        safe = summary["eval/normalized_cost"] <= 1.0
+        safe = is_safe(summary["eval/normalized_cost"])
         table.add_row(
             f"{summary['eval/reward']:.1f} ± {summary.get('eval/reward_std', float('nan')):.1f}",
             f"{summary['eval/cost']:.2f} ± {summary.get('eval/cost_std', float('nan')):.2f}",

@@ -81,5 +81,6 @@ def normalized_cost(episode_cost: A, cost_limit: float) -> A:
 
 
 def is_safe(norm_cost: float) -> bool:
-    """DSRL's safety criterion on a normalised cost."""
+    """DSRL's safety criterion on a normalised cost (a NaN cost is not safe); the one rule tables and summaries
+    apply."""
     return bool(np.asarray(norm_cost) <= 1.0)
