@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from o3srl.behaviour.scripted import grid_filter, per_cell_for_target
-from o3srl.data.dataset import KEYS, OfflineDataset, data_dir
+from o3srl.data.dataset import KEYS, Episodes, OfflineDataset, data_dir
 from o3srl.envs.registry import TaskSpec, get_task
 from o3srl.errors import O3SRLError
 from o3srl.io import atomic_write_bytes, atomic_write_text, file_sha256
@@ -215,23 +215,63 @@ def make_dataset(
     load_zoo(spec.task_id, zoo)  # fails early, naming the missing members
     zoo_sha, zoo_entries = _zoo_fingerprint(spec.task_id, zoo)
     t0 = time.time()
+    partial = _partial_dir(path, config, episodes, target, zoo_sha)
 
-    partial = Path(str(path) + ".partial")
-    plan = {
-        "generator": GENERATOR_VERSION,
-        "config": asdict(config) | {"episodes": episodes, "target": target},
-        "zoo_sha256": zoo_sha,
-    }
-    plan_path = partial / "plan.json"
-    if plan_path.exists():
-        if json.loads(plan_path.read_text()) != plan:
-            raise MakeError(
-                f"{partial} holds chunks of a different collection (other seed, size, zoo or version); "
-                "delete it or choose another --out"
-            )
-    else:
-        atomic_write_text(plan_path, json.dumps(plan, indent=2) + "\n")
+    chunk_path, jobs, done_episodes = _chunk_jobs(spec, config, zoo, episodes, partial)
+    resumed = len(chunk_path) - len(jobs)
+    if max_chunks is not None:
+        jobs = jobs[:max_chunks]
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
 
+        bar = tqdm(total=episodes, initial=done_episodes, unit="episode", desc=f"collect {spec.task_id}")
+    try:
+        _collect_chunks(jobs, workers, bar)
+    finally:
+        if bar is not None:
+            bar.close()
+    if not all(p.exists() for p in chunk_path):
+        return None
+    collect_seconds = time.time() - t0
+
+    arrays = _merged_chunks(chunk_path)
+    raw = OfflineDataset({k: arrays[k] for k in KEYS}, action_low=-1.0, action_high=1.0)
+    ep = raw.episodes
+    keep, per_cell = _grid_filtered(ep, config, spec, target)
+    if keep.size == 0:
+        raise MakeError(f"no episode of {spec.task_id} has cost ≤ {spec.max_cost}; the zoo is too unsafe")
+    index = np.concatenate([np.arange(ep.start[i], ep.start[i] + ep.length[i]) for i in keep])
+    dataset = OfflineDataset({k: v[index] for k, v in raw.arrays.items()}, action_low=-1.0, action_high=1.0)
+    dataset.save(path)
+    sidecar = _sidecar(
+        spec,
+        config,
+        path,
+        dataset,
+        arrays,
+        ep,
+        keep,
+        per_cell=per_cell,
+        target=target,
+        zoo_entries=zoo_entries,
+        zoo_sha=zoo_sha,
+        resumed=resumed,
+        workers=workers,
+        t0=t0,
+        collect_seconds=collect_seconds,
+        episodes=episodes,
+    )
+    atomic_write_text(Path(str(path) + ".json"), json.dumps(sidecar, indent=2) + "\n")
+    shutil.rmtree(partial, ignore_errors=True)
+    return path
+
+
+def _chunk_jobs(
+    spec: TaskSpec, config: MakeConfig, zoo: str | None, episodes: int, partial: Path
+) -> tuple[list[Path], list[tuple[Any, ...]], int]:
+    """Every chunk's file in ``partial``, the jobs (:func:`_collect_chunk`) of the chunks not collected yet, and
+    how many episodes the collected ones hold."""
     starts = list(range(0, episodes, config.chunk_episodes))
     chunk_path = [partial / f"chunk-{c:05d}.npz" for c in range(len(starts))]
     jobs = [
@@ -248,45 +288,15 @@ def make_dataset(
         for c, s in enumerate(starts)
         if not chunk_path[c].exists()
     ]
-    resumed = len(starts) - len(jobs)
-    if max_chunks is not None:
-        jobs = jobs[:max_chunks]
     done_episodes = sum(
         min(s + config.chunk_episodes, episodes) - s for c, s in enumerate(starts) if chunk_path[c].exists()
     )
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
+    return chunk_path, jobs, done_episodes
 
-        bar = tqdm(total=episodes, initial=done_episodes, unit="episode", desc=f"collect {spec.task_id}")
-    try:
-        if workers <= 1 or len(jobs) <= 1:
-            for job in jobs:
-                n = _collect_chunk(job)
-                if bar is not None:
-                    bar.update(n)
-        else:
-            from o3srl.behaviour.zoo import SINGLE_THREAD_XLA_FLAGS
 
-            os.environ.setdefault("XLA_FLAGS", SINGLE_THREAD_XLA_FLAGS)
-            with mp.get_context("spawn").Pool(min(workers, len(jobs))) as pool:
-                for n in pool.imap_unordered(_collect_chunk, jobs):
-                    if bar is not None:
-                        bar.update(n)
-    finally:
-        if bar is not None:
-            bar.close()
-    if not all(p.exists() for p in chunk_path):
-        return None
-    collect_seconds = time.time() - t0
-
-    chunks = []
-    for p in chunk_path:
-        with np.load(p) as f:
-            chunks.append({k: f[k] for k in f.files})
-    arrays = {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
-    raw = OfflineDataset({k: arrays[k] for k in KEYS}, action_low=-1.0, action_high=1.0)
-    ep = raw.episodes
+def _grid_filtered(ep: Episodes, config: MakeConfig, spec: TaskSpec, target: int) -> tuple[np.ndarray, int]:
+    """The episodes DSRL's (cost, reward) grid filter keeps, aiming at ``target`` episodes, and the per-cell cap
+    that aim gives."""
     per_cell = per_cell_for_target(
         ep.cost_return,
         ep.reward_return,
@@ -304,11 +314,76 @@ def make_dataset(
         max_cost=spec.max_cost,
         rng=np.random.default_rng([config.seed, 2]),
     )
-    if keep.size == 0:
-        raise MakeError(f"no episode of {spec.task_id} has cost ≤ {spec.max_cost}; the zoo is too unsafe")
-    index = np.concatenate([np.arange(ep.start[i], ep.start[i] + ep.length[i]) for i in keep])
-    dataset = OfflineDataset({k: v[index] for k, v in raw.arrays.items()}, action_low=-1.0, action_high=1.0)
-    dataset.save(path)
+    return keep, per_cell
+
+
+def _partial_dir(path: Path, config: MakeConfig, episodes: int, target: int, zoo_sha: str) -> Path:
+    """The directory of a collection's chunks beside ``path``, with the plan they belong to; chunks of another plan
+    (seed, size, zoo or version) there are an error."""
+    partial = Path(str(path) + ".partial")
+    plan = {
+        "generator": GENERATOR_VERSION,
+        "config": asdict(config) | {"episodes": episodes, "target": target},
+        "zoo_sha256": zoo_sha,
+    }
+    plan_path = partial / "plan.json"
+    if plan_path.exists():
+        if json.loads(plan_path.read_text()) != plan:
+            raise MakeError(
+                f"{partial} holds chunks of a different collection (other seed, size, zoo or version); "
+                "delete it or choose another --out"
+            )
+    else:
+        atomic_write_text(plan_path, json.dumps(plan, indent=2) + "\n")
+    return partial
+
+
+def _collect_chunks(jobs: list[tuple[Any, ...]], workers: int, bar: Any) -> None:
+    """Collect the chunks of ``jobs`` in this process or in ``workers`` single-threaded processes."""
+    if workers <= 1 or len(jobs) <= 1:
+        for job in jobs:
+            n = _collect_chunk(job)
+            if bar is not None:
+                bar.update(n)
+        return
+    from o3srl.behaviour.zoo import SINGLE_THREAD_XLA_FLAGS
+
+    os.environ.setdefault("XLA_FLAGS", SINGLE_THREAD_XLA_FLAGS)
+    with mp.get_context("spawn").Pool(min(workers, len(jobs))) as pool:
+        for n in pool.imap_unordered(_collect_chunk, jobs):
+            if bar is not None:
+                bar.update(n)
+
+
+def _merged_chunks(chunk_paths: list[Path]) -> dict[str, np.ndarray]:
+    """The chunks' arrays, concatenated in episode order."""
+    chunks = []
+    for p in chunk_paths:
+        with np.load(p) as f:
+            chunks.append({k: f[k] for k in f.files})
+    return {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
+
+
+def _sidecar(
+    spec: TaskSpec,
+    config: MakeConfig,
+    path: Path,
+    dataset: OfflineDataset,
+    arrays: dict[str, np.ndarray],
+    ep: Episodes,
+    keep: np.ndarray,
+    *,
+    per_cell: int,
+    target: int,
+    zoo_entries: list[dict[str, Any]],
+    zoo_sha: str,
+    resumed: int,
+    workers: int,
+    t0: float,
+    collect_seconds: float,
+    episodes: int,
+) -> dict[str, Any]:
+    """The JSON record written beside the dataset: how it was made, what was kept, its hash and times."""
     kept = dataset.episodes
     member_col = arrays["episode_member"]
     zoo_rows = []
@@ -355,9 +430,7 @@ def make_dataset(
         "collect_seconds_this_run": round(collect_seconds, 1),
         "command": f"o3srl data make {spec.task_id} --episodes {episodes} --seed {config.seed}",
     }
-    atomic_write_text(Path(str(path) + ".json"), json.dumps(sidecar, indent=2) + "\n")
-    shutil.rmtree(partial, ignore_errors=True)
-    return path
+    return sidecar
 
 
 def cli_make(
