@@ -59,16 +59,26 @@ def _train_one(job: tuple[str, int, str, str, int]) -> str:
     run_dir = Path(out) / f"{_slug(name)}-s{seed}"
     if (run_dir / "eval.json").exists():
         return f"{name} s{seed}: done before"
-    cfg = TrainConfig(task="OfflineBallRun-v0", dataset=dataset, cost_limit=5.0, seed=seed, steps=steps,
-                      eval_episodes=0, progress=False, run_dir=str(run_dir))
+    cfg = TrainConfig(
+        task="OfflineBallRun-v0",
+        dataset=dataset,
+        cost_limit=5.0,
+        seed=seed,
+        steps=steps,
+        eval_episodes=0,
+        progress=False,
+        run_dir=str(run_dir),
+    )
     cfg = apply_overrides(cfg, {**BASE, **VARIANTS[name]})
     t0 = time.time()
     resume = str(run_dir) if (run_dir / "checkpoint.msgpack").exists() else None
     try:
         run(cfg, resume_dir=resume)
-    except Exception as exc:  # report and go on: one failed run must not stop the others
+    except Exception as exc:  # noqa: BLE001 — report and go on: one failed run must not stop the others
         return f"{name} s{seed}: FAILED {type(exc).__name__}: {exc}"
-    (run_dir / "variant.json").write_text(json.dumps({"variant": name, "seed": seed, "train_seconds": time.time() - t0}))
+    (run_dir / "variant.json").write_text(
+        json.dumps({"variant": name, "seed": seed, "train_seconds": time.time() - t0})
+    )
     return f"{name} s{seed}: {time.time() - t0:.0f} s"
 
 
@@ -94,9 +104,17 @@ def evaluate(args: argparse.Namespace) -> None:
             continue
         meta = json.loads(meta_path.read_text())
         info = json.loads((run_dir / "run.json").read_text())
-        res = rollout(load_policy(run_dir), "OfflineBallRun-v0", episodes=args.episodes, cost_limit=5.0, seed=10_000,
-                      num_envs=4, reward_range=tuple(info["reward_range"]), reference=info["reward_reference"],
-                      frontier=info["safe_frontier"])
+        res = rollout(
+            load_policy(run_dir),
+            "OfflineBallRun-v0",
+            episodes=args.episodes,
+            cost_limit=5.0,
+            seed=10_000,
+            num_envs=4,
+            reward_range=tuple(info["reward_range"]),
+            reference=info["reward_reference"],
+            frontier=info["safe_frontier"],
+        )
         rows.append({**meta, **res.metrics()})
         print(meta["variant"], meta["seed"], f"reward {res.reward:.1f} cost {res.cost:.1f}", flush=True)
     by: dict[str, list[dict]] = {}
@@ -119,7 +137,7 @@ def evaluate(args: argparse.Namespace) -> None:
         group = by.get(name)
         if not group:
             continue
-        get = lambda k: np.array([g[f"eval/{k}"] for g in group], float)  # noqa: E731
+        get = lambda k: np.array([g[f"eval/{k}"] for g in group], float)
         nc = get("normalized_cost")
         unsafe = " **unsafe**" if nc.mean() > 1 else ""
         frontier = np.array([g["eval/frontier_fraction"] for g in group], float)

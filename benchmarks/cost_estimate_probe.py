@@ -43,8 +43,11 @@ def probe(run_dir: Path, fitted: dict[str, tuple[CostModel, object]]) -> tuple[s
             fitted[key] = (model, jax.jit(model.fit)(model.init(jax.random.PRNGKey(0)), data, jax.random.PRNGKey(1)))
         model, model_state = fitted[key]
     init = sample_init_obs(jax.random.PRNGKey(0), data, model.config.rollout_states)
-    costs = np.asarray(model.episode_cost(model_state, lambda s: learner.oracle.act(state.oracle.actor, s), init,
-                                          problem.episode_length))
+    costs = np.asarray(
+        model.episode_cost(
+            model_state, lambda s: learner.oracle.act(state.oracle.actor, s), init, problem.episode_length
+        )
+    )
     evaluated = json.loads((run_dir / "eval.json").read_text())
     return (
         f"{run_dir.parent.name}/{run_dir.name}",

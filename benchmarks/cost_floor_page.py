@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from o3srl.bench import read_rows
 from o3srl.io import atomic_write_text
+from o3srl.results import read_rows
 
 ROOT = Path(__file__).resolve().parent.parent
 EVIDENCE = ROOT / "results" / "evidence"
@@ -35,17 +35,22 @@ def _table(rows: list[dict], name: str) -> list[str]:
     out = []
     for r in rows:
         m = r["metrics"]
-        out.append(f"| {name} | {r['seed']} | {m['eval/reward']:.1f} | {m['eval/cost']:.1f} | "
-                   f"{m['eval/normalized_reward']:.3f} | {m['eval/normalized_cost']:.2f}"
-                   f"{'' if m['eval/safe'] else ' **unsafe**'} | {m['eval/frontier_fraction']:.3f} |")
+        out.append(
+            f"| {name} | {r['seed']} | {m['eval/reward']:.1f} | {m['eval/cost']:.1f} | "
+            f"{m['eval/normalized_reward']:.3f} | {m['eval/normalized_cost']:.2f}"
+            f"{'' if m['eval/safe'] else ' **unsafe**'} | {m['eval/frontier_fraction']:.3f} |"
+        )
     return out
 
 
 def _window_rows(floor: str, seed: int, metrics: Path) -> list[str]:
     """Table rows of the logging windows at ``STEPS`` from one run's metrics file."""
-    return [f"| {floor} | {seed} | {row['step']} | {row['feedback/cost_estimate']:.2f} | {row['q/cost']:.2f} | "
-            f"{row['bandit/lambda_mean']:.2f} | {row['bandit/p/0']:.2f} | {row['bandit/p/4']:.2f} |"
-            for row in map(json.loads, metrics.read_text().splitlines()) if row["step"] in STEPS]
+    return [
+        f"| {floor} | {seed} | {row['step']} | {row['feedback/cost_estimate']:.2f} | {row['q/cost']:.2f} | "
+        f"{row['bandit/lambda_mean']:.2f} | {row['bandit/p/0']:.2f} | {row['bandit/p/4']:.2f} |"
+        for row in map(json.loads, metrics.read_text().splitlines())
+        if row["step"] in STEPS
+    ]
 
 
 def main() -> None:
@@ -78,7 +83,9 @@ def main() -> None:
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in before:
-        lines += _window_rows("off", r["seed"], EVIDENCE / f"ballrun_o3srl_100k_no_cost_floor_s{r['seed']}.metrics.jsonl")
+        lines += _window_rows(
+            "off", r["seed"], EVIDENCE / f"ballrun_o3srl_100k_no_cost_floor_s{r['seed']}.metrics.jsonl"
+        )
     for r in after:
         # The run's own metrics, kept beside the evidence so that the page can be rewritten without the run directory.
         kept = EVIDENCE / f"ballrun_o3srl_100k_cost_floor_s{r['seed']}.metrics.jsonl"
@@ -89,7 +96,11 @@ def main() -> None:
     summary = []
     for name, rows in (("without the floor", before), ("with it", after)):
         safe = [r for r in rows if r["metrics"]["eval/safe"]]
-        mean = f", mean reward of the safe seeds {np.mean([r['metrics']['eval/reward'] for r in safe]):.1f}" if safe else ""
+        mean = (
+            f", mean reward of the safe seeds {np.mean([r['metrics']['eval/reward'] for r in safe]):.1f}"
+            if safe
+            else ""
+        )
         summary.append(f"{name} {len(safe)}/{len(rows)} seeds safe{mean}")
     lines += [
         "",

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from cost_floor_page import _table  # the same per-seed table of final evaluations
-from o3srl.bench import read_rows
 from o3srl.io import atomic_write_text
+from o3srl.results import read_rows
 
 ROOT = Path(__file__).resolve().parent.parent
 EVIDENCE = ROOT / "results" / "evidence"
@@ -72,8 +72,11 @@ def _summary(rows: list[dict]) -> str:
 
 
 def main() -> None:
-    runs = {(plain_alg, ln): _rows(NORMED if ln else PLAIN, ln_alg if ln else plain_alg, ln)
-            for plain_alg, ln_alg, _ in PAIRS for ln in (False, True)}
+    runs = {
+        (plain_alg, ln): _rows(NORMED if ln else PLAIN, ln_alg if ln else plain_alg, ln)
+        for plain_alg, ln_alg, _ in PAIRS
+        for ln in (False, True)
+    }
     sha = next(r["dataset_sha256"] for rows in runs.values() for r in rows)
     lines = [
         "# LayerNorm critics for TD3+BC: BallRun, κ = 5, 100k steps",

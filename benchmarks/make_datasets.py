@@ -22,9 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from o3srl.data.dataset import OfflineDataset, safe_frontier
-from o3srl.data.generate import data_dir
-from o3srl.data.make import MakeConfig, make_dataset
+from o3srl.behaviour.make import MakeConfig, make_dataset
+from o3srl.data.dataset import OfflineDataset, data_dir, safe_frontier
 from o3srl.envs.registry import BULLET_TASKS, TASKS, get_task
 from o3srl.io import atomic_write_bytes, atomic_write_text
 
@@ -236,7 +235,7 @@ def render(summary: dict[str, Any]) -> str:
         "`docs/datasets/summary.json` are. `o3srl data info FILE --plot out.png` summarises any file.",
         "",
         "The built-in default dataset of `o3srl train` (OfflineBallRun-v0 from scripted controllers,",
-        "`src/o3srl/data/generate.py`) is separate and unchanged.",
+        "`src/o3srl/behaviour/scripted.py`) is separate and unchanged.",
         "",
         "## Summary",
         "",
@@ -249,22 +248,35 @@ def render(summary: dict[str, Any]) -> str:
         f, fr = r["fraction_within"], r["frontier"]
         lines.append(
             f"| {r['task']} | {r['episodes']} ({r['dsrl_episodes']}) | {r['episodes_collected']} | "
-            + " | ".join(f"{100 * f[k]:.0f}" for k in ("5", "10", "20", "40")) + " | "
+            + " | ".join(f"{100 * f[k]:.0f}" for k in ("5", "10", "20", "40"))
+            + " | "
             + " | ".join(_fmt(fr[k]) for k in ("0", "5", "10", "20", "40"))
             + f" | {_fmt(r['reward_max'])} |"
         )
-    lines += ["", "Regenerate (the zoo is committed, so training is optional):", "", "```",
-              "o3srl data train-behaviour OfflineCarCircle-v0 --workers 2   # optional: retrain the zoo",
-              "o3srl data make OfflineCarCircle-v0 --workers 2              # collect, filter, write + sidecar",
-              "python benchmarks/make_datasets.py OfflineCarCircle-v0       # make, measure, rewrite this page",
-              "```"]
-    lines += ["", "## Comparison with DSRL's figure", "",
-              "DSRL's numbers are read off its published reward–cost figure (approximate).", "",
-              "| task | R*(0) here | R*(0) DSRL | best here | best DSRL |", "|---|---|---|---|---|"]
+    lines += [
+        "",
+        "Regenerate (the zoo is committed, so training is optional):",
+        "",
+        "```",
+        "o3srl data train-behaviour OfflineCarCircle-v0 --workers 2   # optional: retrain the zoo",
+        "o3srl data make OfflineCarCircle-v0 --workers 2              # collect, filter, write + sidecar",
+        "python benchmarks/make_datasets.py OfflineCarCircle-v0       # make, measure, rewrite this page",
+        "```",
+    ]
+    lines += [
+        "",
+        "## Comparison with DSRL's figure",
+        "",
+        "DSRL's numbers are read off its published reward–cost figure (approximate).",
+        "",
+        "| task | R*(0) here | R*(0) DSRL | best here | best DSRL |",
+        "|---|---|---|---|---|",
+    ]
     for r in rows:
         d0, dbest = DSRL_FIGURE[r["task"]]
-        lines.append(f"| {r['task']} | {_fmt(r['frontier']['0'])} | ≈ {d0:.0f} | {_fmt(r['reward_max'])} | "
-                     f"≈ {dbest:.0f} |")
+        lines.append(
+            f"| {r['task']} | {_fmt(r['frontier']['0'])} | ≈ {d0:.0f} | {_fmt(r['reward_max'])} | ≈ {dbest:.0f} |"
+        )
     notes = NOTES
     lines += [""]
     for r in rows:
@@ -281,22 +293,34 @@ def render(summary: dict[str, Any]) -> str:
         if r["task"] in notes:
             lines += [f"- {notes[r['task']]}"]
         lines += [""]
-    lines += ["## Measured times", "", *TIMES_NOTE, "",
-              "| task | zoo | zoo CPU s (sum) | collection s (wall) | workers | estimate on 2 idle cores |",
-              "|---|---|---|---|---|---|"]
+    lines += [
+        "## Measured times",
+        "",
+        *TIMES_NOTE,
+        "",
+        "| task | zoo | zoo CPU s (sum) | collection s (wall) | workers | estimate on 2 idle cores |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in rows:
         cpu = _zoo_cpu(r["task"])
         timing = r.get("timing", {})
         make_s, workers = timing.get("make_seconds"), timing.get("workers", 2)
-        both = (f"{(cpu / 2 + make_s * workers / 2) / 60:.1f} min"
-                if cpu is not None and isinstance(make_s, (int, float)) else "–")
+        both = (
+            f"{(cpu / 2 + make_s * workers / 2) / 60:.1f} min"
+            if cpu is not None and isinstance(make_s, (int, float))
+            else "–"
+        )
         lines.append(f"| {r['task']} | {_zoo_time(r['task'])} | {_fmt(cpu)} | {make_s} | {workers} | {both} |")
     lines += [""]
     # The optional Safety-Gymnasium tasks have their own page (docs/safety_gymnasium.md).
     missing = [t for t in BULLET_TASKS if t not in summary["tasks"]]
     if missing:
-        lines += ["## Not generated yet", "",
-                  "These tasks have no measured dataset on this page yet: " + ", ".join(missing) + ".", ""]
+        lines += [
+            "## Not generated yet",
+            "",
+            "These tasks have no measured dataset on this page yet: " + ", ".join(missing) + ".",
+            "",
+        ]
     return "\n".join(lines)
 
 
@@ -329,8 +353,11 @@ def _zoo_time(task: str) -> str:
     if len(steps) == 1:
         text = f"{len(members)} members × {next(iter(steps)) // 1000}k steps"
     else:  # members retrained for longer than the others: say which got how many steps
-        text = f"{len(members)} members (" + "; ".join(
-            f"κ = {', '.join(ks)}: {n // 1000}k steps" for n, ks in sorted(steps.items())) + ")"
+        text = (
+            f"{len(members)} members ("
+            + "; ".join(f"κ = {', '.join(ks)}: {n // 1000}k steps" for n, ks in sorted(steps.items()))
+            + ")"
+        )
     for source, ks in started.items():
         text += f", κ = {', '.join(ks)} started from {source}"
     text += f", {wall:.0f} s wall summed over members"
@@ -360,11 +387,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--episodes", type=int, default=None)
     parser.add_argument("--report-only", action="store_true")
-    parser.add_argument("--measure-only", action="store_true",
-                        help="measure files already made by `o3srl data make` (times and workers from their sidecars)")
+    parser.add_argument(
+        "--measure-only",
+        action="store_true",
+        help="measure files already made by `o3srl data make` (times and workers from their sidecars)",
+    )
     args = parser.parse_args()
     summary = json.loads(SUMMARY.read_text()) if SUMMARY.exists() else {"tasks": {}}
-    for task in ([] if args.report_only else args.tasks):
+    for task in [] if args.report_only else args.tasks:
         path = data_dir() / f"{task}.hdf5"
         if not args.measure_only:
             make_dataset(MakeConfig(task, episodes=args.episodes, seed=args.seed), path, workers=args.workers)
@@ -373,9 +403,12 @@ def main() -> None:
         side = json.loads(Path(str(path) + ".json").read_text())
         seconds = side["seconds"]
         row = measure(task, path)
-        row["timing"] = {"make_seconds": seconds if side["chunks_resumed"] == 0 else f"{seconds} (resumed)",
-                         "workers": side["workers"], "zoo_seconds": _zoo_seconds(task),
-                         "machine": f"{platform.machine()} {_cores()} cores, shared"}
+        row["timing"] = {
+            "make_seconds": seconds if side["chunks_resumed"] == 0 else f"{seconds} (resumed)",
+            "workers": side["workers"],
+            "zoo_seconds": _zoo_seconds(task),
+            "machine": f"{platform.machine()} {_cores()} cores, shared",
+        }
         summary["tasks"][task] = row
         # The sidecar (hash, counts, seeds) is committed beside the page; the data file itself is not.
         atomic_write_text(FIGURES / f"{task}.hdf5.json", Path(str(path) + ".json").read_text())

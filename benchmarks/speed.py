@@ -21,8 +21,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 SINGLE_THREAD = {
     "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1",
@@ -38,13 +39,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=500, help="gradient steps per timed call (one run)")
     parser.add_argument("--repeats", type=int, default=2, help="timed calls per measurement; the best counts")
     parser.add_argument("--packs", type=int, nargs="+", default=[1, 8, 32, 128], help="runs per packed program")
-    parser.add_argument("--pack-steps", type=int, default=None,
-                        help="gradient steps per run in a timed packed call (default: --steps / runs, ≥ one round)")
-    parser.add_argument("--e2e-steps", type=int, default=100_000,
-                        help="steps of the end-to-end 'o3srl train' run on the default task (0: skip it)")
+    parser.add_argument(
+        "--pack-steps",
+        type=int,
+        default=None,
+        help="gradient steps per run in a timed packed call (default: --steps / runs, ≥ one round)",
+    )
+    parser.add_argument(
+        "--e2e-steps",
+        type=int,
+        default=100_000,
+        help="steps of the end-to-end 'o3srl train' run on the default task (0: skip it)",
+    )
     parser.add_argument("--e2e-episodes", type=int, default=20, help="its evaluation episodes")
-    parser.add_argument("--threads", choices=["one", "all"], default="one",
-                        help="one: single-threaded XLA and PyTorch (as the grid runs); all: their defaults")
+    parser.add_argument(
+        "--threads",
+        choices=["one", "all"],
+        default="one",
+        help="one: single-threaded XLA and PyTorch (as the grid runs); all: their defaults",
+    )
     parser.add_argument("--hidden", type=int, nargs="+", default=list(HIDDEN), help="hidden layer widths")
     parser.add_argument("--batch", type=int, default=BATCH)
     parser.add_argument("--out", type=Path, default=None, help="write the Markdown page here")
@@ -65,11 +78,17 @@ def synthetic(n: int = 50_000, T: int = 200) -> Any:
 
     rng = np.random.default_rng(0)
     obs = rng.normal(size=(n, OBS)).astype(np.float32)
-    return OfflineDataset({
-        "observations": obs, "next_observations": np.roll(obs, -1, axis=0), "actions": rng.uniform(-1, 1, (n, ACT)),
-        "rewards": rng.normal(size=n), "costs": (rng.uniform(size=n) < 0.1).astype(np.float32),
-        "terminals": np.zeros(n, bool), "timeouts": np.arange(n) % T == T - 1,
-    })
+    return OfflineDataset(
+        {
+            "observations": obs,
+            "next_observations": np.roll(obs, -1, axis=0),
+            "actions": rng.uniform(-1, 1, (n, ACT)),
+            "rewards": rng.normal(size=n),
+            "costs": (rng.uniform(size=n) < 0.1).astype(np.float32),
+            "terminals": np.zeros(n, bool),
+            "timeouts": np.arange(n) % T == T - 1,
+        }
+    )
 
 
 def learner(oracle: str, fixed: float | None, ds: Any, hidden: tuple[int, ...], batch: int) -> Any:
@@ -78,8 +97,13 @@ def learner(oracle: str, fixed: float | None, ds: Any, hidden: tuple[int, ...], 
     from o3srl.algos.td3bc import TD3BCConfig
 
     setting = Setting(ds.obs_dim, ds.act_dim, 5.0, 200, 100_000, 1.0, 1.0)
-    orc = make_oracle(oracle, TD3BCConfig(hidden=hidden, batch_size=batch), IQLConfig(hidden=hidden, batch_size=batch),
-                      ds.obs_dim, ds.act_dim)
+    orc = make_oracle(
+        oracle,
+        TD3BCConfig(hidden=hidden, batch_size=batch),
+        IQLConfig(hidden=hidden, batch_size=batch),
+        ds.obs_dim,
+        ds.act_dim,
+    )
     return O3SRL(O3SRLConfig(), orc, setting, fixed_lambda=fixed)
 
 
@@ -135,8 +159,10 @@ def packed(n: int, data: Any, ds: Any, args: argparse.Namespace) -> tuple[float,
     first_packed, _ = fn(init, data)
     start = jax.tree.map(lambda x: x[0], init)
     first_alone, _ = jax.jit(lrn.run_rounds, static_argnums=2)(start, data, rounds)
-    diff = max(float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b[0], np.float64)), initial=0.0))
-               for a, b in zip(jax.tree.leaves(first_alone), jax.tree.leaves(first_packed)))
+    diff = max(
+        float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b[0], np.float64)), initial=0.0))
+        for a, b in zip(jax.tree.leaves(first_alone), jax.tree.leaves(first_packed))
+    )
     return rate, diff
 
 
@@ -254,8 +280,19 @@ def end_to_end(args: argparse.Namespace) -> tuple[float, float, str]:
     """Wall time of ``o3srl train`` on the default task (train ``--e2e-steps`` steps, then evaluate), in a fresh
     process with this benchmark's thread settings; returns (total seconds, evaluation seconds, the command)."""
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "o3srl.cli", "train", "--steps", str(args.e2e_steps), "--eval-episodes",
-               str(args.e2e_episodes), "--run-dir", str(Path(tmp) / "run"), "--no-progress"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "o3srl.cli",
+            "train",
+            "--steps",
+            str(args.e2e_steps),
+            "--eval-episodes",
+            str(args.e2e_episodes),
+            "--run-dir",
+            str(Path(tmp) / "run"),
+            "--no-progress",
+        ]
         env = {**os.environ, **(SINGLE_THREAD if args.threads == "one" else {})}
         t = time.perf_counter()
         subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
@@ -298,8 +335,12 @@ def main(argv: list[str] | None = None) -> list[str]:
         say(lines[-1], flush=True)
 
     rates: dict[str, float] = {}
-    for name, oracle, fixed in (("TD3+BC alone (fixed λ)", "td3bc", 1.0), ("TD3+BC inside O3SRL", "td3bc", None),
-                                ("IQL alone (fixed λ)", "iql", 1.0), ("IQL inside O3SRL", "iql", None)):
+    for name, oracle, fixed in (
+        ("TD3+BC alone (fixed λ)", "td3bc", 1.0),
+        ("TD3+BC inside O3SRL", "td3bc", None),
+        ("IQL alone (fixed λ)", "iql", 1.0),
+        ("IQL inside O3SRL", "iql", None),
+    ):
         rates[name] = alone(oracle, fixed, data, ds, args)
         row(name, rates[name])
     row("O3SRL / oracle alone, TD3+BC", rates["TD3+BC inside O3SRL"] / rates["TD3+BC alone (fixed λ)"], "{:.2f}")
@@ -320,13 +361,18 @@ def main(argv: list[str] | None = None) -> list[str]:
     achieved = rates["TD3+BC inside O3SRL"] * flops
     lines.append(f"| O3SRL (TD3+BC) alone: fraction of the peak | ≤ {achieved / peak:.2f} |")
     say(lines[-1])
-    lines.append("| largest absolute difference, packed − alone, of seed 0's parameters after one call | "
-                 + ", ".join(f"{d:.1e} ({n} run{'s' if n > 1 else ''})" for n, d in diffs.items()) + " |")
+    lines.append(
+        "| largest absolute difference, packed − alone, of seed 0's parameters after one call | "
+        + ", ".join(f"{d:.1e} ({n} run{'s' if n > 1 else ''})" for n, d in diffs.items())
+        + " |"
+    )
     say(lines[-1])
     if args.e2e_steps:
         total, evaluation, shown = end_to_end(args)
-        lines.append(f"| end to end: `{shown}` (default task) | {total:.0f} s wall, of which {evaluation:.0f} s "
-                     "outside the training loop (start, compilation, evaluation) |")
+        lines.append(
+            f"| end to end: `{shown}` (default task) | {total:.0f} s wall, of which {evaluation:.0f} s "
+            "outside the training loop (start, compilation, evaluation) |"
+        )
         say(lines[-1])
     if args.out is not None:
         write_section(args.out, "cpu" if backend == "cpu" else "accelerator", lines)
@@ -348,7 +394,12 @@ def write_section(path: Path, section: str, lines: list[str]) -> None:
         head, rest = text.split(begin, 1)
         text = head + block + rest.split(end, 1)[1]
     else:
-        text = (text.rstrip("\n") + "\n\n" if text else "# Training speed\n\n") + f"## {SECTIONS[section]}\n\n" + block + "\n"
+        text = (
+            (text.rstrip("\n") + "\n\n" if text else "# Training speed\n\n")
+            + f"## {SECTIONS[section]}\n\n"
+            + block
+            + "\n"
+        )
     atomic_write_text(path, text)
 
 

@@ -73,14 +73,31 @@ class Method:
 
     def config(self) -> tb.TabularConfig:
         if self.kind == "fixed":
-            return tb.TabularConfig(arms=(self.lam,), bandit="exp3", margin=0.0, optimism=0.0,
-                                    budget_convention=self.convention, actor=self.actor)
+            return tb.TabularConfig(
+                arms=(self.lam,),
+                bandit="exp3",
+                margin=0.0,
+                optimism=0.0,
+                budget_convention=self.convention,
+                actor=self.actor,
+            )
         if self.design == "adaptive":
-            knobs = {"no margin": {"margin": 0.0}, "no optimism": {"optimism": 0.0},
-                     "oracle on the mean λ": {"oracle_lambda": "mean"}, "data-scaled arms": {}, "": {}}[self.ablate]
+            knobs = {
+                "no margin": {"margin": 0.0},
+                "no optimism": {"optimism": 0.0},
+                "oracle on the mean λ": {"oracle_lambda": "mean"},
+                "data-scaled arms": {},
+                "": {},
+            }[self.ablate]
             return tb.TabularConfig(bandit=self.bandit, budget_convention=self.convention, actor=self.actor, **knobs)
-        return tb.TabularConfig(feedback=self.feedback, bandit=self.bandit, margin=0.0, optimism=0.0,
-                                budget_convention=self.convention, actor=self.actor)
+        return tb.TabularConfig(
+            feedback=self.feedback,
+            bandit=self.bandit,
+            margin=0.0,
+            optimism=0.0,
+            budget_convention=self.convention,
+            actor=self.actor,
+        )
 
 
 # The adaptive λ-player: the default (EXP3 on a box) with both outputs, and one knob changed at a time (the other
@@ -92,10 +109,12 @@ ADAPTIVE = [
     Method("practical", "lagrangian", "exp3box", "osrl", design="adaptive", ablate="no margin", output="last"),
     Method("practical", "lagrangian", "exp3box", "osrl", design="adaptive", ablate="no margin", output="tail"),
     Method("practical", "lagrangian", "exp3box", "osrl", design="adaptive", ablate="no optimism", output="last"),
-    Method("practical", "lagrangian", "exp3box", "osrl", design="adaptive", ablate="oracle on the mean λ",
-           output="last"),
-    Method("practical", "lagrangian", "exp3box", "osrl", design="adaptive", ablate="oracle on the mean λ",
-           output="tail"),
+    Method(
+        "practical", "lagrangian", "exp3box", "osrl", design="adaptive", ablate="oracle on the mean λ", output="last"
+    ),
+    Method(
+        "practical", "lagrangian", "exp3box", "osrl", design="adaptive", ablate="oracle on the mean λ", output="tail"
+    ),
     Method("practical", "lagrangian", "exp3s", "osrl", design="adaptive", output="last"),
     Method("practical", "lagrangian", "exp3", "osrl", design="adaptive", output="last"),
     Method("practical", "lagrangian", "hedge", "osrl", design="adaptive", output="last"),
@@ -133,8 +152,13 @@ def references(cmdp: tb.CMDP, tau: float) -> dict:
         lp = tb.solve_lp(cmdp, budget)
         milp = tb.solve_deterministic(cmdp, budget)
         ref[conv] = {
-            "budget": budget, "lp_reward": lp.reward, "lp_cost": lp.cost, "lp_multiplier": lp.multiplier,
-            "lp_feasible": lp.feasible, "milp_reward": milp.reward, "milp_cost": milp.cost,
+            "budget": budget,
+            "lp_reward": lp.reward,
+            "lp_cost": lp.cost,
+            "lp_multiplier": lp.multiplier,
+            "lp_feasible": lp.feasible,
+            "milp_reward": milp.reward,
+            "milp_cost": milp.cost,
         }
     episodic = tb.solve_episodic_lp(cmdp, kappa)
     ref["episodic_lp_reward"] = episodic.reward
@@ -165,12 +189,24 @@ def train(
     res = tb.run_practical(model, counts, kappa, config, seed)
     tail = res.lambdas[-len(res.lambdas) // 10 :]
     if method.output == "tail":
-        return res.tail, True, {"lambda_mean": float(tail.mean()), "lambda_last": float(res.lambdas[-1]),
-                                "final_probs": [round(float(p), 4) for p in res.final_probs]}
-    return res.policy, False, {
-        "lambda_mean": float(tail.mean()), "lambda_last": float(res.lambdas[-1]),
-        "final_probs": [round(float(p), 4) for p in res.final_probs],
-    }
+        return (
+            res.tail,
+            True,
+            {
+                "lambda_mean": float(tail.mean()),
+                "lambda_last": float(res.lambdas[-1]),
+                "final_probs": [round(float(p), 4) for p in res.final_probs],
+            },
+        )
+    return (
+        res.policy,
+        False,
+        {
+            "lambda_mean": float(tail.mean()),
+            "lambda_last": float(res.lambdas[-1]),
+            "final_probs": [round(float(p), 4) for p in res.final_probs],
+        },
+    )
 
 
 def run(args: argparse.Namespace) -> None:
@@ -193,8 +229,13 @@ def run(args: argparse.Namespace) -> None:
                 if seed not in by_seed:
                     behaviour = tb.behaviour_policy(cmdp, args.epsilon)
                     data = tb.sample_dataset(cmdp, behaviour, args.episodes, seed=1000 + seed)
-                    model, counts = tb.empirical_model(data, cmdp.num_states, cmdp.num_actions, cmdp.gamma, cmdp.horizon)
-                    beh = {"behaviour_reward": tb.evaluate(cmdp, behaviour).reward, "behaviour_cost": tb.evaluate(cmdp, behaviour).cost}
+                    model, counts = tb.empirical_model(
+                        data, cmdp.num_states, cmdp.num_actions, cmdp.gamma, cmdp.horizon
+                    )
+                    beh = {
+                        "behaviour_reward": tb.evaluate(cmdp, behaviour).reward,
+                        "behaviour_cost": tb.evaluate(cmdp, behaviour).cost,
+                    }
                     returns = [data[k].reshape(-1, cmdp.horizon).sum(1) for k in ("rewards", "costs")]
                     by_seed[seed] = (model, counts, beh, bandits.lambda_unit(*returns))
                 model, counts, beh, unit = by_seed[seed]
@@ -205,13 +246,27 @@ def run(args: argparse.Namespace) -> None:
                 epi = tb.evaluate_mixture(cmdp, policy, episodic=True) if mixture else tb.evaluate_episode(cmdp, policy)
                 conv_ref = ref[method.convention]
                 row = {
-                    "id": row_id(cmdp.name, tau, seed, method), "instance": cmdp.name,
+                    "id": row_id(cmdp.name, tau, seed, method),
+                    "instance": cmdp.name,
                     "family": "gridworld" if cmdp.name.startswith("grid") else "random",
-                    "states": cmdp.num_states, "actions": cmdp.num_actions, "gamma": cmdp.gamma, "horizon": cmdp.horizon,
-                    "tau": tau, "kappa": kappa, "seed": seed, "method": method.key, **asdict(method),
-                    **conv_ref, "episodic_lp_reward": ref["episodic_lp_reward"],
-                    "reward": disc.reward, "cost": disc.cost, "episode_reward": epi.reward, "episode_cost": epi.cost,
-                    **beh, **trace, "seconds": seconds,
+                    "states": cmdp.num_states,
+                    "actions": cmdp.num_actions,
+                    "gamma": cmdp.gamma,
+                    "horizon": cmdp.horizon,
+                    "tau": tau,
+                    "kappa": kappa,
+                    "seed": seed,
+                    "method": method.key,
+                    **asdict(method),
+                    **conv_ref,
+                    "episodic_lp_reward": ref["episodic_lp_reward"],
+                    "reward": disc.reward,
+                    "cost": disc.cost,
+                    "episode_reward": epi.reward,
+                    "episode_cost": epi.cost,
+                    **beh,
+                    **trace,
+                    "seconds": seconds,
                 }
                 with rows_path.open("a") as f:
                     f.write(json.dumps(row) + "\n")
@@ -254,12 +309,15 @@ def report(rows_path: Path, out: Path, args: argparse.Namespace) -> None:
         "reference for deterministic last iterates); **cost / B**; **safe** = runs with cost ≤ B (0.1 % tolerance);",
         "**ep. reward / ep. LP** and **ep. cost / κ** = the same on one undiscounted T-step episode (DSRL's",
         "measure) against the episodic LP optimum for κ; **ep. safe** = runs with episode cost ≤ κ. Mean ± std over",
-        f"instances × τ × seeds. **unsafe** marks a mean cost over its limit.",
+        "instances × τ × seeds. **unsafe** marks a mean cost over its limit.",
         "",
     ]
-    lines += ["## Exact references (osrl budget)", "",
-              "| instance | τ | κ | B | LP reward | LP cost | λ* | MILP reward | episodic LP reward |",
-              "|---|---|---|---|---|---|---|---|---|"]
+    lines += [
+        "## Exact references (osrl budget)",
+        "",
+        "| instance | τ | κ | B | LP reward | LP cost | λ* | MILP reward | episodic LP reward |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     seen = set()
     for r in rows:
         if r["convention"] != "osrl" or (r["instance"], r["tau"]) in seen:
@@ -269,20 +327,31 @@ def report(rows_path: Path, out: Path, args: argparse.Namespace) -> None:
             f"| {r['instance']} | {r['tau']} | {r['kappa']:.2f} | {r['budget']:.2f} | {r['lp_reward']:.2f} | {r['lp_cost']:.2f} | "
             f"{r['lp_multiplier']:.2f} | {r['milp_reward']:.2f} | {r['episodic_lp_reward']:.2f} |"
         )
-    lines += ["", "Analysis and the choice of defaults: `docs/algorithms/o3srl.md`, section \"Exact ground truth: tabular CMDPs\".", ""]
+    lines += [
+        "",
+        'Analysis and the choice of defaults: `docs/algorithms/o3srl.md`, section "Exact ground truth: tabular CMDPs".',
+        "",
+    ]
     # All 45 runs (both families) for the adaptive λ-player and the earlier defaults: the acceptance view.
-    lines += ["## All instances (osrl budget): the adaptive λ-player and the earlier defaults", "",
-              "Adaptive = the default λ-player (EXP3 on a box of width W = 6, η = 0.03, optimism β = 8, lagrangian "
-              "feedback against 0.8 B, arms linspace(0, 5, 5), 10,000 rounds of M = 10); *last* is its last iterate, "
-              "*tail* the uniform mixture of 20 iterates spread over the last 10 % of rounds; each ablation changes "
-              "one thing (data-scaled arms: the grid's unit from the data's reward and cost returns, as the deep "
-              "version does by default; exp3s: fixed share 0.01 instead of the box, η = 0.2; exp3 and hedge: no box, "
-              "textbook rate). λ (last 10 %) is the mean pulled λ over the last 1,000 rounds, λ* the LP's multiplier "
-              "(means over the 45 runs).", "",
-              "| method | reward / LP | cost / B | safe | reward / LP of safe runs | λ (last 10 %) | λ* |",
-              "|---|---|---|---|---|---|---|"]
-    earlier = [Method("practical", "shaped", "exp3").key, Method("practical", "lagrangian", "exp3").key,
-               Method("practical", "lagrangian", "hedge").key]
+    lines += [
+        "## All instances (osrl budget): the adaptive λ-player and the earlier defaults",
+        "",
+        "Adaptive = the default λ-player (EXP3 on a box of width W = 6, η = 0.03, optimism β = 8, lagrangian "
+        "feedback against 0.8 B, arms linspace(0, 5, 5), 10,000 rounds of M = 10); *last* is its last iterate, "
+        "*tail* the uniform mixture of 20 iterates spread over the last 10 % of rounds; each ablation changes "
+        "one thing (data-scaled arms: the grid's unit from the data's reward and cost returns, as the deep "
+        "version does by default; exp3s: fixed share 0.01 instead of the box, η = 0.2; exp3 and hedge: no box, "
+        "textbook rate). λ (last 10 %) is the mean pulled λ over the last 1,000 rounds, λ* the LP's multiplier "
+        "(means over the 45 runs).",
+        "",
+        "| method | reward / LP | cost / B | safe | reward / LP of safe runs | λ (last 10 %) | λ* |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    earlier = [
+        Method("practical", "shaped", "exp3").key,
+        Method("practical", "lagrangian", "exp3").key,
+        Method("practical", "lagrangian", "hedge").key,
+    ]
     for key in [m.key for m in ADAPTIVE] + earlier:
         rs = [r for r in rows if r["method"] == key]
         if not rs:
@@ -296,8 +365,12 @@ def report(rows_path: Path, out: Path, args: argparse.Namespace) -> None:
         )
     lines.append("")
     for family in ("gridworld", "random"):
-        lines += [f"## {family}", "", "| method | reward / LP | MILP / LP | cost / B | safe | ep. reward / ep. LP | ep. cost / κ | ep. safe | λ (last 10 %) |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+        lines += [
+            f"## {family}",
+            "",
+            "| method | reward / LP | MILP / LP | cost / B | safe | ep. reward / ep. LP | ep. cost / κ | ep. safe | λ (last 10 %) |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
         for key in order:
             rs = groups.get((family, key))
             if not rs:
@@ -318,10 +391,19 @@ def report(rows_path: Path, out: Path, args: argparse.Namespace) -> None:
             )
         lines.append("")
     # Per τ: the defaults' candidates only, to see where each fails.
-    lines += ["## By tightness τ (practical, EXP3, osrl, softmax; theory osrl)", "",
-              "| family | τ | method | reward / LP | cost / B | safe | λ* (LP) |", "|---|---|---|---|---|---|---|"]
-    keys = [ADAPTIVE[0].key, ADAPTIVE[1].key, Method("practical", "lagrangian", "exp3").key,
-            Method("practical", "shaped", "exp3").key, Method("theory", "fqe", "ogd", "osrl", "greedy").key]
+    lines += [
+        "## By tightness τ (practical, EXP3, osrl, softmax; theory osrl)",
+        "",
+        "| family | τ | method | reward / LP | cost / B | safe | λ* (LP) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    keys = [
+        ADAPTIVE[0].key,
+        ADAPTIVE[1].key,
+        Method("practical", "lagrangian", "exp3").key,
+        Method("practical", "shaped", "exp3").key,
+        Method("theory", "fqe", "ogd", "osrl", "greedy").key,
+    ]
     for family in ("gridworld", "random"):
         for tau in sorted({r["tau"] for r in rows}):
             for key in keys:
@@ -331,7 +413,9 @@ def report(rows_path: Path, out: Path, args: argparse.Namespace) -> None:
                 cost = [r["cost"] / r["budget"] for r in rs]
                 safe = sum(r["cost"] <= r["budget"] * (1 + tol) for r in rs)
                 lam_star = np.mean([r["lp_multiplier"] for r in rs])
-                lines.append(f"| {family} | {tau} | {key} | {_fmt([r['reward'] / r['lp_reward'] for r in rs])} | {_fmt(cost)} | {safe}/{len(rs)} | {lam_star:.2f} |")
+                lines.append(
+                    f"| {family} | {tau} | {key} | {_fmt([r['reward'] / r['lp_reward'] for r in rs])} | {_fmt(cost)} | {safe}/{len(rs)} | {lam_star:.2f} |"
+                )
     out.write_text("\n".join(lines) + "\n")
     print(f"wrote {out}")
 

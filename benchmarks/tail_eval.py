@@ -25,18 +25,28 @@ HEADER = ("run", "κ", "tail mixture: reward / cost", "last iterate", "the other
 def tail_row(run_dir: Path, episodes: int, member_episodes: int) -> tuple[str, ...]:
     run = load_finished_run(run_dir)
     cfg, problem, learner, state, stats = run.cfg, run.problem, run.learner, run.state, run.stats
-    kw = dict(cost_limit=cfg.cost_limit, seed=cfg.eval_seed, reward_range=problem.reward_range,
-              reference=problem.reference, frontier=problem.frontier)
-    mixture = evaluate(MixturePolicy(learner.act, state.tail, stats, seed=cfg.eval_seed), problem.env_id,
-                       episodes=episodes, **kw)
+    kw = dict(
+        cost_limit=cfg.cost_limit,
+        seed=cfg.eval_seed,
+        reward_range=problem.reward_range,
+        reference=problem.reference,
+        frontier=problem.frontier,
+    )
+    mixture = evaluate(
+        MixturePolicy(learner.act, state.tail, stats, seed=cfg.eval_seed), problem.env_id, episodes=episodes, **kw
+    )
     members = []
     for i in range(learner.tail_members):
         alone = Policy(learner.act, jax.tree.map(lambda x, i=i: x[i], state.tail), stats)
         result = evaluate(alone, problem.env_id, episodes=member_episodes, **kw)
         members.append(f"{result.reward:.0f} / {result.cost:.0f}")
-    return (f"{run_dir.parent.name}/{run_dir.name}", f"{cfg.cost_limit:g}",
-            f"{mixture.reward:.1f} / {mixture.cost:.2f}{'' if mixture.safe else ' **unsafe**'}", members[0],
-            ", ".join(members[1:]))
+    return (
+        f"{run_dir.parent.name}/{run_dir.name}",
+        f"{cfg.cost_limit:g}",
+        f"{mixture.reward:.1f} / {mixture.cost:.2f}{'' if mixture.safe else ' **unsafe**'}",
+        members[0],
+        ", ".join(members[1:]),
+    )
 
 
 def main() -> None:

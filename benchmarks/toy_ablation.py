@@ -10,12 +10,10 @@ to a JSONL file as they finish; re-running skips finished cells. A markdown summ
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import itertools
 import json
 import os
 import platform
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -57,15 +55,56 @@ def adaptive_cells(seeds: list[int], kappas: list[float]) -> list[dict]:
     next to the earlier λ-player (shaped/EXP3, still the deep default) and fixed λ's, on the same data."""
     out = []
     for kappa, seed in itertools.product(kappas, seeds):
-        out.append(dict(algo="o3srl", variant="practical", bandit="exp3box", feedback="lagrangian", budget="osrl",
-                        design="default", kappa=kappa, seed=seed))
-        out.append(dict(algo="o3srl", variant="practical", bandit="exp3box", feedback="lagrangian", budget="osrl",
-                        design="mean λ", kappa=kappa, seed=seed))
-        out.append(dict(algo="o3srl", variant="practical", bandit="exp3", feedback="shaped", budget="osrl",
-                        design="earlier", kappa=kappa, seed=seed))
+        out.append(
+            dict(
+                algo="o3srl",
+                variant="practical",
+                bandit="exp3box",
+                feedback="lagrangian",
+                budget="osrl",
+                design="default",
+                kappa=kappa,
+                seed=seed,
+            )
+        )
+        out.append(
+            dict(
+                algo="o3srl",
+                variant="practical",
+                bandit="exp3box",
+                feedback="lagrangian",
+                budget="osrl",
+                design="mean λ",
+                kappa=kappa,
+                seed=seed,
+            )
+        )
+        out.append(
+            dict(
+                algo="o3srl",
+                variant="practical",
+                bandit="exp3",
+                feedback="shaped",
+                budget="osrl",
+                design="earlier",
+                kappa=kappa,
+                seed=seed,
+            )
+        )
         for lam in (0.0, 0.5, 1.25, 5.0):
-            out.append(dict(algo="td3bc", variant=f"fixed λ={lam:g}", bandit="-", feedback="-", budget="osrl",
-                            design="-", kappa=kappa, seed=seed, lam=lam))
+            out.append(
+                dict(
+                    algo="td3bc",
+                    variant=f"fixed λ={lam:g}",
+                    bandit="-",
+                    feedback="-",
+                    budget="osrl",
+                    design="-",
+                    kappa=kappa,
+                    seed=seed,
+                    lam=lam,
+                )
+            )
     return out
 
 
@@ -73,11 +112,44 @@ def cells(seeds: list[int], kappas: list[float]) -> list[dict]:
     out = []
     for kappa, seed in itertools.product(kappas, seeds):
         for feedback, conv in itertools.product(["lagrangian", "shaped"], ["osrl", "average", "discounted"]):
-            out.append(dict(algo="o3srl", variant="practical", bandit="exp3", feedback=feedback, budget=conv, kappa=kappa, seed=seed))
-        out.append(dict(algo="o3srl", variant="practical", bandit="hedge", feedback="lagrangian", budget="osrl", kappa=kappa, seed=seed))
-        out.append(dict(algo="o3srl", variant="theory", bandit="-", feedback="fqe", budget="osrl", kappa=kappa, seed=seed))
+            out.append(
+                dict(
+                    algo="o3srl",
+                    variant="practical",
+                    bandit="exp3",
+                    feedback=feedback,
+                    budget=conv,
+                    kappa=kappa,
+                    seed=seed,
+                )
+            )
+        out.append(
+            dict(
+                algo="o3srl",
+                variant="practical",
+                bandit="hedge",
+                feedback="lagrangian",
+                budget="osrl",
+                kappa=kappa,
+                seed=seed,
+            )
+        )
+        out.append(
+            dict(algo="o3srl", variant="theory", bandit="-", feedback="fqe", budget="osrl", kappa=kappa, seed=seed)
+        )
         for lam in (0.0, 1.25, 5.0):
-            out.append(dict(algo="td3bc", variant=f"fixed λ={lam:g}", bandit="-", feedback="-", budget="osrl", kappa=kappa, seed=seed, lam=lam))
+            out.append(
+                dict(
+                    algo="td3bc",
+                    variant=f"fixed λ={lam:g}",
+                    bandit="-",
+                    feedback="-",
+                    budget="osrl",
+                    kappa=kappa,
+                    seed=seed,
+                    lam=lam,
+                )
+            )
     return out
 
 
@@ -91,17 +163,32 @@ def run_cell(cell: dict, dataset: Path, steps: int) -> dict:
 
     with tempfile.TemporaryDirectory() as tmp:
         cfg = TrainConfig(
-            algo=cell["algo"], variant="theory" if cell["variant"] == "theory" else "practical", task="toy",
-            env_id="o3srl.envs.toy:ToyRunEnv", dataset=str(dataset), cost_limit=cell["kappa"], seed=cell["seed"],
-            steps=steps, log_every=1000, checkpoint_every=steps, eval_episodes=0, progress=False,
-            fixed_lambda=cell.get("lam", 0.0), run_dir=str(Path(tmp) / "run"),
+            algo=cell["algo"],
+            variant="theory" if cell["variant"] == "theory" else "practical",
+            task="toy",
+            env_id="o3srl.envs.toy:ToyRunEnv",
+            dataset=str(dataset),
+            cost_limit=cell["kappa"],
+            seed=cell["seed"],
+            steps=steps,
+            log_every=1000,
+            checkpoint_every=steps,
+            eval_episodes=0,
+            progress=False,
+            fixed_lambda=cell.get("lam", 0.0),
+            run_dir=str(Path(tmp) / "run"),
             td3bc=TD3BCConfig(hidden=(64, 64), gamma=0.9, reward_scale=1.0),
-            o3srl=O3SRLConfig(feedback_batch=64, player="adaptive") if cell.get("design") == "default"
-            else O3SRLConfig(feedback_batch=64, player="adaptive", oracle_lambda="mean") if cell.get("design") == "mean λ"
+            o3srl=O3SRLConfig(feedback_batch=64, player="adaptive")
+            if cell.get("design") == "default"
+            else O3SRLConfig(feedback_batch=64, player="adaptive", oracle_lambda="mean")
+            if cell.get("design") == "mean λ"
             else O3SRLConfig(
                 feedback=cell["feedback"] if cell["feedback"] in ("lagrangian", "shaped") else "lagrangian",
-                bandit=cell["bandit"] if cell["bandit"] != "-" else "exp3", budget_convention=cell["budget"],
-                feedback_batch=64, **EARLIER),
+                bandit=cell["bandit"] if cell["bandit"] != "-" else "exp3",
+                budget_convention=cell["budget"],
+                feedback_batch=64,
+                **EARLIER,
+            ),
             theory=TheoryConfig(iterations=10, fqe_steps=1000, budget_convention=cell["budget"]),
         )
         t0 = time.time()
@@ -115,8 +202,10 @@ def run_cell(cell: dict, dataset: Path, steps: int) -> dict:
 def summarise(rows: list[dict], out: Path, command: str) -> None:
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
-        variant = r["variant"] + {"default": ", adaptive λ-player",
-                                  "mean λ": ", adaptive λ-player, oracle on the mean λ"}.get(r.get("design", ""), "")
+        variant = r["variant"] + {
+            "default": ", adaptive λ-player",
+            "mean λ": ", adaptive λ-player, oracle on the mean λ",
+        }.get(r.get("design", ""), "")
         groups.setdefault((r["kappa"], r["algo"], variant, r["bandit"], r["feedback"], r["budget"]), []).append(r)
     lines = [
         "# Toy task: arm feedback, budget convention and bandit",
@@ -131,7 +220,9 @@ def summarise(rows: list[dict], out: Path, command: str) -> None:
         "| κ | algorithm | bandit | feedback | budget | reward | cost | reward / R* | safe seeds |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for (kappa, algo, variant, bandit, feedback, budget), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] != "o3srl", kv[0][2], kv[0][3], kv[0][4], kv[0][5])):
+    for (kappa, algo, variant, bandit, feedback, budget), rs in sorted(
+        groups.items(), key=lambda kv: (kv[0][0], kv[0][1] != "o3srl", kv[0][2], kv[0][3], kv[0][4], kv[0][5])
+    ):
         rew = np.array([r["reward"] for r in rs])
         cost = np.array([r["cost"] for r in rs])
         safe = int((cost <= kappa + 1e-9).sum())
@@ -152,9 +243,13 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--kappas", type=float, nargs="+", default=[2.0, 5.0])
     parser.add_argument("--steps", type=int, default=6000)
-    parser.add_argument("--cells", choices=["ablation", "adaptive"], default="ablation",
-                        help="ablation: the earlier feedback × budget × bandit grid; adaptive: the default λ-player "
-                             "next to the earlier default and fixed λ's")
+    parser.add_argument(
+        "--cells",
+        choices=["ablation", "adaptive"],
+        default="ablation",
+        help="ablation: the earlier feedback × budget × bandit grid; adaptive: the default λ-player "
+        "next to the earlier default and fixed λ's",
+    )
     args = parser.parse_args()
     dataset = Path(tempfile.gettempdir()) / "o3srl_toy_ablation.hdf5"
     OfflineDataset(toy_dataset(300, seed=0, low=0.2)).save(dataset)
@@ -175,8 +270,14 @@ def main() -> None:
         print(f"[{i + 1}/{len(todo)}] {cell} → reward {row['reward']:.2f} cost {row['cost']:.2f}", flush=True)
         done[row["key"]] = row
     command = "python benchmarks/toy_ablation.py " + " ".join(
-        [f"--seeds {args.seeds}", "--kappas " + " ".join(f"{k:g}" for k in args.kappas), f"--steps {args.steps}",
-         f"--cells {args.cells}", f"--rows {args.rows}", f"--out {args.out}"]
+        [
+            f"--seeds {args.seeds}",
+            "--kappas " + " ".join(f"{k:g}" for k in args.kappas),
+            f"--steps {args.steps}",
+            f"--cells {args.cells}",
+            f"--rows {args.rows}",
+            f"--out {args.out}",
+        ]
     )
     summarise(list(done.values()), args.out, command)
     print(f"wrote {args.out}")

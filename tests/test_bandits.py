@@ -140,8 +140,9 @@ def test_exp3s_update_mixes_the_share_hand_values():
     np.testing.assert_allclose(new.log_weights, [math.log(p[0] / p[1]), 0.0], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(jax.nn.softmax(new.log_weights), p, rtol=1e-5)
     # the share keeps every arm at ≥ α / K however large the loss: (1 − α) · 0 + α / K = 0.1
-    far = bandits.update_bandit(_state([0.0, 0.0]), "exp3s", jnp.array(0), jnp.array([1.0, 0.0]),
-                                jnp.array([1e-3, 1.0]), 10.0, 0.2)
+    far = bandits.update_bandit(
+        _state([0.0, 0.0]), "exp3s", jnp.array(0), jnp.array([1.0, 0.0]), jnp.array([1e-3, 1.0]), 10.0, 0.2
+    )
     assert float(jax.nn.softmax(far.log_weights)[0]) == pytest.approx(0.1, rel=1e-4)
 
 
@@ -153,13 +154,15 @@ def test_optimistic_estimate_and_draw_hand_values():
     np.testing.assert_allclose(p, [0.9 * s0 + 0.05, 0.9 * (1 - s0) + 0.05], rtol=1e-6)
     # estimate m + e_k (ℓ_k − m_k) / p_k with arm 1 pulled at p = 0.75: (0.4, 0.8 + 0.1 / 0.75); η = 0.1 (EXP3, no
     # share): w = −0.1 · (0.4, 0.93333) → shifted by the max: (0, −0.053333); the next hint is this round's losses.
-    new = bandits.update_bandit(state, "exp3", jnp.array(1), jnp.array([0.5, 0.9]), jnp.array([0.25, 0.75]), 0.1, 0.0,
-                                optimism=2.0)
+    new = bandits.update_bandit(
+        state, "exp3", jnp.array(1), jnp.array([0.5, 0.9]), jnp.array([0.25, 0.75]), 0.1, 0.0, optimism=2.0
+    )
     np.testing.assert_allclose(new.log_weights, [0.0, -0.1 * (0.8 + 0.1 / 0.75 - 0.4)], rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(new.hint, [0.5, 0.9])
     # without optimism the hint stays zero, so EXP3 is exactly the plain importance-weighted algorithm
-    plain = bandits.update_bandit(_state([0.0, 0.0]), "exp3", jnp.array(1), jnp.array([0.5, 0.9]),
-                                  jnp.array([0.25, 0.75]), 0.1, 0.0)
+    plain = bandits.update_bandit(
+        _state([0.0, 0.0]), "exp3", jnp.array(1), jnp.array([0.5, 0.9]), jnp.array([0.25, 0.75]), 0.1, 0.0
+    )
     np.testing.assert_allclose(plain.hint, [0.0, 0.0])
 
 
@@ -206,8 +209,9 @@ def test_lagrangian_feedback_margin_hand_values():
 def test_lagrangian_feedback_counts_a_violation_up_to_max_violation_hand_values():
     lambdas = jnp.array([0.0, 2.5, 5.0])
     # Ĉ = 84 against κ = 5 with δ = 0.2: g = (84 − 4) / 5 = 16; clipped at 1 by default, at 10 with G = 10
-    np.testing.assert_allclose(bandits.lagrangian_feedback(lambdas, 5.0, jnp.array(84.0), 5.0, margin=0.2),
-                               [0.5, 0.25, 0.0])
+    np.testing.assert_allclose(
+        bandits.lagrangian_feedback(lambdas, 5.0, jnp.array(84.0), 5.0, margin=0.2), [0.5, 0.25, 0.0]
+    )
     out = bandits.lagrangian_feedback(lambdas, 5.0, jnp.array(84.0), 5.0, margin=0.2, max_violation=10.0)
     np.testing.assert_allclose(out, [0.5, 0.5 * (1 - 0.5 * 10), 0.5 * (1 - 10)])  # (0.5, −2, −4.5)
     # slack is still counted up to one scale: Ĉ = 0 → g = −4 / 5 = −0.8 either way
@@ -216,8 +220,9 @@ def test_lagrangian_feedback_counts_a_violation_up_to_max_violation_hand_values(
     # A cost that jumps between 84 and 0: with G = 1 the rounds' g average (1 − 0.8) / 2 > 0 only slightly, as if
     # the policy were near the budget; with G = 20 they average (16 − 0.8) / 2 = 7.6, the true mean violation
     # ((84 + 0) / 2 − 4) / 5 = 7.6.
-    g = lambda c, big: (1 - 2 * bandits.lagrangian_feedback(jnp.array([5.0]), 5.0, jnp.array(c), 5.0, margin=0.2,
-                                                               max_violation=big))[0]  # noqa: E731
+    g = lambda c, big: (
+        1 - 2 * bandits.lagrangian_feedback(jnp.array([5.0]), 5.0, jnp.array(c), 5.0, margin=0.2, max_violation=big)
+    )[0]
     assert (g(84.0, 20.0) + g(0.0, 20.0)) / 2 == pytest.approx(7.6)
     assert (g(84.0, 1.0) + g(0.0, 1.0)) / 2 == pytest.approx(0.1)
 
@@ -232,12 +237,14 @@ def test_lambda_unit_hand_values():
 
 def test_exp3box_keeps_the_log_weights_in_the_box_hand_values():
     # pulled arm 1 at p = 0.01 with loss 1: w_1 −= 0.5 · 1 / 0.01 = 50 → clipped at −W = −6; arm 0 unchanged
-    new = bandits.update_bandit(_state([0.0, 0.0]), "exp3box", jnp.array(1), jnp.array([0.2, 1.0]),
-                                jnp.array([0.99, 0.01]), 0.5, 0.0)
+    new = bandits.update_bandit(
+        _state([0.0, 0.0]), "exp3box", jnp.array(1), jnp.array([0.2, 1.0]), jnp.array([0.99, 0.01]), 0.5, 0.0
+    )
     np.testing.assert_allclose(new.log_weights, [0.0, -bandits.MAX_GAP])
     # inside the box nothing else changes: plain EXP3 (w_0 −= 0.1 · 0.5 / 0.25 = 0.2, shifted by the max)
-    new = bandits.update_bandit(_state([0.0, -1.0]), "exp3box", jnp.array(0), jnp.array([0.5, 0.9]),
-                                jnp.array([0.25, 0.75]), 0.1, 0.0)
+    new = bandits.update_bandit(
+        _state([0.0, -1.0]), "exp3box", jnp.array(0), jnp.array([0.5, 0.9]), jnp.array([0.25, 0.75]), 0.1, 0.0
+    )
     np.testing.assert_allclose(new.log_weights, [0.0, -0.8], rtol=1e-6)
     assert bandits.default_rates("exp3box", 5, 10_000, None, None) == (bandits.BOX_RATE, 0.0)
     assert bandits.default_rates("exp3s", 5, 10_000, None, None) == (bandits.TRACKING_RATE, bandits.TRACKING_SHARE)
@@ -263,7 +270,9 @@ def test_default_lambda_player_drives_a_responsive_cost_to_the_tightened_budget(
         state = bandits.update_bandit(state, kind, arm, losses, probs, eta, share, 8.0)
         return (state, cost), cost
 
-    _, costs = jax.lax.scan(step, (bandits.init_bandit(5), jnp.array(0.0)), jax.random.split(jax.random.PRNGKey(0), 4000))
+    _, costs = jax.lax.scan(
+        step, (bandits.init_bandit(5), jnp.array(0.0)), jax.random.split(jax.random.PRNGKey(0), 4000)
+    )
     tail = float(costs[-1000:].mean())
     target = (1 - margin) * budget
     if bias is not None:

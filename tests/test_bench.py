@@ -9,9 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from o3srl.bench import (ResultsWriter, config_differences, finished_rows, load_grid, parse_grid, read_rows,
-                         run_grid, select_tasks)
+from o3srl.bench import run_grid
+from o3srl.config import config_differences
 from o3srl.errors import ConfigError, O3SRLError
+from o3srl.grid import load_grid, parse_grid, select_tasks
+from o3srl.results import ResultsWriter, finished_rows, read_rows
 
 TOY = "o3srl.envs.toy:ToyRunEnv"
 GRIDS = Path(__file__).parent.parent / "benchmarks" / "grids"
@@ -26,16 +28,25 @@ def toy_grid(dataset: Path, root: Path, name: str = "toy") -> dict:
         "seeds": [0],
         "results": str(root / f"{name}.jsonl"),
         "runs_dir": str(root / "runs"),
-        "defaults": {"steps": 200, "log_every": 100, "checkpoint_every": 100, "eval_episodes": 2,
-                     "td3bc": {"hidden": [16, 16], "batch_size": 32}, "o3srl": {"feedback_batch": 16}},
+        "defaults": {
+            "steps": 200,
+            "log_every": 100,
+            "checkpoint_every": 100,
+            "eval_episodes": 2,
+            "td3bc": {"hidden": [16, 16], "batch_size": 32},
+            "o3srl": {"feedback_batch": 16},
+        },
         "per_task": {"toy": {"env_id": TOY, "dataset": str(dataset)}},
-        "algorithms": {"o3srl": {"algo": "o3srl"},
-                       "td3bc-lambda0": {"algo": "td3bc", "fixed_lambda": 0, "label": "TD3+BC λ=0"}},
+        "algorithms": {
+            "o3srl": {"algo": "o3srl"},
+            "td3bc-lambda0": {"algo": "td3bc", "fixed_lambda": 0, "label": "TD3+BC λ=0"},
+        },
     }
 
 
 def _toml(data: dict) -> str:
     """Just enough TOML for these grids (tables of scalars / lists / one level of inline tables)."""
+
     def value(v):
         if isinstance(v, dict):
             return "{ " + ", ".join(f'"{k}" = {value(x)}' for k, x in v.items()) + " }"
@@ -55,8 +66,23 @@ def _toml(data: dict) -> str:
 
 
 def _comparable(row: dict) -> dict:
-    keep = ("cell_id", "status", "task", "algorithm", "label", "cost_limit", "seed", "metrics", "episodes",
-            "reward_reference", "reward_range", "safe_frontier", "dataset_sha256", "o3srl_version", "steps")
+    keep = (
+        "cell_id",
+        "status",
+        "task",
+        "algorithm",
+        "label",
+        "cost_limit",
+        "seed",
+        "metrics",
+        "episodes",
+        "reward_reference",
+        "reward_range",
+        "safe_frontier",
+        "dataset_sha256",
+        "o3srl_version",
+        "steps",
+    )
     return {k: row[k] for k in keep}
 
 
@@ -79,17 +105,24 @@ def local_run(tmp_path_factory):
 def test_cells_layers_and_ids(tmp_path, monkeypatch):
     monkeypatch.setenv("O3SRL_DATA_DIR", str(tmp_path / "data"))
     data = {
-        "tasks": ["OfflineBallRun-v0", "OfflineCarRun-v0"], "cost_limits": [5, 10], "seeds": [0, 1],
-        "dataset": "{data_dir}/{task}.hdf5", "defaults": {"steps": 1000, "eval_episodes": 3},
+        "tasks": ["OfflineBallRun-v0", "OfflineCarRun-v0"],
+        "cost_limits": [5, 10],
+        "seeds": [0, 1],
+        "dataset": "{data_dir}/{task}.hdf5",
+        "defaults": {"steps": 1000, "eval_episodes": 3},
         "per_task": {"OfflineCarRun-v0": {"steps": 2000}},
         "algorithms": {"o3srl": {}, "fixed": {"algo": "td3bc", "fixed_lambda": 5}},
-        "per_cell": [{"task": "OfflineCarRun-v0", "algorithm": "o3srl", "cost_limit": 10, "set": {"o3srl.num_arms": 10}}],
+        "per_cell": [
+            {"task": "OfflineCarRun-v0", "algorithm": "o3srl", "cost_limit": 10, "set": {"o3srl.num_arms": 10}}
+        ],
     }
     grid = parse_grid(data, name="g", results=str(tmp_path / "r.jsonl"), runs_dir=str(tmp_path / "runs"))
     assert len(grid.cells) == 2 * 2 * 2 * 2
     cells = {c.cell_id: c for c in grid.cells}
     c = cells["OfflineCarRun-v0__o3srl__k10__s1"]
-    assert c.config.steps == 2000 and c.config.o3srl.num_arms == 10 and c.config.seed == 1 and c.config.cost_limit == 10.0
+    assert (
+        c.config.steps == 2000 and c.config.o3srl.num_arms == 10 and c.config.seed == 1 and c.config.cost_limit == 10.0
+    )
     assert c.config.dataset == str(tmp_path / "data" / "OfflineCarRun-v0.hdf5")
     assert c.config.run_dir == str(tmp_path / "runs" / "OfflineCarRun-v0__o3srl__k10__s1") and not c.config.progress
     f = cells["OfflineBallRun-v0__fixed__k5__s0"]
@@ -341,9 +374,11 @@ def test_identical_finished_cells_of_another_grid_are_adopted(local_run, tmp_pat
     import o3srl.bench as bench
 
     data = toy_grid(local_run["dataset"], tmp_path, name="other")
-    data["algorithms"] = {"mine": {"algo": "o3srl", "label": "O3SRL here"},
-                          "lam0": {"algo": "td3bc", "fixed_lambda": 0},
-                          "lam1": {"algo": "td3bc", "fixed_lambda": 1}}  # not in the first grid
+    data["algorithms"] = {
+        "mine": {"algo": "o3srl", "label": "O3SRL here"},
+        "lam0": {"algo": "td3bc", "fixed_lambda": 0},
+        "lam1": {"algo": "td3bc", "fixed_lambda": 1},
+    }  # not in the first grid
     grid = parse_grid(data, name="other")
     ran = []
     monkeypatch.setattr(bench, "_run_local", lambda cells, *a, **k: ran.extend(c.cell_id for c in cells))
@@ -354,8 +389,11 @@ def test_identical_finished_cells_of_another_grid_are_adopted(local_run, tmp_pat
     mine = rows["toy__mine__k5__s0"]
     assert (mine["grid"], mine["algorithm"], mine["label"]) == ("other", "mine", "O3SRL here")
     assert mine["metrics"] == source["o3srl"]["metrics"] and mine["run_dir"] == source["o3srl"]["run_dir"]
-    assert mine["adopted_from"] == {"results": str(local_run["grid"].results), "grid": "toy",
-                                    "cell_id": "toy__o3srl__k5__s0"}
+    assert mine["adopted_from"] == {
+        "results": str(local_run["grid"].results),
+        "grid": "toy",
+        "cell_id": "toy__o3srl__k5__s0",
+    }
     assert rows["toy__lam0__k5__s0"]["metrics"] == source["td3bc-lambda0"]["metrics"]
     # adopted rows count as finished: nothing is adopted or run twice
     ran.clear()

@@ -6,10 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
-
-from o3srl.bench import is_trained, make_packs, parse_grid, read_rows, run_grid
-from o3srl.errors import ConfigError
 from tests.test_bench import toy_grid
+
+from o3srl.bench import is_trained, make_packs, run_grid
+from o3srl.errors import ConfigError
+from o3srl.grid import parse_grid
+from o3srl.results import read_rows
 
 
 def _grid(dataset: Path, root: Path, **extra) -> dict:
@@ -24,9 +26,15 @@ def test_cells_that_differ_in_data_only_share_a_pack(toy_file, tmp_path):
     grid = parse_grid(_grid(toy_file, tmp_path), name="toy")
     packs = [[c.cell_id for c in p] for p in make_packs(grid.cells, 8)]
     # O3SRL's seeds in one pack; the fixed-λ cells (λ = 0 and 2, two seeds) in another.
-    assert packs == [["toy__o3srl__k5__s0", "toy__o3srl__k5__s1"],
-                     ["toy__td3bc-lambda0__k5__s0", "toy__td3bc-lambda0__k5__s1",
-                      "toy__td3bc-lambda2__k5__s0", "toy__td3bc-lambda2__k5__s1"]]
+    assert packs == [
+        ["toy__o3srl__k5__s0", "toy__o3srl__k5__s1"],
+        [
+            "toy__td3bc-lambda0__k5__s0",
+            "toy__td3bc-lambda0__k5__s1",
+            "toy__td3bc-lambda2__k5__s0",
+            "toy__td3bc-lambda2__k5__s1",
+        ],
+    ]
     assert [len(p) for p in make_packs(grid.cells, 3)] == [2, 3, 1]
     assert [len(p) for p in make_packs(grid.cells, 1)] == [1] * 6
 
@@ -101,6 +109,13 @@ def test_packed_grid_in_one_go_equals_cells_alone(toy_file, tmp_path):
         assert (summary.finished, summary.failed) == (6, 0)
     rows_a = {r["cell_id"]: r for r in read_rows(alone.results)}
     rows_p = {r["cell_id"]: r for r in read_rows(packed.results)}
-    assert {r["pack"] for r in rows_a.values()} == {1} and sorted(r["pack"] for r in rows_p.values()) == [2, 2, 4, 4, 4, 4]
+    assert {r["pack"] for r in rows_a.values()} == {1} and sorted(r["pack"] for r in rows_p.values()) == [
+        2,
+        2,
+        4,
+        4,
+        4,
+        4,
+    ]
     for cid, row in rows_a.items():
         assert rows_p[cid]["metrics"] == pytest.approx(row["metrics"], rel=1e-3, abs=1e-3), cid

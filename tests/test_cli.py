@@ -8,8 +8,20 @@ import pytest
 
 from o3srl.cli import main
 
-TOY_ARGS = ["--task", "toy", "--env-id", "o3srl.envs.toy:ToyRunEnv", "--td3bc.hidden", "32", "32",
-            "--td3bc.batch-size", "64", "--o3srl.feedback-batch", "32", "--no-progress"]
+TOY_ARGS = [
+    "--task",
+    "toy",
+    "--env-id",
+    "o3srl.envs.toy:ToyRunEnv",
+    "--td3bc.hidden",
+    "32",
+    "32",
+    "--td3bc.batch-size",
+    "64",
+    "--o3srl.feedback-batch",
+    "32",
+    "--no-progress",
+]
 
 
 def test_help_lists_commands(capsys):
@@ -29,14 +41,37 @@ def test_train_help_comes_from_the_config(capsys):
         main(["train", "--help"])
     assert exc.value.code == 0
     out = capsys.readouterr().out
-    for flag in ("--cost-limit", "--o3srl.num-arms", "--o3srl.feedback", "--td3bc.alpha", "--iql.expectile", "--resume"):
+    for flag in (
+        "--cost-limit",
+        "--o3srl.num-arms",
+        "--o3srl.feedback",
+        "--td3bc.alpha",
+        "--iql.expectile",
+        "--resume",
+    ):
         assert flag in out
 
 
 def test_train_then_resume_finished_run(toy_file, tmp_path, capsys):
     run_dir = tmp_path / "run"
-    args = ["train", *TOY_ARGS, "--dataset", str(toy_file), "--steps", "200", "--log-every", "100",
-            "--checkpoint-every", "100", "--eval-episodes", "0", "--run-dir", str(run_dir), "--cost-limit", "3"]
+    args = [
+        "train",
+        *TOY_ARGS,
+        "--dataset",
+        str(toy_file),
+        "--steps",
+        "200",
+        "--log-every",
+        "100",
+        "--checkpoint-every",
+        "100",
+        "--eval-episodes",
+        "0",
+        "--run-dir",
+        str(run_dir),
+        "--cost-limit",
+        "3",
+    ]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "run directory" in out and str(run_dir) in out
@@ -85,8 +120,27 @@ def test_eval_command_and_load_policy(toy_file, tmp_path, capsys):
     import o3srl
 
     run_dir = tmp_path / "run"
-    assert main(["train", *TOY_ARGS, "--dataset", str(toy_file), "--steps", "100", "--log-every", "100",
-                 "--checkpoint-every", "100", "--eval-episodes", "2", "--run-dir", str(run_dir)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                *TOY_ARGS,
+                "--dataset",
+                str(toy_file),
+                "--steps",
+                "100",
+                "--log-every",
+                "100",
+                "--checkpoint-every",
+                "100",
+                "--eval-episodes",
+                "2",
+                "--run-dir",
+                str(run_dir),
+            ]
+        )
+        == 0
+    )
     first = capsys.readouterr().out
     assert "normalized reward uses the dataset's own min/max" in first
     assert main(["eval", str(run_dir), "--episodes", "2", "--cost-limit", "1"]) == 0
@@ -100,11 +154,26 @@ def test_eval_command_and_load_policy(toy_file, tmp_path, capsys):
 def test_train_behaviour_continue_errors(tmp_path, capsys):
     assert main(["data", "train-behaviour", "OfflineBallRun-v0", "--continue"]) == 2
     assert "--continue needs --steps" in capsys.readouterr().err
-    assert main(["data", "train-behaviour", "OfflineBallRun-v0", "--continue", "--steps", "4096",
-                 "--out", str(tmp_path)]) == 2
+    assert (
+        main(["data", "train-behaviour", "OfflineBallRun-v0", "--continue", "--steps", "4096", "--out", str(tmp_path)])
+        == 2
+    )
     err = capsys.readouterr().err
     assert "cannot continue ppolag-k5" in err and "no such member" in err
     assert not (tmp_path / "OfflineBallRun-v0" / "manifest.json").exists()  # nothing written
-    assert main(["data", "train-behaviour", "OfflineBallRun-v0", "--continue", "--steps", "4096",
-                 "--init-from", "ppolag-k5"]) == 2
+    assert (
+        main(
+            [
+                "data",
+                "train-behaviour",
+                "OfflineBallRun-v0",
+                "--continue",
+                "--steps",
+                "4096",
+                "--init-from",
+                "ppolag-k5",
+            ]
+        )
+        == 2
+    )
     assert "exclude each other" in capsys.readouterr().err

@@ -50,13 +50,22 @@ def _line_data(n_episodes: int = 100, horizon: int = 20, seed: int = 0) -> Devic
         s = float(rng.uniform(-1.0, 1.0))
         for _ in range(horizon):
             a = float(rng.uniform(-1.0, 1.0))
-            obs.append([s]); acts.append([a]); costs.append(float(s > 0.55))
+            obs.append([s])
+            acts.append([a])
+            costs.append(float(s > 0.55))
             s = s + 0.1 * a
             nxt.append([s])
-    f = lambda x: jnp.asarray(np.asarray(x, np.float32))  # noqa: E731
+    f = lambda x: jnp.asarray(np.asarray(x, np.float32))
     n = len(obs)
-    return DeviceData(obs=f(obs), actions=f(acts), rewards=jnp.zeros(n), costs=f(costs), next_obs=f(nxt),
-                      terminals=jnp.zeros(n), init_obs=jnp.zeros((n_episodes, 1)))
+    return DeviceData(
+        obs=f(obs),
+        actions=f(acts),
+        rewards=jnp.zeros(n),
+        costs=f(costs),
+        next_obs=f(nxt),
+        terminals=jnp.zeros(n),
+        init_obs=jnp.zeros((n_episodes, 1)),
+    )
 
 
 def test_a_fitted_model_reads_the_episode_cost_of_policies_it_never_saw():
@@ -83,8 +92,16 @@ def test_adaptive_player_compares_the_models_episode_cost_with_kappa(toy_file, t
     from o3srl.train import run
 
     cfg = TrainConfig(
-        task="toy", env_id="o3srl.envs.toy:ToyRunEnv", dataset=str(toy_file), cost_limit=5.0, steps=200,
-        log_every=100, checkpoint_every=200, eval_episodes=0, progress=False, run_dir=str(tmp_path / "run"),
+        task="toy",
+        env_id="o3srl.envs.toy:ToyRunEnv",
+        dataset=str(toy_file),
+        cost_limit=5.0,
+        steps=200,
+        log_every=100,
+        checkpoint_every=200,
+        eval_episodes=0,
+        progress=False,
+        run_dir=str(tmp_path / "run"),
         td3bc=TD3BCConfig(hidden=(32, 32), gamma=0.9, reward_scale=1.0),
         o3srl=O3SRLConfig(player="adaptive", feedback_batch=16),
         cost_model=CostModelConfig(members=2, hidden=(32,), fit_steps=50, rollout_states=4),
@@ -105,8 +122,16 @@ def test_the_earlier_player_has_no_model_and_draws_what_it_drew_before(toy_file)
     from o3srl.algos.o3srl import O3SRL, O3SRLConfig, Setting
     from o3srl.algos.td3bc import TD3BC, TD3BCConfig
 
-    setting = Setting(obs_dim=1, act_dim=1, cost_limit=5.0, episode_length=20, total_steps=100, reward_abs_max=1.0,
-                      cost_abs_max=1.0, lambda_unit=1.0)
+    setting = Setting(
+        obs_dim=1,
+        act_dim=1,
+        cost_limit=5.0,
+        episode_length=20,
+        total_steps=100,
+        reward_abs_max=1.0,
+        cost_abs_max=1.0,
+        lambda_unit=1.0,
+    )
     oracle = TD3BC(TD3BCConfig(hidden=(8,)), 1, 1)
     earlier = O3SRL(O3SRLConfig(), oracle, setting).init(jax.random.PRNGKey(3))
     adaptive = O3SRL(dataclasses.replace(O3SRLConfig(player="adaptive")), oracle, setting).init(jax.random.PRNGKey(3))

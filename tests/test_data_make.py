@@ -8,11 +8,11 @@ import json
 import numpy as np
 import pytest
 
+from o3srl.behaviour.make import MakeConfig, MakeError, make_dataset
 from o3srl.behaviour.ppo_lag import LagrangeState, PPOLagConfig, gae, snapshot_action, train_ppo_lag, update_lagrange
+from o3srl.behaviour.scripted import grid_cells, grid_filter, per_cell_for_target
 from o3srl.behaviour.zoo import ZooError, load_zoo, save_member, write_manifest
 from o3srl.data import OfflineDataset
-from o3srl.data.generate import grid_cells, grid_filter, per_cell_for_target
-from o3srl.data.make import MakeConfig, MakeError, make_dataset
 from o3srl.envs import UnknownTaskError
 from o3srl.errors import O3SRLError
 
@@ -69,8 +69,9 @@ def tiny_zoo(tmp_path_factory):
     root = tmp_path_factory.mktemp("zoo")
     results = []
     for kappa in (5.0, 40.0):
-        cfg = PPOLagConfig(TASK, cost_limit=kappa, total_steps=256, num_envs=2, rollout_len=64, epochs=2,
-                           minibatches=2, snapshots=2)
+        cfg = PPOLagConfig(
+            TASK, cost_limit=kappa, total_steps=256, num_envs=2, rollout_len=64, epochs=2, minibatches=2, snapshots=2
+        )
         result = train_ppo_lag(cfg)
         save_member(root / TASK, result)
         results.append(result)
@@ -119,8 +120,9 @@ def test_tiny_make_writes_dsrl_file_and_sidecar(tmp_path, tiny_zoo):
     import h5py
 
     with h5py.File(path) as f:
-        assert sorted(f.keys()) == sorted(["observations", "next_observations", "actions", "rewards", "costs",
-                                           "terminals", "timeouts"])
+        assert sorted(f.keys()) == sorted(
+            ["observations", "next_observations", "actions", "rewards", "costs", "terminals", "timeouts"]
+        )
         assert f["terminals"].dtype == bool and f["observations"].dtype == np.float32
         assert f["rewards"].compression == "gzip"
 
@@ -202,8 +204,18 @@ def test_continuing_without_value_heads_warms_them_up_with_the_policy_frozen(tin
     from o3srl.behaviour.ppo_lag import _start_from, init_params
 
     start = {k: v for k, v in tiny_zoo[1][0].snapshots[-1].items() if k != "resume"}
-    cfg = PPOLagConfig(TASK, cost_limit=5.0, total_steps=256, num_envs=2, rollout_len=64, epochs=2, minibatches=2,
-                       snapshots=2, seed=3, value_warmup_iterations=1)
+    cfg = PPOLagConfig(
+        TASK,
+        cost_limit=5.0,
+        total_steps=256,
+        num_envs=2,
+        rollout_len=64,
+        epochs=2,
+        minibatches=2,
+        snapshots=2,
+        seed=3,
+        value_warmup_iterations=1,
+    )
     result = train_ppo_lag(cfg, start=start)
     first, last = result.snapshots
     # iteration 0 trained the value heads only: the actor is the one continued from, bit for bit
@@ -217,6 +229,7 @@ def test_continuing_without_value_heads_warms_them_up_with_the_policy_frozen(tin
     from dataclasses import replace
 
     from o3srl.errors import ConfigError
+
     with pytest.raises(ConfigError, match="layer shapes"):
         _start_from(start, init_params(replace(cfg, hidden=(32, 32)), 7, 2))
 
@@ -287,8 +300,15 @@ def test_init_from_another_task_widens_the_policy_to_the_new_observation(tmp_pat
     np.testing.assert_allclose(snapshot_action(unzeroed, obs), snapshot_action(source, obs[:, :7]), atol=1e-6)
 
     circle = "OfflineBallCircle-v0"
-    train_zoo([circle], cost_limits=[20.0], steps=256, seed=1, out=root, init_from=f"{TASK}/ppolag-k5",
-              init_zero_inputs=(0, 1))
+    train_zoo(
+        [circle],
+        cost_limits=[20.0],
+        steps=256,
+        seed=1,
+        out=root,
+        init_from=f"{TASK}/ppolag-k5",
+        init_zero_inputs=(0, 1),
+    )
     meta = json.loads((root / circle / "ppolag-k20.json").read_text())
     assert meta["initialised_from"] == {"task": TASK, "member": "ppolag-k5", "steps": 256, "zeroed_inputs": [0, 1]}
     assert meta["task"] == circle and meta["config"]["task_id"] == circle and meta["config"]["cost_limit"] == 20.0
@@ -300,8 +320,9 @@ def test_init_from_another_task_widens_the_policy_to_the_new_observation(tmp_pat
     with pytest.raises(O3SRLError, match="robot must be the same"):
         train_zoo(["OfflineCarCircle-v0"], cost_limits=[20.0], steps=256, out=root, init_from=f"{TASK}/ppolag-k5")
     with pytest.raises(O3SRLError, match="dimensions 0..6"):
-        train_zoo([circle], cost_limits=[30.0], steps=256, out=root, init_from=f"{TASK}/ppolag-k5",
-                  init_zero_inputs=(7,))
+        train_zoo(
+            [circle], cost_limits=[30.0], steps=256, out=root, init_from=f"{TASK}/ppolag-k5", init_zero_inputs=(7,)
+        )
     with pytest.raises(O3SRLError, match="goes with --init-from TASK/MEMBER"):
         train_zoo([TASK], cost_limits=[30.0], steps=256, out=root, init_from="ppolag-k5", init_zero_inputs=(0,))
     with pytest.raises(O3SRLError, match="without its task"):

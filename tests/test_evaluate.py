@@ -48,7 +48,12 @@ def test_normalises_the_mean_as_osrl_does():
     np.testing.assert_allclose(res.episode_normalized_costs, [0.0, 2.0])
     res0 = EvalResult(np.array([1.0]), np.array([0.0]), np.array([1]), 0.0, (0.0, 1.0), "given")
     assert res0.normalized_cost == 1.0 and res0.safe  # κ = 0: (0 + 1) / (0 + 1)
-    assert EvalResult(np.array([8.0]), np.array([0.0]), np.array([1]), 1.0, (0.0, 10.0), "given", frontier=10.0).frontier_fraction == 0.8
+    assert (
+        EvalResult(
+            np.array([8.0]), np.array([0.0]), np.array([1]), 1.0, (0.0, 10.0), "given", frontier=10.0
+        ).frontier_fraction
+        == 0.8
+    )
 
 
 def test_mixture_policies_are_told_when_episodes_start():
@@ -74,8 +79,14 @@ def test_errors():
 
 def test_ballrun_smoke():
     rng = np.random.default_rng(0)
-    res = evaluate(lambda o: rng.uniform(-1, 1, (o.shape[0], 2)).astype(np.float32), "OfflineBallRun-v0",
-                   episodes=2, cost_limit=5.0, seed=0, num_envs=2)
+    res = evaluate(
+        lambda o: rng.uniform(-1, 1, (o.shape[0], 2)).astype(np.float32),
+        "OfflineBallRun-v0",
+        episodes=2,
+        cost_limit=5.0,
+        seed=0,
+        num_envs=2,
+    )
     assert res.reference == "dsrl" and res.reward_range == (26.34, 1327.4)
     assert np.all(res.episode_lengths == 100)
 

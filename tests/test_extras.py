@@ -42,10 +42,13 @@ def test_patch_applies_once_and_is_then_a_no_op():
     assert apply_patch(patched, PATCH) == (patched, False)
 
 
-@pytest.mark.parametrize("text, message", [
-    ("class A:\n    colour = 1\n", "not at all"),
-    ("    color: np.array = COLOR['x']\n" * 2, "more than once"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("class A:\n    colour = 1\n", "not at all"),
+        ("    color: np.array = COLOR['x']\n" * 2, "more than once"),
+    ],
+)
 def test_unexpected_source_fails_loudly(text, message):
     with pytest.raises(ExtraError, match=message):
         apply_patch(text, PATCH)
@@ -94,19 +97,37 @@ def test_cli_names_the_install_command(without_safety_gymnasium, tmp_path, capsy
     from o3srl.cli import main
     from o3srl.data import OfflineDataset
 
-    assert main(["data", "make", "OfflineSwimmerVelocityGymnasium-v1", "--quiet", "--out", str(tmp_path / "s.hdf5")]) == 2
+    assert (
+        main(["data", "make", "OfflineSwimmerVelocityGymnasium-v1", "--quiet", "--out", str(tmp_path / "s.hdf5")]) == 2
+    )
     assert main(["data", "train-behaviour", "OfflineSwimmerVelocityGymnasium-v1", "--out", str(tmp_path)]) == 2
     rng = np.random.default_rng(0)
     n = 10
-    OfflineDataset({
-        "observations": rng.normal(size=(n, 8)).astype(np.float32),
-        "next_observations": rng.normal(size=(n, 8)).astype(np.float32),
-        "actions": rng.uniform(-1, 1, (n, 2)).astype(np.float32),
-        "rewards": np.ones(n, np.float32), "costs": np.zeros(n, np.float32),
-        "terminals": np.zeros(n, bool), "timeouts": np.arange(n) % 5 == 4,
-    }).save(tmp_path / "swimmer.hdf5")
-    assert main(["train", "--task", "OfflineSwimmerVelocityGymnasium-v1", "--dataset", str(tmp_path / "swimmer.hdf5"),
-                 "--run-dir", str(tmp_path / "run")]) == 2
+    OfflineDataset(
+        {
+            "observations": rng.normal(size=(n, 8)).astype(np.float32),
+            "next_observations": rng.normal(size=(n, 8)).astype(np.float32),
+            "actions": rng.uniform(-1, 1, (n, 2)).astype(np.float32),
+            "rewards": np.ones(n, np.float32),
+            "costs": np.zeros(n, np.float32),
+            "terminals": np.zeros(n, bool),
+            "timeouts": np.arange(n) % 5 == 4,
+        }
+    ).save(tmp_path / "swimmer.hdf5")
+    assert (
+        main(
+            [
+                "train",
+                "--task",
+                "OfflineSwimmerVelocityGymnasium-v1",
+                "--dataset",
+                str(tmp_path / "swimmer.hdf5"),
+                "--run-dir",
+                str(tmp_path / "run"),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 3 and all(line.startswith("error: ") and INSTALL_COMMAND in line for line in err)
     assert not (tmp_path / "run").exists() and not list(tmp_path.glob("*.partial"))

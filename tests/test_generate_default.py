@@ -6,16 +6,17 @@ import json
 
 import numpy as np
 
+from o3srl.behaviour.scripted import grid_filter, make_default_dataset
 from o3srl.data import OfflineDataset
-from o3srl.data.generate import grid_filter, make_default_dataset
 
 
 def test_grid_filter_hand_example():
     # Max cost 10, 2 × 2 grid over cost [0, 10] and reward [0, 4]; at most 1 episode per cell.
     costs = np.array([0.0, 1.0, 2.0, 9.0, 11.0, 6.0])
     rewards = np.array([0.0, 0.5, 4.0, 4.0, 4.0, 0.1])
-    keep = grid_filter(costs, rewards, cost_bins=2, reward_bins=2, per_cell=1, max_cost=10.0,
-                       rng=np.random.default_rng(0))
+    keep = grid_filter(
+        costs, rewards, cost_bins=2, reward_bins=2, per_cell=1, max_cost=10.0, rng=np.random.default_rng(0)
+    )
     # Episode 4 is above the max cost. Cells: (low cost, low reward) = {0, 1} → one of them; (low, high) = {2};
     # (high, high) = {3}; (high, low) = {5}.
     assert 4 not in keep and {2, 3, 5} <= set(keep.tolist())

@@ -6,9 +6,9 @@ import dataclasses
 
 import numpy as np
 import pytest
+from tests.test_train import _rows, small_config
 
 from o3srl.errors import ConfigError
-from tests.test_train import _rows, small_config
 
 
 def _leaves(run_dir):
@@ -20,8 +20,9 @@ def _leaves(run_dir):
 
 def _largest_difference(a, b) -> float:
     assert a.keys() == b.keys()
-    return max(float(np.max(np.abs(np.asarray(a[k], np.float64) - np.asarray(b[k], np.float64)), initial=0.0))
-               for k in a)
+    return max(
+        float(np.max(np.abs(np.asarray(a[k], np.float64) - np.asarray(b[k], np.float64)), initial=0.0)) for k in a
+    )
 
 
 @pytest.mark.parametrize("oracle", ["td3bc", "iql"])

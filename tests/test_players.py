@@ -6,29 +6,49 @@ import flax.struct
 import numpy as np
 import pytest
 
-from o3srl.algos.o3srl import O3SRL, O3SRLConfig, Setting, make_oracle, resolve_player
 from o3srl.algos.iql import IQLConfig
+from o3srl.algos.o3srl import O3SRL, O3SRLConfig, Setting, make_oracle, resolve_player
 from o3srl.algos.td3bc import TD3BCConfig
 from o3srl.errors import ConfigError
 
 
 def test_each_player_fills_only_the_knobs_left_unset():
     earlier = resolve_player(O3SRLConfig())
-    assert (earlier.bandit, earlier.feedback, earlier.optimism, earlier.margin, earlier.lambda_scale,
-            earlier.cost_estimate) == ("exp3", "shaped", 0.0, 0.0, 1.0, "mean")
+    assert (
+        earlier.bandit,
+        earlier.feedback,
+        earlier.optimism,
+        earlier.margin,
+        earlier.lambda_scale,
+        earlier.cost_estimate,
+    ) == ("exp3", "shaped", 0.0, 0.0, 1.0, "mean")
     adaptive = resolve_player(O3SRLConfig(player="adaptive", margin=0.1))
     assert (adaptive.bandit, adaptive.feedback, adaptive.optimism, adaptive.margin, adaptive.cost_estimate) == (
-        "exp3box", "lagrangian", 8.0, 0.1, "model")
+        "exp3box",
+        "lagrangian",
+        8.0,
+        0.1,
+        "model",
+    )
     assert adaptive.lambda_scale is None  # the data's unit
     with pytest.raises(ConfigError, match="o3srl.player"):
         resolve_player(O3SRLConfig(player="bogus"))  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("player,arms", [("earlier", [0.0, 1.25, 2.5, 3.75, 5.0]),
-                                         ("adaptive", [0.0, 0.5, 1.0, 1.5, 2.0])])
+@pytest.mark.parametrize(
+    "player,arms", [("earlier", [0.0, 1.25, 2.5, 3.75, 5.0]), ("adaptive", [0.0, 0.5, 1.0, 1.5, 2.0])]
+)
 def test_arms_of_each_player(player, arms):
-    setting = Setting(obs_dim=3, act_dim=1, cost_limit=5.0, episode_length=20, total_steps=1000,
-                      reward_abs_max=1.0, cost_abs_max=1.0, lambda_unit=0.4)
+    setting = Setting(
+        obs_dim=3,
+        act_dim=1,
+        cost_limit=5.0,
+        episode_length=20,
+        total_steps=1000,
+        reward_abs_max=1.0,
+        cost_abs_max=1.0,
+        lambda_unit=0.4,
+    )
     oracle = make_oracle("td3bc", TD3BCConfig(hidden=(8,)), IQLConfig(), 3, 1)
     learner = O3SRL(O3SRLConfig(player=player), oracle, setting)
     np.testing.assert_allclose(learner.arms, arms, rtol=1e-6)  # adaptive: u = 0.4 times linspace(0, 5, 5)
@@ -62,7 +82,7 @@ class _RecordingOracle:
     def act(self, params, obs):
         import jax.numpy as jnp
 
-        return jnp.zeros(obs.shape[:-1] + (1,))
+        return jnp.zeros((*obs.shape[:-1], 1))
 
 
 @pytest.mark.parametrize("oracle_lambda", ["drawn", "mean"])
@@ -73,14 +93,28 @@ def test_the_oracle_steps_on_the_drawn_arm_or_on_the_mean_of_the_draw(oracle_lam
     from o3srl.data.sampler import DeviceData
 
     oracle = _RecordingOracle()
-    setting = Setting(obs_dim=1, act_dim=1, cost_limit=5.0, episode_length=10, total_steps=60,
-                      reward_abs_max=1.0, cost_abs_max=1.0)
-    config = O3SRLConfig(player="adaptive", cost_estimate="mean", arms=(0.0, 1.0, 3.0), steps_per_round=2,
-                         oracle_lambda=oracle_lambda, feedback_batch=4)
+    setting = Setting(
+        obs_dim=1, act_dim=1, cost_limit=5.0, episode_length=10, total_steps=60, reward_abs_max=1.0, cost_abs_max=1.0
+    )
+    config = O3SRLConfig(
+        player="adaptive",
+        cost_estimate="mean",
+        arms=(0.0, 1.0, 3.0),
+        steps_per_round=2,
+        oracle_lambda=oracle_lambda,
+        feedback_batch=4,
+    )
     learner = O3SRL(config, oracle, setting)  # type: ignore[arg-type]
     n = 8
-    data = DeviceData(obs=jnp.zeros((n, 1)), actions=jnp.zeros((n, 1)), rewards=jnp.zeros(n), costs=jnp.zeros(n),
-                      next_obs=jnp.zeros((n, 1)), terminals=jnp.zeros(n), init_obs=jnp.zeros((2, 1)))
+    data = DeviceData(
+        obs=jnp.zeros((n, 1)),
+        actions=jnp.zeros((n, 1)),
+        rewards=jnp.zeros(n),
+        costs=jnp.zeros(n),
+        next_obs=jnp.zeros((n, 1)),
+        terminals=jnp.zeros(n),
+        init_obs=jnp.zeros((2, 1)),
+    )
     _, metrics = learner.run_rounds(learner.init(jax.random.PRNGKey(3)), data, 30)
     stepped = np.asarray(metrics["step/lambda"])
     probs = np.stack([np.asarray(metrics[f"bandit/p/{k}"]) for k in range(3)], axis=1)
@@ -105,10 +139,12 @@ def test_a_mixture_follows_every_member_equally_often_over_whole_blocks():
 
     one = np.ones(1, np.float32)
     stats = NormStats(obs_mean=0 * one, obs_std=one, action_low=-one, action_high=one)
-    policy = MixturePolicy(lambda params, obs: params["w"] + 0 * obs, {"w": jnp.arange(5.0)[:, None] / 10}, stats, seed=7)
+    policy = MixturePolicy(
+        lambda params, obs: params["w"] + 0 * obs, {"w": jnp.arange(5.0)[:, None] / 10}, stats, seed=7
+    )
     drawn = [policy.begin_episode(slot % 2) for slot in range(15)]
     for block in range(3):
-        assert sorted(drawn[5 * block: 5 * block + 5]) == [0, 1, 2, 3, 4]  # each block a permutation
+        assert sorted(drawn[5 * block : 5 * block + 5]) == [0, 1, 2, 3, 4]  # each block a permutation
     assert drawn[:5] != drawn[5:10] or drawn[5:10] != drawn[10:]  # and not always the same one
     # Each row acts with the member drawn for it.
     policy.begin_episode(0)

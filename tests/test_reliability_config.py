@@ -63,7 +63,10 @@ CLI_CASES = [
     (["--reward-min", "5", "--reward-max", "1"], "reward_max (1.0) must exceed reward_min (5.0)"),
     (["--steps", "105"], "steps (105) must be a multiple of steps_per_round M (10)"),
     (["--checkpoint-every", "150", "--log-every", "100"], "checkpoint_every (150) must be a multiple of log_every"),
-    (["--variant", "theory", "--theory.initial-lambda", "9"], "theory.initial_lambda (9.0) must lie in [0, theory.max_lambda]"),
+    (
+        ["--variant", "theory", "--theory.initial-lambda", "9"],
+        "theory.initial_lambda (9.0) must lie in [0, theory.max_lambda]",
+    ),
     (["--variant", "theory", "--theory.iterations", "0"], "theory.iterations must be an integer ≥ 1, got 0"),
     (["--variant", "theory", "--theory.fqe-lr", "0"], "theory.fqe_lr must be a finite number > 0, got 0.0"),
 ]
@@ -122,11 +125,12 @@ def test_wrong_types_from_python_or_files(overrides, message):
 
 
 def test_grid_file_numbers_are_checked(tmp_path):
-    from o3srl.bench import load_grid
+    from o3srl.grid import load_grid
 
     grid = tmp_path / "g.toml"
-    grid.write_text('tasks = ["OfflineBallRun-v0"]\ncost_limits = [5]\nseeds = [0]\n'
-                    '[algorithms.o3srl]\n"td3bc.gamma" = 1.0\n')
+    grid.write_text(
+        'tasks = ["OfflineBallRun-v0"]\ncost_limits = [5]\nseeds = [0]\n[algorithms.o3srl]\n"td3bc.gamma" = 1.0\n'
+    )
     with pytest.raises(ConfigError, match=r"cell .*: td3bc.gamma must be a finite number in \[0, 1\), got 1.0"):
         load_grid(grid)
     grid.write_text('tasks = ["OfflineBallRun-v0"]\ncost_limits = [nan]\nseeds = [0]\n[algorithms.o3srl]\n')
@@ -188,6 +192,8 @@ def test_data_make_options(args, message, capsys, tmp_path):
     ],
 )
 def test_train_behaviour_options(args, message, capsys, tmp_path):
-    err = _one_error(capsys, main(["data", "train-behaviour", "OfflineBallRun-v0", "--out", str(tmp_path / "z"), *args]))
+    err = _one_error(
+        capsys, main(["data", "train-behaviour", "OfflineBallRun-v0", "--out", str(tmp_path / "z"), *args])
+    )
     assert err == f"error: {message}"
     assert not (tmp_path / "z").exists()

@@ -15,7 +15,7 @@ from o3srl.data.dataset import DatasetError
 from o3srl.errors import O3SRLError
 
 sys.path.insert(0, os.path.dirname(__file__))
-from test_train import small_config  # noqa: E402
+from test_train import small_config
 
 
 def _one_error(capsys, code: int) -> str:
@@ -30,7 +30,9 @@ def _one_error(capsys, code: int) -> str:
 def test_negative_costs_are_rejected(arrays):
     arrays["costs"][4] = -2.0
     arrays["costs"][7] = -1.0
-    with pytest.raises(DatasetError, match=r"costs has 2 negative value\(s\), first at row 4 \(-2\); costs must be ≥ 0"):
+    with pytest.raises(
+        DatasetError, match=r"costs has 2 negative value\(s\), first at row 4 \(-2\); costs must be ≥ 0"
+    ):
         OfflineDataset(arrays)
 
 
@@ -39,8 +41,23 @@ def test_negative_costs_in_a_file(arrays, tmp_path, capsys):
     np.savez(path, **{**arrays, "costs": arrays["costs"] - 1.0})
     err = _one_error(capsys, main(["data", "info", str(path)]))
     assert f"dataset {path}: costs has 6 negative value(s), first at row 0 (-1)" in err
-    err = _one_error(capsys, main(["train", "--task", "t", "--env-id", "o3srl.envs.toy:ToyRunEnv", "--dataset", str(path),
-                                   "--run-dir", str(tmp_path / "run"), "--no-progress"]))
+    err = _one_error(
+        capsys,
+        main(
+            [
+                "train",
+                "--task",
+                "t",
+                "--env-id",
+                "o3srl.envs.toy:ToyRunEnv",
+                "--dataset",
+                str(path),
+                "--run-dir",
+                str(tmp_path / "run"),
+                "--no-progress",
+            ]
+        ),
+    )
     assert "negative value(s)" in err
     assert not (tmp_path / "run").exists()
 
@@ -50,15 +67,30 @@ def _toy_arrays(episodes: int, length: int) -> dict[str, np.ndarray]:
 
     arrays = toy_dataset(episodes * length // 20, seed=0)
     arrays["timeouts"] = np.zeros_like(arrays["timeouts"])
-    arrays["timeouts"][length - 1::length] = True
+    arrays["timeouts"][length - 1 :: length] = True
     return arrays
 
 
 def test_one_endless_episode_is_reported(tmp_path, capsys):
     """No boundary but the last row: one episode of 2,400 steps. Training refuses it; data info notes it."""
     path = OfflineDataset(_toy_arrays(1, 2400)).save(tmp_path / "endless.hdf5")
-    err = _one_error(capsys, main(["train", "--task", "t", "--env-id", "o3srl.envs.toy:ToyRunEnv", "--dataset",
-                                   str(path), "--run-dir", str(tmp_path / "run"), "--no-progress"]))
+    err = _one_error(
+        capsys,
+        main(
+            [
+                "train",
+                "--task",
+                "t",
+                "--env-id",
+                "o3srl.envs.toy:ToyRunEnv",
+                "--dataset",
+                str(path),
+                "--run-dir",
+                str(tmp_path / "run"),
+                "--no-progress",
+            ]
+        ),
+    )
     assert "all 2400 transitions form one single episode (no boundary but the last row)" in err
     assert "mark the last transition of every episode in timeouts" in err
     assert not (tmp_path / "run").exists()
@@ -77,13 +109,20 @@ def test_episodes_longer_than_the_time_limit(tmp_path):
     n = 450
     rng = np.random.default_rng(0)
     arrays = {
-        "observations": rng.normal(size=(n, spec.obs_dim)), "next_observations": rng.normal(size=(n, spec.obs_dim)),
-        "actions": rng.uniform(-1, 1, (n, spec.act_dim)), "rewards": np.ones(n), "costs": np.zeros(n),
-        "terminals": np.zeros(n, bool), "timeouts": np.isin(np.arange(n), [99, 199, 449]),
+        "observations": rng.normal(size=(n, spec.obs_dim)),
+        "next_observations": rng.normal(size=(n, spec.obs_dim)),
+        "actions": rng.uniform(-1, 1, (n, spec.act_dim)),
+        "rewards": np.ones(n),
+        "costs": np.zeros(n),
+        "terminals": np.zeros(n, bool),
+        "timeouts": np.isin(np.arange(n), [99, 199, 449]),
     }
     path = OfflineDataset(arrays).save(tmp_path / "ballrun.hdf5")
-    with pytest.raises(DatasetError, match=r"1 episode\(s\) are longer than the environment's time limit of 100 steps "
-                                           r"\(first: episode 2, rows 200–449, 250 steps\)"):
+    with pytest.raises(
+        DatasetError,
+        match=r"1 episode\(s\) are longer than the environment's time limit of 100 steps "
+        r"\(first: episode 2, rows 200–449, 250 steps\)",
+    ):
         load_problem(TrainConfig(dataset=str(path)))
 
 
@@ -93,28 +132,32 @@ def test_custom_env_time_limit_from_its_spec(tmp_path, monkeypatch):
     from o3srl.config import TrainConfig
 
     path = OfflineDataset(_toy_arrays(3, 40)).save(tmp_path / "long.hdf5")
-    monkeypatch.setattr(train, "_env_facts", lambda env_id: (np.array([-1.0], np.float32), np.array([1.0], np.float32),
-                                                             1, 20))
+    monkeypatch.setattr(
+        train, "_env_facts", lambda env_id: (np.array([-1.0], np.float32), np.array([1.0], np.float32), 1, 20)
+    )
     with pytest.raises(DatasetError, match="longer than the environment's time limit of 20 steps"):
         train.load_problem(TrainConfig(task="t", env_id="Corridor-v0", dataset=str(path)))
 
 
 def test_data_make_checks_the_output_directory_first(tmp_path, monkeypatch):
     """An output directory under a file fails at once, before the zoo is loaded or any episode is played."""
-    from o3srl.data import make
+    from o3srl.behaviour import make
 
     def no_collection(*args, **kwargs):
         raise AssertionError("collection started")
 
     monkeypatch.setattr("o3srl.behaviour.zoo.load_zoo", no_collection)
     (tmp_path / "plain").write_text("x")
-    with pytest.raises(O3SRLError, match=r"dataset output .*: cannot write to directory .*plain/sub \(Not a directory\)"):
-        make.make_dataset(make.MakeConfig(task="OfflineBallRun-v0"), tmp_path / "plain" / "sub" / "d.hdf5",
-                          progress=False)
+    with pytest.raises(
+        O3SRLError, match=r"dataset output .*: cannot write to directory .*plain/sub \(Not a directory\)"
+    ):
+        make.make_dataset(
+            make.MakeConfig(task="OfflineBallRun-v0"), tmp_path / "plain" / "sub" / "d.hdf5", progress=False
+        )
 
 
 def test_default_dataset_checks_the_data_directory_first(tmp_path, monkeypatch, capsys):
-    from o3srl.data import generate
+    from o3srl.behaviour import scripted as generate
 
     def no_generation(*args, **kwargs):
         raise AssertionError("generation started")
@@ -132,7 +175,7 @@ def test_unwritable_data_directory(tmp_path, monkeypatch):
     import errno
 
     from o3srl import io
-    from o3srl.data import generate
+    from o3srl.behaviour import scripted as generate
 
     def refuse(*args, **kwargs):
         raise PermissionError(errno.EACCES, "Permission denied")

@@ -22,7 +22,7 @@ from o3srl.errors import O3SRLError
 from o3srl.logger import read_metrics
 
 sys.path.insert(0, os.path.dirname(__file__))
-from test_train import small_config  # noqa: E402
+from test_train import small_config
 
 
 def _one_error(capsys, code: int) -> str:
@@ -122,11 +122,16 @@ def test_checkpoint_whose_network_shapes_differ(run_copy):
     from o3srl.checkpoint import CheckpointError, load_checkpoint
     from o3srl.train import build_learner, load_problem
 
-    cfg = dataclasses.replace(small_config(run_copy.parent / "toy.hdf5", run_copy),
-                              td3bc=dataclasses.replace(TrainConfig().td3bc, hidden=(16, 32), batch_size=64))
+    cfg = dataclasses.replace(
+        small_config(run_copy.parent / "toy.hdf5", run_copy),
+        td3bc=dataclasses.replace(TrainConfig().td3bc, hidden=(16, 32), batch_size=64),
+    )
     learner = build_learner(cfg.resolved(), load_problem(cfg.resolved()))
-    with pytest.raises(CheckpointError, match=r"does not match the run's networks: oracle/actor/params/\S*Dense_0/"
-                                              r"\S+ has shape \(\S*32,\) \(float32\) but the config gives \(\S*16,\)"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"does not match the run's networks: oracle/actor/params/\S*Dense_0/"
+        r"\S+ has shape \(\S*32,\) \(float32\) but the config gives \(\S*16,\)",
+    ):
         load_checkpoint(run_copy / "checkpoint.msgpack", learner.init(jax.random.PRNGKey(0)))
 
 
@@ -199,8 +204,7 @@ def hostile_module(tmp_path, monkeypatch):
     """An importable module that leaves a marker file when imported (what a stranger's entry point could do)."""
     marker = tmp_path / "imported.txt"
     (tmp_path / "stranger_env.py").write_text(
-        f"open({str(marker)!r}, 'w').write('ran')\n"
-        "from o3srl.envs.toy import ToyRunEnv as Env\n"
+        f"open({str(marker)!r}, 'w').write('ran')\nfrom o3srl.envs.toy import ToyRunEnv as Env\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     sys.modules.pop("stranger_env", None)
@@ -233,9 +237,32 @@ def test_resume_does_not_import_an_entry_point_named_by_the_run(run_copy, hostil
 # ------------------------------------------------------------------------------------------------ custom environments
 def test_env_id_without_task_is_its_own_task(toy_file, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    assert main(["train", "--env-id", "o3srl.envs.toy:ToyRunEnv", "--dataset", str(toy_file), "--steps", "100",
-                 "--log-every", "100", "--checkpoint-every", "100", "--eval-episodes", "0", "--no-progress",
-                 "--td3bc.hidden", "32", "32", "--td3bc.batch-size", "64"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--env-id",
+                "o3srl.envs.toy:ToyRunEnv",
+                "--dataset",
+                str(toy_file),
+                "--steps",
+                "100",
+                "--log-every",
+                "100",
+                "--checkpoint-every",
+                "100",
+                "--eval-episodes",
+                "0",
+                "--no-progress",
+                "--td3bc.hidden",
+                "32",
+                "32",
+                "--td3bc.batch-size",
+                "64",
+            ]
+        )
+        == 0
+    )
     (run_dir,) = (tmp_path / "runs").iterdir()
     assert run_dir.name.startswith("ToyRunEnv-o3srl-k5-s0-")
     cfg = json.loads((run_dir / "config.json").read_text())
@@ -248,7 +275,8 @@ def test_gymnasium_module_colon_id_form(toy_file, tmp_path, monkeypatch):
     """``module:EnvId``: import the module (which registers the id), then make the id; T from its time limit."""
     import gymnasium
 
-    (tmp_path / "register_corridor.py").write_text(textwrap.dedent("""
+    (tmp_path / "register_corridor.py").write_text(
+        textwrap.dedent("""
         import gymnasium
         from o3srl.envs.toy import ToyRunEnv
 
@@ -257,7 +285,8 @@ def test_gymnasium_module_colon_id_form(toy_file, tmp_path, monkeypatch):
 
         if "Corridor-v0" not in gymnasium.envs.registry:
             gymnasium.register("Corridor-v0", entry_point=Corridor, max_episode_steps=20, disable_env_checker=True)
-    """))
+    """)
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     from o3srl.envs import make_env
     from o3srl.train import env_task_name, run
@@ -266,8 +295,9 @@ def test_gymnasium_module_colon_id_form(toy_file, tmp_path, monkeypatch):
         env = make_env("register_corridor:Corridor-v0")
         assert env.spec.max_episode_steps == 20
         assert env_task_name("register_corridor:Corridor-v0") == "Corridor-v0"
-        cfg = small_config(toy_file, tmp_path / "r", task="Corridor-v0", env_id="register_corridor:Corridor-v0",
-                           steps=100)
+        cfg = small_config(
+            toy_file, tmp_path / "r", task="Corridor-v0", env_id="register_corridor:Corridor-v0", steps=100
+        )
         assert run(cfg)["episode_length"] == 20
     finally:
         gymnasium.envs.registry.pop("Corridor-v0", None)
@@ -336,8 +366,11 @@ def test_divergence_stops_the_run_naming_step_and_quantity(tmp_path):
     arrays = toy_dataset(60, seed=0)
     arrays["rewards"] = arrays["rewards"] * 1e30  # finite, but its squares are not in float32
     OfflineDataset(arrays).save(tmp_path / "huge.hdf5")
-    with pytest.raises(TrainingDiverged, match=r"training diverged in steps 1–100: parameter \S+ .*is not finite "
-                                               r".*no checkpoint was written.*largest \|reward\| 1e\+30"):
+    with pytest.raises(
+        TrainingDiverged,
+        match=r"training diverged in steps 1–100: parameter \S+ .*is not finite "
+        r".*no checkpoint was written.*largest \|reward\| 1e\+30",
+    ):
         run(small_config(tmp_path / "huge.hdf5", tmp_path / "r", steps=200, checkpoint_every=100))
     assert not (tmp_path / "r" / "checkpoint.msgpack").exists()
     assert read_metrics(tmp_path / "r" / "metrics.jsonl") == []
@@ -379,8 +412,23 @@ def test_nan_in_a_later_chunk_keeps_the_last_good_checkpoint(toy_file, tmp_path,
 # ------------------------------------------------------------------------------------------------ file system
 def test_run_dir_under_a_file(toy_file, tmp_path, capsys):
     (tmp_path / "plain").write_text("x")
-    err = _one_error(capsys, main(["train", "--task", "toy", "--env-id", "o3srl.envs.toy:ToyRunEnv", "--dataset",
-                                   str(toy_file), "--no-progress", "--run-dir", str(tmp_path / "plain" / "run")]))
+    err = _one_error(
+        capsys,
+        main(
+            [
+                "train",
+                "--task",
+                "toy",
+                "--env-id",
+                "o3srl.envs.toy:ToyRunEnv",
+                "--dataset",
+                str(toy_file),
+                "--no-progress",
+                "--run-dir",
+                str(tmp_path / "plain" / "run"),
+            ]
+        ),
+    )
     assert err.startswith(f"error: cannot create run directory {tmp_path / 'plain' / 'run'}: Not a directory")
 
 
@@ -414,8 +462,11 @@ def test_disk_full_while_checkpointing_keeps_the_last_checkpoint(toy_file, tmp_p
         real_fsync(fd)
 
     monkeypatch.setattr(os, "fsync", fsync)
-    with pytest.raises(O3SRLError, match=r"cannot write the checkpoint of step 400 .*No space left on device; the "
-                                         r"last checkpoint \(step 200\) is intact: continue with --resume"):
+    with pytest.raises(
+        O3SRLError,
+        match=r"cannot write the checkpoint of step 400 .*No space left on device; the "
+        r"last checkpoint \(step 200\) is intact: continue with --resume",
+    ):
         run(small_config(toy_file, tmp_path / "r"))
     monkeypatch.setattr(os, "fsync", real_fsync)
     assert serialization.msgpack_restore((tmp_path / "r" / "checkpoint.msgpack").read_bytes())["step"] == 200

@@ -8,8 +8,19 @@ from pathlib import Path
 import pytest
 
 from o3srl.errors import O3SRLError
-from o3srl.report import (Entry, build_table, format_entry, is_safe, load_results, make_entry, mark_entries,
-                          mean_std, render_table, safe_counts, write_report)
+from o3srl.report import (
+    Entry,
+    build_table,
+    format_entry,
+    is_safe,
+    load_results,
+    make_entry,
+    mark_entries,
+    mean_std,
+    render_table,
+    safe_counts,
+    write_report,
+)
 
 FIXTURE = Path(__file__).parent / "fixtures" / "results_small.jsonl"
 
@@ -67,8 +78,10 @@ def test_fixture_table_in_the_papers_layout():
     lines = text.splitlines()
     assert lines[0] == "| task | O3SRL | TD3+BC λ=0 | TD3+BC λ=5 |"
     # BallRun: λ = 0 has the highest reward but is unsafe, so O3SRL (safe) is best.
-    assert lines[2] == ("| OfflineBallRun-v0 | ✓ **0.52 ± 0.02 / 0.85 ± 0.05** | ✗ *0.85 ± 0.05 / 1.90 ± 0.10* | "
-                        "✓ 0.30 ± 0.00 / 0.30 ± 0.10 |")
+    assert lines[2] == (
+        "| OfflineBallRun-v0 | ✓ **0.52 ± 0.02 / 0.85 ± 0.05** | ✗ *0.85 ± 0.05 / 1.90 ± 0.10* | "
+        "✓ 0.30 ± 0.00 / 0.30 ± 0.10 |"
+    )
     # CarRun: O3SRL's mean cost 1.1 is unsafe; the fixed λ = 5 agent is the only safe one.
     assert lines[3].startswith("| OfflineCarRun-v0 | ✗ *0.60 ± 0.00 / 1.10 ± 0.10* | ✗ *")
     assert lines[3].endswith("| ✓ **0.42 ± 0.02 / 0.60 ± 0.10** |")

@@ -135,8 +135,9 @@ def tiny_zoo(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("zoo")
     for kappa in (5.0, 250.0):
-        cfg = PPOLagConfig(TASK, cost_limit=kappa, total_steps=256, num_envs=2, rollout_len=64, epochs=2,
-                           minibatches=2, snapshots=2)
+        cfg = PPOLagConfig(
+            TASK, cost_limit=kappa, total_steps=256, num_envs=2, rollout_len=64, epochs=2, minibatches=2, snapshots=2
+        )
         result = train_ppo_lag(cfg)
         assert all(np.isfinite(r["loss/policy"]) for r in result.history)
         save_member(root / TASK, result)
@@ -145,9 +146,9 @@ def tiny_zoo(tmp_path_factory):
 
 
 def test_tiny_make_and_train(tmp_path, tiny_zoo):
+    from o3srl.behaviour.make import MakeConfig, make_dataset
     from o3srl.cli import main
     from o3srl.data import OfflineDataset
-    from o3srl.data.make import MakeConfig, make_dataset
 
     config = MakeConfig(TASK, episodes=3, seed=0, target=3, chunk_episodes=2)
     path = make_dataset(config, tmp_path / "hc.hdf5", zoo=str(tiny_zoo), progress=False)
@@ -158,9 +159,36 @@ def test_tiny_make_and_train(tmp_path, tiny_zoo):
     assert np.all(ds.episodes.cost_return <= 250) and set(np.unique(ds.arrays["costs"])) <= {0.0, 1.0}
 
     run_dir = tmp_path / "run"
-    assert main(["train", "--task", TASK, "--dataset", str(path), "--steps", "100", "--log-every", "100",
-                 "--checkpoint-every", "100", "--eval-episodes", "1", "--eval-envs", "1", "--td3bc.hidden", "32",
-                 "--td3bc.batch-size", "64", "--o3srl.feedback-batch", "32", "--no-progress",
-                 "--run-dir", str(run_dir)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--task",
+                TASK,
+                "--dataset",
+                str(path),
+                "--steps",
+                "100",
+                "--log-every",
+                "100",
+                "--checkpoint-every",
+                "100",
+                "--eval-episodes",
+                "1",
+                "--eval-envs",
+                "1",
+                "--td3bc.hidden",
+                "32",
+                "--td3bc.batch-size",
+                "64",
+                "--o3srl.feedback-batch",
+                "32",
+                "--no-progress",
+                "--run-dir",
+                str(run_dir),
+            ]
+        )
+        == 0
+    )
     assert json.loads((run_dir / "run.json").read_text())["reward_reference"] == "dsrl"
     assert (run_dir / "eval.json").exists() and (run_dir / "policy.msgpack").exists()

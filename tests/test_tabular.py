@@ -17,7 +17,9 @@ def two_state_cycle() -> tb.CMDP:
 
 
 def tiny_random(seed: int) -> tb.CMDP:
-    return tb.random_cmdp(num_states=4, num_actions=2, concentration=1.0, cost_probability=0.5, gamma=0.9, horizon=20, seed=seed)
+    return tb.random_cmdp(
+        num_states=4, num_actions=2, concentration=1.0, cost_probability=0.5, gamma=0.9, horizon=20, seed=seed
+    )
 
 
 def enumerate_deterministic(cmdp: tb.CMDP, budget: float) -> tuple[float, float]:
@@ -46,7 +48,9 @@ def test_lp_against_enumeration(seed: int) -> None:
     cmdp = tiny_random(seed)
     unconstrained = tb.solve_lp(cmdp, None)
     # Unconstrained LP = value iteration.
-    assert unconstrained.reward == pytest.approx(tb.evaluate(cmdp, tb.value_iteration(cmdp, cmdp.rewards)).reward, rel=1e-6)
+    assert unconstrained.reward == pytest.approx(
+        tb.evaluate(cmdp, tb.value_iteration(cmdp, cmdp.rewards)).reward, rel=1e-6
+    )
     least = tb.solve_lp(cmdp, -1.0)
     assert not least.feasible
     budget = least.cost + 0.5 * (unconstrained.cost - least.cost)
@@ -83,7 +87,9 @@ def test_dataset_and_empirical_model() -> None:
     cmdp = tiny_random(0)
     data = tb.sample_dataset(cmdp, tb.behaviour_policy(cmdp, 1.0), episodes=400, seed=0)
     assert data["timeouts"].sum() == 400 and not data["terminals"].any()
-    assert np.all(data["observations"][1:][~data["timeouts"][:-1]] == data["next_observations"][:-1][~data["timeouts"][:-1]])
+    assert np.all(
+        data["observations"][1:][~data["timeouts"][:-1]] == data["next_observations"][:-1][~data["timeouts"][:-1]]
+    )
     model, counts = tb.empirical_model(data, cmdp.num_states, cmdp.num_actions, cmdp.gamma, cmdp.horizon)
     assert counts.sum() == len(data["rewards"])
     assert np.abs(model.transitions - cmdp.transitions).max() < 0.1
@@ -103,8 +109,13 @@ def small_grid() -> dict:
     model, counts = tb.empirical_model(data, cmdp.num_states, cmdp.num_actions, cmdp.gamma, cmdp.horizon)
     budget = tb.value_budget(cmdp, kappa, "osrl")
     return {
-        "cmdp": cmdp, "kappa": kappa, "model": model, "counts": counts, "budget": budget,
-        "lp": tb.solve_lp(cmdp, budget), "milp": tb.solve_deterministic(cmdp, budget),
+        "cmdp": cmdp,
+        "kappa": kappa,
+        "model": model,
+        "counts": counts,
+        "budget": budget,
+        "lp": tb.solve_lp(cmdp, budget),
+        "milp": tb.solve_deterministic(cmdp, budget),
     }
 
 
@@ -132,7 +143,9 @@ def test_practical_variant_last_iterate_is_safe_and_near_the_deterministic_optim
     value = tb.evaluate(g["cmdp"], result.policy)
     assert value.cost <= 1.001 * g["budget"]
     assert value.reward >= 0.93 * g["milp"].reward
-    unconstrained = tb.run_practical(g["model"], g["counts"], g["kappa"], tb.TabularConfig(arms=(0.0,), rounds=3_000), seed=0)
+    unconstrained = tb.run_practical(
+        g["model"], g["counts"], g["kappa"], tb.TabularConfig(arms=(0.0,), rounds=3_000), seed=0
+    )
     assert tb.evaluate(g["cmdp"], unconstrained.policy).cost > 1.5 * g["budget"]
 
 

@@ -20,8 +20,10 @@ def with_cost_critic(oracle: TD3BC, bias: float, slope: float = 0.0):
     state = oracle.init(jax.random.PRNGKey(0))
     out = f"Dense_{len(oracle.config.hidden)}"
     layers = dict(state.critic["cost"]["params"]["VmapMLP_0"])
-    layers[out] = {"kernel": jnp.full_like(layers[out]["kernel"], -slope),
-                   "bias": jnp.full_like(layers[out]["bias"], bias)}
+    layers[out] = {
+        "kernel": jnp.full_like(layers[out]["kernel"], -slope),
+        "bias": jnp.full_like(layers[out]["bias"], bias),
+    }
     cost = {"params": {"VmapMLP_0": layers}}
     critic = {"reward": state.critic["reward"], "cost": cost}
     return state.replace(critic=critic, critic_target=critic)

@@ -38,9 +38,17 @@ def test_o3srl_is_safe_where_unconstrained_is_not(toy_file, tmp_path):
 
     kappa = 5.0
     cfg = TrainConfig(
-        task="toy", env_id="o3srl.envs.toy:ToyRunEnv", dataset=str(toy_file), cost_limit=kappa, steps=6_000,
-        log_every=1_000, checkpoint_every=6_000, eval_episodes=0, progress=False,
-        td3bc=TD3BCConfig(hidden=(64, 64), gamma=0.9, reward_scale=1.0), o3srl=O3SRLConfig(feedback_batch=64),
+        task="toy",
+        env_id="o3srl.envs.toy:ToyRunEnv",
+        dataset=str(toy_file),
+        cost_limit=kappa,
+        steps=6_000,
+        log_every=1_000,
+        checkpoint_every=6_000,
+        eval_episodes=0,
+        progress=False,
+        td3bc=TD3BCConfig(hidden=(64, 64), gamma=0.9, reward_scale=1.0),
+        o3srl=O3SRLConfig(feedback_batch=64),
     )
     run(dataclasses.replace(cfg, run_dir=str(tmp_path / "o3srl")))
     run(dataclasses.replace(cfg, run_dir=str(tmp_path / "lam0"), algo="td3bc", fixed_lambda=0.0))
@@ -63,13 +71,21 @@ def test_tail_mixture_output_holds_the_last_iterates_and_an_old_checkpoint_resum
     from o3srl.algos.o3srl import O3SRLConfig
     from o3srl.algos.td3bc import TD3BCConfig
     from o3srl.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
-    from o3srl.config import TrainConfig, dumps
+    from o3srl.config import TrainConfig
     from o3srl.policy import MixturePolicy
     from o3srl.train import build_learner, load_problem, run
 
     cfg = TrainConfig(
-        task="toy", env_id="o3srl.envs.toy:ToyRunEnv", dataset=str(toy_file), cost_limit=5.0, steps=2_000,
-        log_every=500, checkpoint_every=1_000, eval_episodes=0, progress=False, run_dir=str(tmp_path / "tail"),
+        task="toy",
+        env_id="o3srl.envs.toy:ToyRunEnv",
+        dataset=str(toy_file),
+        cost_limit=5.0,
+        steps=2_000,
+        log_every=500,
+        checkpoint_every=1_000,
+        eval_episodes=0,
+        progress=False,
+        run_dir=str(tmp_path / "tail"),
         td3bc=TD3BCConfig(hidden=(32, 32), gamma=0.9, reward_scale=1.0),
         o3srl=O3SRLConfig(feedback_batch=32, output="tail", tail_members=4, tail_fraction=0.2),
     )
@@ -91,12 +107,18 @@ def test_tail_mixture_output_holds_the_last_iterates_and_an_old_checkpoint_resum
     _, state, stats, _ = load_checkpoint(old_dir / CHECKPOINT_NAME, learner.init(jax.random.PRNGKey(0)))
     old = serialization.to_state_dict(state)
     del old["tail"], old["bandit"]["hint"]
-    save_checkpoint(old_dir / CHECKPOINT_NAME, step=1_000, state=old, stats=stats,
-                    config_json=(old_dir / "config.json").read_text().strip())
+    save_checkpoint(
+        old_dir / CHECKPOINT_NAME,
+        step=1_000,
+        state=old,
+        stats=stats,
+        config_json=(old_dir / "config.json").read_text().strip(),
+    )
     with pytest.raises(Exception):
         load_checkpoint(old_dir / CHECKPOINT_NAME, learner.init(jax.random.PRNGKey(0)))
-    _, upgraded, _, _ = load_checkpoint(old_dir / CHECKPOINT_NAME, learner.init(jax.random.PRNGKey(0)),
-                                        learner.upgrade_state_dict)
+    _, upgraded, _, _ = load_checkpoint(
+        old_dir / CHECKPOINT_NAME, learner.init(jax.random.PRNGKey(0)), learner.upgrade_state_dict
+    )
     assert np.all(np.asarray(upgraded.bandit.hint) == 0)
     np.testing.assert_array_equal(upgraded.bandit.log_weights, state.bandit.log_weights)
     run(dataclasses.replace(old_cfg, steps=2_000), resume_dir=str(old_dir))  # train.run applies the upgrade itself

@@ -147,7 +147,16 @@ def test_run_files(toy_file, tmp_path):
 
     run(small_config(toy_file, tmp_path / "r", steps=200))
     d = tmp_path / "r"
-    for name in ("config.json", "run.json", "metrics.jsonl", "rounds.npz", "checkpoint.msgpack", "policy.msgpack", "eval.json", "bandit.png"):
+    for name in (
+        "config.json",
+        "run.json",
+        "metrics.jsonl",
+        "rounds.npz",
+        "checkpoint.msgpack",
+        "policy.msgpack",
+        "eval.json",
+        "bandit.png",
+    ):
         assert (d / name).exists(), name
     cfg = json.loads((d / "config.json").read_text())
     assert cfg["o3srl"]["num_arms"] == 5 and cfg["td3bc"]["hidden"] == [32, 32]
@@ -197,7 +206,9 @@ def test_dataset_env_mismatch(tmp_path, arrays):
     assert not (tmp_path / "x").exists()
 
 
-@pytest.mark.parametrize("task", ["OfflineBallRun-v0", "OfflineCarCircle-v0", "OfflineDroneRun-v0", "OfflineAntCircle-v0"])
+@pytest.mark.parametrize(
+    "task", ["OfflineBallRun-v0", "OfflineCarCircle-v0", "OfflineDroneRun-v0", "OfflineAntCircle-v0"]
+)
 def test_registered_tasks_need_no_simulator_to_train(task, monkeypatch, tmp_path):
     """load_problem takes a registered task's shapes and [−1, 1] bounds from the registry (training machines need no
     simulator); they must be what the simulator itself reports."""
@@ -215,9 +226,13 @@ def test_registered_tasks_need_no_simulator_to_train(task, monkeypatch, tmp_path
         n = 20
         rng = np.random.default_rng(0)
         arrays = {
-            "observations": rng.normal(size=(n, spec.obs_dim)), "next_observations": rng.normal(size=(n, spec.obs_dim)),
-            "actions": rng.uniform(-1, 1, (n, spec.act_dim)), "rewards": np.ones(n), "costs": np.zeros(n),
-            "terminals": np.zeros(n, bool), "timeouts": np.arange(n) % 10 == 9,
+            "observations": rng.normal(size=(n, spec.obs_dim)),
+            "next_observations": rng.normal(size=(n, spec.obs_dim)),
+            "actions": rng.uniform(-1, 1, (n, spec.act_dim)),
+            "rewards": np.ones(n),
+            "costs": np.zeros(n),
+            "terminals": np.zeros(n, bool),
+            "timeouts": np.arange(n) % 10 == 9,
         }
         path = OfflineDataset(arrays).save(tmp_path / "ballrun.hdf5")
 

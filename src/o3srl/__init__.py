@@ -13,7 +13,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from o3srl.policy import Policy
 
 
-def load_policy(run_dir: str) -> "Policy":
+def load_policy(run_dir: str) -> Policy:
     """Load the final policy of a run directory as a callable ``obs -> action`` (numpy in, numpy out)."""
     from o3srl.policy import load_policy as _load_policy
 
@@ -28,4 +28,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'o3srl' has no attribute {name!r}")
 
 
-__all__ = ["__version__", "load_policy", "OfflineDataset"]
+__all__ = ["OfflineDataset", "__version__", "load_policy"]

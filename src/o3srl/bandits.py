@@ -8,9 +8,9 @@ Bandits
     ``exp3``     importance-weighted EXP3 with an exploration mix (Auer et al., 2002):
                  ``p = (1 − γ) softmax(w) + γ / K``; only the pulled arm is updated, ``w_k −= η ℓ_k / p_k``.
     ``exp3ix``   EXP3-IX (Neu, 2015): ``p = softmax(w)``, ``w_k −= η ℓ_k / (p_k + γ_ix)`` (implicit exploration).
-    ``exp3box``  EXP3 on a box (the adaptive λ-player's bandit): the importance-weighted EXP3 update, then no arm's log-weight may
-                 fall more than ``W = max_gap`` below the best one's (a projection onto the truncated simplex
-                 ``p_k ≥ e^{−W} max_j p_j``). Inside the box nothing pulls the weights anywhere, so the λ-player
+    ``exp3box``  EXP3 on a box (the adaptive λ-player's bandit): the importance-weighted EXP3 update, then no arm's
+                 log-weight may fall more than ``W = max_gap`` below the best one's (a projection onto the truncated
+                 simplex ``p_k ≥ e^{−W} max_j p_j``). Inside the box nothing pulls the weights anywhere, so the λ-player
                  integrates its losses exactly (with linear losses in λ it settles where the violation averages
                  zero); the box bounds how far the weights can wind up, so it turns around within ≈ W / (η Δℓ)
                  rounds when the oracle's drift changes which arm is best, and it keeps every arm's probability
@@ -144,7 +144,7 @@ def default_exploration(num_arms: int, num_rounds: int) -> float:
 
 
 def arm_probabilities(
-    state: BanditState, kind: BanditKind, exploration: float, optimism: float | jax.Array = 0.0
+    state: BanditState, kind: BanditKind, exploration: float | jax.Array, optimism: float | jax.Array = 0.0
 ) -> jax.Array:
     """The distribution the next arm is drawn from: ``softmax(w − β m)`` with the hint m (the last losses) and the
     optimism β (0: the plain algorithm), mixed with the uniform distribution by ``exploration`` for EXP3 / EXP3.S."""
@@ -165,8 +165,8 @@ def update_bandit(
     arm: jax.Array,
     losses: jax.Array,
     probs: jax.Array,
-    learning_rate: float,
-    exploration: float,
+    learning_rate: float | jax.Array,
+    exploration: float | jax.Array,
     optimism: float | jax.Array = 0.0,
     hint_losses: jax.Array | None = None,
     max_gap: float | jax.Array = MAX_GAP,
@@ -234,15 +234,20 @@ def lagrangian_feedback(
 
 
 def shaped_feedback(
-    lambdas: jax.Array, reward_estimate: jax.Array, cost_estimate: jax.Array, budget: float, value_scale: float
+    lambdas: jax.Array,
+    reward_estimate: jax.Array,
+    cost_estimate: jax.Array,
+    budget: float | jax.Array,
+    value_scale: float | jax.Array,
 ) -> jax.Array:
     """Losses of every arm from the whole Lagrangian ``R̂ − λ_k (Ĉ − B)``, in [0, 1] (see module docstring)."""
     lagrangian = reward_estimate - lambdas * (cost_estimate - budget)
     return 0.5 * (1.0 + jnp.clip(lagrangian / value_scale, -1.0, 1.0))
 
 
-def ogd_lambda_step(lam: jax.Array, cost_estimate: jax.Array, budget: float, learning_rate: float,
-                    max_lambda: float) -> jax.Array:
+def ogd_lambda_step(
+    lam: jax.Array, cost_estimate: jax.Array, budget: float, learning_rate: float, max_lambda: float
+) -> jax.Array:
     """Algorithm 1's continuous λ-player: projected online gradient descent on the loss ``−λ (V̂_c − B)``.
 
     The gradient of the loss in λ is ``−(V̂_c − B)``, so the step is ``λ ← Π_[0, C](λ + η (V̂_c − B))``: λ rises

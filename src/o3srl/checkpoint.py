@@ -19,10 +19,10 @@ from flax import serialization
 from o3srl.data.sampler import NormStats
 from o3srl.errors import O3SRLError
 from o3srl.io import atomic_write_bytes
+from o3srl.rundir import CHECKPOINT_NAME as CHECKPOINT_NAME  # the file names belong to o3srl.rundir
+from o3srl.rundir import POLICY_NAME as POLICY_NAME
 
 FORMAT_VERSION = 1
-CHECKPOINT_NAME = "checkpoint.msgpack"
-POLICY_NAME = "policy.msgpack"
 
 
 class CheckpointError(O3SRLError):
@@ -50,11 +50,13 @@ def read_payload(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"no checkpoint at {path}")
     try:
         payload = serialization.msgpack_restore(path.read_bytes())
-    except Exception as exc:  # msgpack raises several error types on a damaged file
+    except Exception as exc:  # noqa: BLE001 — msgpack raises several error types on a damaged file
         raise CheckpointError(f"checkpoint {path} cannot be read ({exc})") from None
     version = payload.get("format_version")
     if version != FORMAT_VERSION:
-        raise CheckpointError(f"checkpoint {path} has format version {version}; this o3srl reads version {FORMAT_VERSION}")
+        raise CheckpointError(
+            f"checkpoint {path} has format version {version}; this o3srl reads version {FORMAT_VERSION}"
+        )
     return payload
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 import sys
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from o3srl.errors import O3SRLError
 
@@ -24,7 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 RAW_ARGV = {"o3srl.train:cli_train"}
 DATA_COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("o3srl.data.info:cli_info", "summarise a dataset file (episodes, returns, safe frontier, plot)"),
-    "make": ("o3srl.data.make:cli_make", "make a DSRL-format dataset for a task by rolling out its behaviour zoo"),
+    "make": ("o3srl.behaviour.make:cli_make", "make a DSRL-format dataset for a task by rolling out its behaviour zoo"),
     "train-behaviour": ("o3srl.behaviour.zoo:cli_train_behaviour", "retrain a task's behaviour-policy zoo (PPO-Lag)"),
     "compare": ("o3srl.data.compare:cli_compare", "check that two dataset files hold the same data within a tolerance"),
 }
@@ -52,7 +52,9 @@ def _usage(prog: str, table: dict[str, tuple[str, str]], extra: dict[str, str] |
     return "\n".join(lines)
 
 
-def _dispatch(prog: str, table: dict[str, tuple[str, str]], argv: list[str], extra: dict[str, str] | None = None) -> int:
+def _dispatch(
+    prog: str, table: dict[str, tuple[str, str]], argv: list[str], extra: dict[str, str] | None = None
+) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage(prog, table, extra))
         return 0 if argv else 2

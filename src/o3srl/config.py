@@ -9,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -91,28 +93,41 @@ class TrainConfig:
     def oracle_name(self) -> str:
         return self.oracle if self.algo == "o3srl" else self.algo
 
-    def resolved(self) -> "TrainConfig":
+    def resolved(self) -> TrainConfig:
         """Check every value (type and range, see :mod:`o3srl.validation`), apply ``quick`` and check that the
         values are consistent with each other; raises :class:`ConfigError` naming the bad value."""
         check_fields(self)
         cfg = self
         if cfg.quick:
-            cfg = dataclasses.replace(cfg, steps=min(cfg.steps, 2_000), eval_episodes=min(cfg.eval_episodes, 5),
-                                      log_every=min(cfg.log_every, 500), checkpoint_every=min(cfg.checkpoint_every, 1_000))
+            cfg = dataclasses.replace(
+                cfg,
+                steps=min(cfg.steps, 2_000),
+                eval_episodes=min(cfg.eval_episodes, 5),
+                log_every=min(cfg.log_every, 500),
+                checkpoint_every=min(cfg.checkpoint_every, 1_000),
+            )
         is_theory = cfg.algo == "o3srl" and cfg.variant == "theory"
         if is_theory:
             if cfg.steps % cfg.theory.iterations:
-                raise ConfigError(f"steps ({cfg.steps}) must be a multiple of theory.iterations ({cfg.theory.iterations})")
+                raise ConfigError(
+                    f"steps ({cfg.steps}) must be a multiple of theory.iterations ({cfg.theory.iterations})"
+                )
             # One logged row and one checkpoint per iteration.
             per = cfg.steps // cfg.theory.iterations
-            cfg = dataclasses.replace(cfg, log_every=per, checkpoint_every=per,
-                                      eval_every=cfg.eval_every and max(per, cfg.eval_every // per * per))
+            cfg = dataclasses.replace(
+                cfg,
+                log_every=per,
+                checkpoint_every=per,
+                eval_every=cfg.eval_every and max(per, cfg.eval_every // per * per),
+            )
             cfg = dataclasses.replace(cfg, o3srl=dataclasses.replace(cfg.o3srl, steps_per_round=per))
         m = cfg.o3srl.steps_per_round
         if cfg.log_every < m or cfg.log_every % m:
             raise ConfigError(f"log_every ({cfg.log_every}) must be a multiple of steps_per_round M ({m})")
         if cfg.checkpoint_every % cfg.log_every:
-            raise ConfigError(f"checkpoint_every ({cfg.checkpoint_every}) must be a multiple of log_every ({cfg.log_every})")
+            raise ConfigError(
+                f"checkpoint_every ({cfg.checkpoint_every}) must be a multiple of log_every ({cfg.log_every})"
+            )
         if cfg.eval_every and cfg.eval_every % cfg.log_every:
             raise ConfigError(f"eval_every ({cfg.eval_every}) must be a multiple of log_every ({cfg.log_every})")
         if cfg.steps % m:
@@ -122,8 +137,10 @@ class TrainConfig:
         if cfg.reward_min is not None and cfg.reward_max is not None and cfg.reward_max <= cfg.reward_min:
             raise ConfigError(f"reward_max ({cfg.reward_max}) must exceed reward_min ({cfg.reward_min})")
         if is_theory and cfg.theory.initial_lambda > cfg.theory.max_lambda:
-            raise ConfigError(f"theory.initial_lambda ({cfg.theory.initial_lambda}) must lie in [0, theory.max_lambda] "
-                              f"= [0, {cfg.theory.max_lambda}]")
+            raise ConfigError(
+                f"theory.initial_lambda ({cfg.theory.initial_lambda}) must lie in [0, theory.max_lambda] "
+                f"= [0, {cfg.theory.max_lambda}]"
+            )
         return cfg
 
 
@@ -153,7 +170,9 @@ def apply_overrides(cfg: Any, overrides: dict[str, Any]) -> Any:
     names = {f.name for f in dataclasses.fields(cfg)}
     for key in list(flat) + list(nested):
         if key not in names:
-            raise ConfigError(f"unknown config field {key!r} for {type(cfg).__name__}; known: {', '.join(sorted(names))}")
+            raise ConfigError(
+                f"unknown config field {key!r} for {type(cfg).__name__}; known: {', '.join(sorted(names))}"
+            )
     for head, sub in nested.items():
         if not dataclasses.is_dataclass(getattr(cfg, head)):
             raise ConfigError(f"config key {head}.{next(iter(sub))}: {head} is not a section")
@@ -227,11 +246,133 @@ def read_config(path: str | os.PathLike[str]) -> TrainConfig:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ConfigError(f"{path} is not valid JSON ({exc}); it should hold the run's config as written by "
-                          "'o3srl train'") from None
+        raise ConfigError(
+            f"{path} is not valid JSON ({exc}); it should hold the run's config as written by 'o3srl train'"
+        ) from None
     try:
         cfg = from_dict(data)
         cfg.resolved()
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
     return cfg
+
+
+# ---------------------------------------------------------------------------------------------------- overrides
+# Overrides written in a file (a grid's TOML tables) are checked against the fields' annotations before a config is
+# built from them, and configs saved by earlier sittings are compared with the current ones.
+
+UNCOMPARED = {"run_dir", "dataset", "progress", "tensorboard"}
+"""Fields that may legitimately differ between sittings (machines, checkouts) without changing what a run
+computes."""
+
+
+def flatten_tables(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """TOML tables (``td3bc.hidden = [..]`` or ``[defaults.td3bc]``) → dotted keys for ``apply_overrides``."""
+    out: dict[str, Any] = {}
+    for key, value in table.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten_tables(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def conforms(tp: Any, value: Any) -> bool:
+    """Whether a TOML value fits a config field's annotation (Literal, Optional, int, float, bool, str, tuples)."""
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return True
+    if origin is Literal:
+        return any(value == v and type(value) is type(v) for v in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return any(conforms(t, value) for t in typing.get_args(tp))
+    if tp is type(None):
+        return value is None
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is str:
+        return isinstance(value, str)
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(conforms(args[0], v) for v in value)
+        return len(args) == len(value) and all(conforms(a, v) for a, v in zip(args, value))
+    return True  # annotations this checker does not know are left to the config's own validation
+
+
+def coerce(tp: Any, value: Any) -> Any:
+    """Integers given for float fields become floats, so saved configs compare equal across sittings."""
+    if tp is float and isinstance(value, int):
+        return float(value)
+    args = typing.get_args(tp)
+    if (
+        typing.get_origin(tp) in (typing.Union, types.UnionType)
+        and float in args
+        and isinstance(value, int)
+        and not isinstance(value, bool)
+        and int not in args
+    ):
+        return float(value)
+    if typing.get_origin(tp) is tuple and isinstance(value, (list, tuple)) and args:
+        inner = args[0] if len(args) == 2 and args[1] is Ellipsis else None
+        if inner is not None:
+            return tuple(coerce(inner, v) for v in value)
+    if typing.get_origin(tp) in (typing.Union, types.UnionType) and isinstance(value, list):
+        for arg in args:
+            if typing.get_origin(arg) is tuple and conforms(arg, value):
+                return coerce(arg, value)
+    return value
+
+
+def field_type(root: type, dotted: str) -> Any:
+    """The annotation of a dotted TrainConfig field, or a ConfigError naming the unknown part."""
+    cls: Any = root
+    parts = dotted.split(".")
+    for i, part in enumerate(parts):
+        hints = typing.get_type_hints(cls)
+        fields = {f.name for f in dataclasses.fields(cls)}
+        if part not in fields:
+            where = ".".join(parts[:i]) or "the training config"
+            raise ConfigError(
+                f"unknown config key {dotted!r} (no field {part!r} in {where}; known: {', '.join(sorted(fields))})"
+            )
+        tp = hints[part]
+        if i < len(parts) - 1:
+            if not dataclasses.is_dataclass(tp):
+                raise ConfigError(f"config key {dotted!r}: {'.'.join(parts[: i + 1])} is not a section")
+            cls = tp
+    return tp
+
+
+def type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    return str(tp).replace("typing.", "")
+
+
+def config_json_dict(cfg: TrainConfig) -> dict[str, Any]:
+    return json.loads(json.dumps(to_dict(cfg)))
+
+
+def config_differences(saved: dict[str, Any], current: dict[str, Any], prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two config dicts, ignoring machine-local fields; a field added
+    since ``saved`` was written counts as holding its old-behaviour value there (``config.ADDED_FIELDS``)."""
+    out: list[str] = []
+    for key in sorted(set(saved) | set(current)):
+        if not prefix and key in UNCOMPARED:
+            continue
+        a, b = saved.get(key), current.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += config_differences(a, b, f"{prefix}{key}.")
+        elif key not in saved and f"{prefix}{key}" in ADDED_FIELDS and b == ADDED_FIELDS[f"{prefix}{key}"]:
+            continue
+        elif a != b:
+            out.append(f"{prefix}{key}: {a!r} → {b!r}")
+    return out

@@ -10,8 +10,9 @@ safe ⇔ normalised cost ≤ 1.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 

@@ -9,8 +9,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from o3srl.errors import O3SRLError
-
-METRICS_NAME = "metrics.jsonl"
+from o3srl.rundir import METRICS_NAME as METRICS_NAME  # the file names belong to o3srl.rundir
 
 
 class Sink(Protocol):
@@ -52,7 +51,7 @@ class JsonlSink:
         self.path = Path(path)
         if resume_step is not None and self.path.exists():
             self._truncate_after(resume_step)
-        self._file = open(self.path, "a", encoding="utf-8")
+        self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 — held until close()
 
     def _truncate_after(self, step: int) -> None:
         """On resume, drop rows logged after the checkpoint so the file matches an uninterrupted run (a last row
@@ -78,7 +77,9 @@ class TensorBoardSink:
         try:
             from tensorboardX import SummaryWriter
         except ImportError as exc:
-            raise O3SRLError("TensorBoard logging needs the 'tensorboard' extra: pip install 'o3srl[tensorboard]'") from exc
+            raise O3SRLError(
+                "TensorBoard logging needs the 'tensorboard' extra: pip install 'o3srl[tensorboard]'"
+            ) from exc
         self._writer = SummaryWriter(str(log_dir))
 
     def write(self, step: int, metrics: dict[str, float]) -> None:
@@ -117,10 +118,13 @@ def _parse_lines(path: Path, *, tolerate_torn_end: bool, note: bool = True) -> l
         except ValueError as exc:
             if tolerate_torn_end and i == len(lines) - 1:
                 if note:
-                    print(f"note: {path}: dropped its last line, which is incomplete ({len(line)} characters)",
-                          file=sys.stderr)
+                    print(
+                        f"note: {path}: dropped its last line, which is incomplete ({len(line)} characters)",
+                        file=sys.stderr,
+                    )
                 break
-            raise O3SRLError(f"{path}: line {i + 1} is not a metrics row ({exc}); only a torn last line can be "
-                             "repaired") from None
+            raise O3SRLError(
+                f"{path}: line {i + 1} is not a metrics row ({exc}); only a torn last line can be repaired"
+            ) from None
         out.append((line, row))
     return out

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -17,18 +17,15 @@ def plot_bandit_history(trace_path: str | Path, out_path: str | Path, arms: Sequ
     import matplotlib.pyplot as plt
 
     from o3srl.io import atomic_write_bytes
+    from o3srl.rundir import read_trace
 
-    trace_path = Path(trace_path)
-    if not trace_path.exists():
-        return None
-    with np.load(trace_path) as f:
-        cols = {k.replace("__", "/"): f[k] for k in f.files}
-    if "bandit/p/0" not in cols:
+    cols = read_trace(Path(trace_path))
+    if cols is None or "bandit/p/0" not in cols:
         return None
     rounds = cols["round"]
     fig, (ax_p, ax_l, ax_c) = plt.subplots(3, 1, figsize=(7.5, 7.5), sharex=True)
-    for k, lam in enumerate(arms):
-        ax_p.plot(rounds, cols[f"bandit/p/{k}"], label=f"λ = {lam:g}", lw=1)
+    for k, arm in enumerate(arms):
+        ax_p.plot(rounds, cols[f"bandit/p/{k}"], label=f"λ = {arm:g}", lw=1)
     ax_p.set_ylabel("arm probability")
     ax_p.legend(fontsize=8, ncol=min(len(arms), 5))
     lam = cols["bandit/lambda"]

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import serialization
 
-from o3srl.checkpoint import POLICY_NAME, read_payload, stats_from_dict
+from o3srl.checkpoint import read_payload, stats_from_dict
 from o3srl.data.sampler import NormStats, denormalize_action, normalize_obs
 from o3srl.errors import O3SRLError
+from o3srl.rundir import POLICY_NAME
 
 
 class Policy:
@@ -56,7 +57,9 @@ class MixturePolicy(Policy):
     estimated cost anywhere in 40 ± 18 (two standard deviations); 20 stratified ones over 10 members give 40.
     """
 
-    def __init__(self, act_fn: Callable[[Any, jax.Array], jax.Array], stacked_params: Any, stats: NormStats, seed: int = 0):
+    def __init__(
+        self, act_fn: Callable[[Any, jax.Array], jax.Array], stacked_params: Any, stats: NormStats, seed: int = 0
+    ):
         super().__init__(jax.vmap(act_fn, in_axes=(0, None)), stacked_params, stats)
         self.num_members = int(jax.tree.leaves(stacked_params)[0].shape[0])
         self._rng = np.random.default_rng(seed)
@@ -75,9 +78,11 @@ class MixturePolicy(Policy):
         batch = obs[None] if single else obs
         if batch.shape[-1] != self.obs_dim:
             raise O3SRLError(f"policy expects observations of dim {self.obs_dim}, got shape {obs.shape}")
-        every = np.asarray(self._act(self.actor_params, jnp.asarray(normalize_obs(batch, self.stats))))  # (members, B, act)
+        every = np.asarray(
+            self._act(self.actor_params, jnp.asarray(normalize_obs(batch, self.stats)))
+        )  # (members, B, act)
         rows = np.arange(batch.shape[0])
-        chosen = np.array([self._members[i] if i in self._members else self.begin_episode(i) for i in rows])
+        chosen = np.array([self._members[i] if i in self._members else self.begin_episode(i) for i in range(len(rows))])
         action = np.asarray(denormalize_action(every[chosen, rows], self.stats), np.float32)
         return action[0] if single else action
 

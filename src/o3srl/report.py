@@ -24,15 +24,18 @@ import json
 import math
 import time
 from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Iterable, Literal, Mapping, Sequence
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from tyro.conf import Positional
 from tyro.conf import arg as tyro_arg
 
+from o3srl.data.transforms import is_safe
 from o3srl.errors import O3SRLError
+from o3srl.rundir import RUN_INFO_NAME, TRACE_NAME, read_metrics, read_trace
 
 Mark = Literal["best", "safe", "unsafe", "missing"]
 SAFE, UNSAFE = "✓", "✗"
@@ -64,11 +67,6 @@ class Entry:
     @property
     def safe(self) -> bool:
         return is_safe(self.cost_mean)
-
-
-def is_safe(normalized_cost: float) -> bool:
-    """DSRL's criterion on the mean normalized cost; a NaN cost is not safe."""
-    return bool(normalized_cost <= 1.0)
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -103,8 +101,10 @@ def format_entry(entry: Entry | None, mark: Mark, *, digits: int = 2, expected_n
     """Markdown text of one entry: ``✓ **r ± s / c ± s**`` (best), ``✓ r ± s / c ± s``, ``✗ *r ± s / c ± s*``."""
     if entry is None or mark == "missing":
         return "—"
-    text = (f"{entry.reward_mean:.{digits}f} ± {entry.reward_std:.{digits}f} / "
-            f"{entry.cost_mean:.{digits}f} ± {entry.cost_std:.{digits}f}")
+    text = (
+        f"{entry.reward_mean:.{digits}f} ± {entry.reward_std:.{digits}f} / "
+        f"{entry.cost_mean:.{digits}f} ± {entry.cost_std:.{digits}f}"
+    )
     if mark == "best":
         text = f"{SAFE} **{text}**"
     elif mark == "safe":
@@ -129,7 +129,9 @@ def show_markdown_table(header: Sequence[str], rows: Iterable[Sequence[str]], pa
     return table
 
 
-def safe_counts(table: Mapping[str, Mapping[str, Entry | None]], algorithms: Iterable[str]) -> dict[str, tuple[int, int]]:
+def safe_counts(
+    table: Mapping[str, Mapping[str, Entry | None]], algorithms: Iterable[str]
+) -> dict[str, tuple[int, int]]:
     """Per algorithm: (tasks where it is safe, tasks where it has an entry)."""
     out: dict[str, tuple[int, int]] = {}
     for alg in algorithms:
@@ -153,7 +155,7 @@ class Results:
 
 def load_results(path: str | Path) -> Results:
     """Read a results file; keep each cell's last successful row, in the grid's task/algorithm order."""
-    from o3srl.bench import finished_rows, read_rows
+    from o3srl.results import finished_rows, read_rows
 
     p = Path(path)
     if not p.is_file():
@@ -165,8 +167,10 @@ def load_results(path: str | Path) -> Results:
     for row in rows:
         missing = [k for k in needed if k not in row]
         if missing or "eval/normalized_reward" not in row["metrics"] or "eval/normalized_cost" not in row["metrics"]:
-            raise O3SRLError(f"{path}: row {row.get('cell_id')!r} lacks {missing or 'eval/normalized_* metrics'}; "
-                             "is this a file written by 'o3srl bench'?")
+            raise O3SRLError(
+                f"{path}: row {row.get('cell_id')!r} lacks {missing or 'eval/normalized_* metrics'}; "
+                "is this a file written by 'o3srl bench'?"
+            )
     if not rows:
         raise O3SRLError(f"{path} holds no finished cells (rows with status 'ok')")
     failed = {r["cell_id"]: r for r in all_rows if r.get("status") == "failed" and r.get("cell_id") not in done}
@@ -179,12 +183,19 @@ def load_results(path: str | Path) -> Results:
         return sorted(first, key=lambda k: first[k])
 
     labels = {r["algorithm"]: r.get("label") or r["algorithm"] for r in rows}
-    return Results(rows=rows, failed=list(failed.values()), tasks=ordered("task", 0), algorithms=ordered("algorithm", 1),
-                   labels=labels, cost_limits=sorted({float(r["cost_limit"]) for r in rows}))
+    return Results(
+        rows=rows,
+        failed=list(failed.values()),
+        tasks=ordered("task", 0),
+        algorithms=ordered("algorithm", 1),
+        labels=labels,
+        cost_limits=sorted({float(r["cost_limit"]) for r in rows}),
+    )
 
 
-def build_table(rows: Iterable[dict[str, Any]], cost_limit: float, key: str = "eval/normalized_reward"
-                ) -> dict[str, dict[str, Entry]]:
+def build_table(
+    rows: Iterable[dict[str, Any]], cost_limit: float, key: str = "eval/normalized_reward"
+) -> dict[str, dict[str, Entry]]:
     """task → algorithm → Entry over the seeds at ``cost_limit`` (``key``: the reward-side metric)."""
     groups: dict[tuple[str, str], tuple[list[float], list[float]]] = defaultdict(lambda: ([], []))
     for row in rows:
@@ -199,13 +210,18 @@ def build_table(rows: Iterable[dict[str, Any]], cost_limit: float, key: str = "e
     return dict(table)
 
 
-def render_table(table: Mapping[str, Mapping[str, Entry]], tasks: Sequence[str], algorithms: Sequence[str],
-                 labels: Mapping[str, str], *, digits: int = 2) -> str:
+def render_table(
+    table: Mapping[str, Mapping[str, Entry]],
+    tasks: Sequence[str],
+    algorithms: Sequence[str],
+    labels: Mapping[str, str],
+    *,
+    digits: int = 2,
+) -> str:
     """The paper's layout as a markdown table, with a mean row and the count of tasks where each algorithm is safe."""
     present = [t for t in tasks if t in table]
     expected = max((e.n for row in table.values() for e in row.values()), default=None)
-    lines = ["| task | " + " | ".join(labels.get(a, a) for a in algorithms) + " |",
-             "|---|" + "---|" * len(algorithms)]
+    lines = ["| task | " + " | ".join(labels.get(a, a) for a in algorithms) + " |", "|---|" + "---|" * len(algorithms)]
     for task in present:
         entries = {a: table[task].get(a) for a in algorithms}
         marks = mark_entries(entries)
@@ -217,19 +233,24 @@ def render_table(table: Mapping[str, Mapping[str, Entry]], tasks: Sequence[str],
         if es:
             # A mean over fewer tasks than the table has is not comparable with the others: say over how many.
             partial = f" ({len(es)} / {len(present)} tasks)" if len(es) < len(present) else ""
-            means.append(f"{np.mean([e.reward_mean for e in es]):.{digits}f} / "
-                         f"{np.mean([e.cost_mean for e in es]):.{digits}f}{partial}")
+            means.append(
+                f"{np.mean([e.reward_mean for e in es]):.{digits}f} / "
+                f"{np.mean([e.cost_mean for e in es]):.{digits}f}{partial}"
+            )
         else:
             means.append("—")
     lines.append("| *mean over tasks* | " + " | ".join(means) + " |")
     counts = safe_counts({t: table[t] for t in present}, algorithms)
-    lines.append("| **safe on (tasks)** | " + " | ".join(f"{s} / {n}" for s, n in (counts[a] for a in algorithms)) + " |")
+    lines.append(
+        "| **safe on (tasks)** | " + " | ".join(f"{s} / {n}" for s, n in (counts[a] for a in algorithms)) + " |"
+    )
     return "\n".join(lines)
 
 
 # ---------------------------------------------------------------------------------------------------- statistics
-def score_matrices(rows: Sequence[dict[str, Any]], cost_limit: float, algorithms: Sequence[str]
-                   ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], list[str], int]:
+def score_matrices(
+    rows: Sequence[dict[str, Any]], cost_limit: float, algorithms: Sequence[str]
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], list[str], int]:
     """rliable's (runs × tasks) matrices of normalized reward and cost over the tasks every algorithm has, using the
     first n seeds of each (n = the smallest seed count), so all algorithms are compared on the same runs."""
     by: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
@@ -252,15 +273,24 @@ def score_matrices(rows: Sequence[dict[str, Any]], cost_limit: float, algorithms
     return rewards, costs, tasks, n
 
 
+def _point_and_interval(point: dict[str, np.ndarray], interval: dict[str, np.ndarray], alg: str) -> str:
+    """``point [low, high]`` of one algorithm's estimate."""
+    return f"{float(point[alg][0]):.3f} [{float(interval[alg][0, 0]):.3f}, {float(interval[alg][1, 0]):.3f}]"
+
+
 def aggregate_section(results: Results, *, reps: int = 2000, seed: int = 0) -> str:
     """Markdown for rliable's IQM and safe rate with stratified-bootstrap CIs, or a note that rliable is missing."""
     try:
         from rliable import library, metrics
     except ImportError:
-        return ("rliable is not installed, so aggregate statistics are skipped "
-                "(install them with `pip install 'o3srl[stats]'`).")
-    out = [f"IQM (interquartile mean over all runs × tasks) and safe rate (fraction of runs with normalized cost ≤ 1), "
-           f"with 95% stratified-bootstrap confidence intervals (rliable, {reps} resamples of runs within each task)."]
+        return (
+            "rliable is not installed, so aggregate statistics are skipped "
+            "(install them with `pip install 'o3srl[stats]'`)."
+        )
+    out = [
+        f"IQM (interquartile mean over all runs × tasks) and safe rate (fraction of runs with normalized cost ≤ 1), "
+        f"with 95% stratified-bootstrap confidence intervals (rliable, {reps} resamples of runs within each task)."
+    ]
     for kappa in results.cost_limits:
         rewards, costs, tasks, n = score_matrices(results.rows, kappa, results.algorithms)
         if not tasks:
@@ -279,14 +309,15 @@ def aggregate_section(results: Results, *, reps: int = 2000, seed: int = 0) -> s
             s_pt, s_ci = library.get_interval_estimates(safe, mean, reps=reps, random_state=state)
         n_tasks = f"{len(tasks)} task" + ("s" if len(tasks) != 1 else "")
         n_seeds = f"{n} seed" + ("s" if n != 1 else "")
-        out.append(f"\n**κ = {kappa:g}** ({n_tasks} × {n_seeds}: {', '.join(tasks)}; a task enters when every "
-                   f"algorithm has run on it)\n")
+        out.append(
+            f"\n**κ = {kappa:g}** ({n_tasks} × {n_seeds}: {', '.join(tasks)}; a task enters when every "
+            f"algorithm has run on it)\n"
+        )
         out.append("| algorithm | IQM normalized reward | IQM normalized cost | safe rate |")
         out.append("|---|---|---|---|")
         for alg in results.algorithms:
-            def fmt(pt: dict[str, np.ndarray], ci: dict[str, np.ndarray]) -> str:
-                return f"{float(pt[alg][0]):.3f} [{float(ci[alg][0, 0]):.3f}, {float(ci[alg][1, 0]):.3f}]"
-            out.append(f"| {results.labels[alg]} | {fmt(r_pt, r_ci)} | {fmt(c_pt, c_ci)} | {fmt(s_pt, s_ci)} |")
+            cells = [_point_and_interval(pt, ci, alg) for pt, ci in ((r_pt, r_ci), (c_pt, c_ci), (s_pt, s_ci))]
+            out.append(f"| {results.labels[alg]} | " + " | ".join(cells) + " |")
     return "\n".join(out)
 
 
@@ -320,34 +351,53 @@ def _figure_legend(fig: Any, axes: Any) -> None:
     for ax in axes.flat:
         for handle, label in zip(*ax.get_legend_handles_labels()):
             entries.setdefault(label, handle)
-    fig.legend(list(entries.values()), list(entries), loc="lower center", ncol=min(max(len(entries), 1), 4),
-               fontsize=8, frameon=False)
+    fig.legend(
+        list(entries.values()),
+        list(entries),
+        loc="lower center",
+        ncol=min(max(len(entries), 1), 4),
+        fontsize=8,
+        frameon=False,
+    )
 
 
 def plot_tradeoff(results: Results, cost_limit: float) -> bytes:
     """Per task: normalized cost (x) vs normalized reward (y) of every algorithm, seeds and mean ± std, κ line at 1."""
     plt = _pyplot()
-    tasks = [t for t in results.tasks if any(r["task"] == t and float(r["cost_limit"]) == cost_limit for r in results.rows)]
+    tasks = [
+        t for t in results.tasks if any(r["task"] == t and float(r["cost_limit"]) == cost_limit for r in results.rows)
+    ]
     nrows, ncols = _grid_shape(len(tasks))
     fig, axes = plt.subplots(nrows, ncols, figsize=(max(3.6 * ncols, 6.0), 3.2 * nrows + 0.6), squeeze=False)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for ax, task in zip(axes.flat, tasks):
         for k, alg in enumerate(results.algorithms):
-            pts = [(r["metrics"]["eval/normalized_cost"], r["metrics"]["eval/normalized_reward"]) for r in results.rows
-                   if r["task"] == task and r["algorithm"] == alg and float(r["cost_limit"]) == cost_limit]
+            pts = [
+                (r["metrics"]["eval/normalized_cost"], r["metrics"]["eval/normalized_reward"])
+                for r in results.rows
+                if r["task"] == task and r["algorithm"] == alg and float(r["cost_limit"]) == cost_limit
+            ]
             if not pts:
                 continue
             c, rw = np.array(pts).T
             color = colors[k % len(colors)]
             ax.scatter(c, rw, s=12, alpha=0.35, color=color)
-            ax.errorbar(c.mean(), rw.mean(), xerr=c.std(), yerr=rw.std(), fmt="o", color=color, capsize=3,
-                        label=results.labels[alg])
+            ax.errorbar(
+                c.mean(),
+                rw.mean(),
+                xerr=c.std(),
+                yerr=rw.std(),
+                fmt="o",
+                color=color,
+                capsize=3,
+                label=results.labels[alg],
+            )
         ax.axvline(1.0, color="k", ls="--", lw=1)
         ax.axvspan(1.0, max(ax.get_xlim()[1], 1.05), color="tab:red", alpha=0.07)
         ax.set_title(task, fontsize=9)
         ax.set_xlabel("normalized cost")
         ax.set_ylabel("normalized reward")
-    for ax in list(axes.flat)[len(tasks):]:
+    for ax in list(axes.flat)[len(tasks) :]:
         ax.set_visible(False)
     _figure_legend(fig, axes)
     fig.suptitle(f"κ = {cost_limit:g} (dashed line: the limit; right of it: unsafe)", fontsize=10)
@@ -355,26 +405,12 @@ def plot_tradeoff(results: Results, cost_limit: float) -> bytes:
     return _figure_bytes(fig)
 
 
-def _read_curves(run_dir: Path) -> list[dict[str, Any]]:
-    path = run_dir / "metrics.jsonl"
-    if not path.exists():
-        return []
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                break
-    return rows
-
-
 def plot_curves(results: Results, cost_limit: float) -> bytes | None:
     """Training curves per task (rows) and metric (columns): each seed thin, the mean over seeds thick."""
     curves: dict[tuple[str, str], list[list[dict[str, Any]]]] = defaultdict(list)
     for row in results.rows:
         if float(row["cost_limit"]) == cost_limit and row.get("run_dir"):
-            data = _read_curves(Path(row["run_dir"]))
+            data = read_metrics(Path(row["run_dir"]))
             if data:
                 curves[(row["task"], row["algorithm"])].append(data)
     if not curves:
@@ -401,8 +437,13 @@ def plot_curves(results: Results, cost_limit: float) -> bytes | None:
                     mean = np.mean([s[:n, 1] for s in series], axis=0)
                     ax.plot(series[0][:n, 0], mean, color=colors[k % len(colors)], lw=1.6, label=results.labels[alg])
             if key == "feedback/cost_estimate":
-                budgets = [r["feedback/budget"] for runs in curves.values() for run in runs for r in run[:1]
-                           if r.get("feedback/budget") is not None]
+                budgets = [
+                    r["feedback/budget"]
+                    for runs in curves.values()
+                    for run in runs
+                    for r in run[:1]
+                    if r.get("feedback/budget") is not None
+                ]
                 if budgets:
                     ax.axhline(float(np.median(budgets)), color="k", ls="--", lw=1)
             if key == "eval/normalized_cost":
@@ -427,15 +468,16 @@ def bandit_plots(results: Results, cost_limit: float, out_dir: Path) -> list[tup
         if float(row["cost_limit"]) != cost_limit or cfg.get("algo") != "o3srl" or cfg.get("variant") == "theory":
             continue
         chosen.setdefault((row["task"], row["algorithm"]), row)
-    for (task, alg), row in sorted(chosen.items(), key=lambda kv: (results.tasks.index(kv[0][0]),
-                                                                    results.algorithms.index(kv[0][1]))):
+    for (task, alg), row in sorted(
+        chosen.items(), key=lambda kv: (results.tasks.index(kv[0][0]), results.algorithms.index(kv[0][1]))
+    ):
         run_dir = Path(row.get("run_dir", ""))
-        info_path = run_dir / "run.json"
+        info_path = run_dir / RUN_INFO_NAME
         if not info_path.exists():
             continue
         arms = json.loads(info_path.read_text()).get("arms", [])
         out = out_dir / f"bandit_{task}_{alg}_k{cost_limit:g}_s{row['seed']}.png"
-        if plot_bandit_history(run_dir / "rounds.npz", out, arms) is not None:
+        if plot_bandit_history(run_dir / TRACE_NAME, out, arms) is not None:
             made.append((f"{task}, {results.labels[alg]}, seed {row['seed']}", out))
     return made
 
@@ -443,16 +485,13 @@ def bandit_plots(results: Results, cost_limit: float, out_dir: Path) -> list[tup
 # ---------------------------------------------------------------------------------------------------- κ-response
 def tail_lambda(run_dir: str | Path, fraction: float = 0.1) -> float | None:
     """The mean pulled λ over the last ``fraction`` of a run's rounds (from its ``rounds.npz``); None if absent."""
-    path = Path(run_dir) / "rounds.npz"
-    if not path.exists():
+    trace = read_trace(Path(run_dir) / TRACE_NAME)
+    if trace is None or "bandit/lambda" not in trace:
         return None
-    with np.load(path) as f:
-        if "bandit__lambda" not in f.files:
-            return None
-        lam = np.asarray(f["bandit__lambda"], np.float64)
+    lam = np.asarray(trace["bandit/lambda"], np.float64)
     if lam.size == 0:
         return None
-    return float(lam[-max(1, int(round(lam.size * fraction))):].mean())
+    return float(lam[-max(1, int(round(lam.size * fraction))) :].mean())
 
 
 def _response_cells(results: Results, task: str, alg: str) -> dict[float, list[dict[str, Any]]]:
@@ -470,21 +509,35 @@ def kappa_response_section(results: Results, fig_dir: Path, rel: str) -> tuple[l
     if len(results.cost_limits) < 2:
         return [], {}
     plt = _pyplot()
-    md = ["## Response to the cost limit", "",
-          "Per task and κ: episode reward / episode cost (raw returns, mean over seeds) and, for O3SRL, λ̄ = the mean "
-          "pulled λ over the last 10 % of rounds (mean over seeds; from the run directories). ✗ marks a mean "
-          "normalized cost above 1. R*_data(κ): the dataset's best episode reward among episodes with cost ≤ κ.", ""]
+    md = [
+        "## Response to the cost limit",
+        "",
+        "Per task and κ: episode reward / episode cost (raw returns, mean over seeds) and, for O3SRL, λ̄ = the mean "
+        "pulled λ over the last 10 % of rounds (mean over seeds; from the run directories). ✗ marks a mean "
+        "normalized cost above 1. R*_data(κ): the dataset's best episode reward among episodes with cost ≤ κ.",
+        "",
+    ]
     figures: dict[Path, bytes] = {}
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for task in results.tasks:
-        kappas = [k for k in results.cost_limits if any(r["task"] == task and float(r["cost_limit"]) == k
-                                                        for r in results.rows)]
+        kappas = [
+            k
+            for k in results.cost_limits
+            if any(r["task"] == task and float(r["cost_limit"]) == k for r in results.rows)
+        ]
         if len(kappas) < 2:
             continue
-        frontier = {float(r["cost_limit"]): float(r["safe_frontier"]) for r in results.rows
-                    if r["task"] == task and r.get("safe_frontier") is not None}
-        md += [f"### {task}", "", "| algorithm | " + " | ".join(f"κ = {k:g}" for k in kappas) + " |",
-               "|---|" + "---|" * len(kappas)]
+        frontier = {
+            float(r["cost_limit"]): float(r["safe_frontier"])
+            for r in results.rows
+            if r["task"] == task and r.get("safe_frontier") is not None
+        }
+        md += [
+            f"### {task}",
+            "",
+            "| algorithm | " + " | ".join(f"κ = {k:g}" for k in kappas) + " |",
+            "|---|" + "---|" * len(kappas),
+        ]
         md.append("| R*_data(κ) | " + " | ".join(f"{frontier[k]:.1f}" if k in frontier else "—" for k in kappas) + " |")
         fig, (ax_r, ax_c) = plt.subplots(1, 2, figsize=(9.0, 3.4))
         for i, alg in enumerate(results.algorithms):
@@ -548,12 +601,19 @@ def _reference_section(results: Results) -> str:
     if len(kinds) == 1:
         lines.append(f"Normalized rewards use **{REFERENCE_NAMES.get(kinds[0], kinds[0])}** for every task.")
     else:
-        lines.append("Normalized rewards use **different references on different tasks** (see the table below); "
-                     "numbers against different references are not comparable.")
-    lines.append("Normalized cost = (C + ε) / (κ + ε), ε = 1 if κ = 0 else 0 (DSRL); safe ⇔ normalized cost ≤ 1. "
-                 "Both are computed from the mean episode return over the evaluation episodes, as OSRL does.\n")
-    header = "| task | reference | reward range [min, max] | dataset sha256 | " + \
-             " | ".join(f"R*_data(κ={k:g})" for k in results.cost_limits) + " |"
+        lines.append(
+            "Normalized rewards use **different references on different tasks** (see the table below); "
+            "numbers against different references are not comparable."
+        )
+    lines.append(
+        "Normalized cost = (C + ε) / (κ + ε), ε = 1 if κ = 0 else 0 (DSRL); safe ⇔ normalized cost ≤ 1. "
+        "Both are computed from the mean episode return over the evaluation episodes, as OSRL does.\n"
+    )
+    header = (
+        "| task | reference | reward range [min, max] | dataset sha256 | "
+        + " | ".join(f"R*_data(κ={k:g})" for k in results.cost_limits)
+        + " |"
+    )
     lines += [header, "|---|---|---|---|" + "---|" * len(results.cost_limits)]
     for task in results.tasks:
         refs = sorted(by_task[task])
@@ -561,8 +621,10 @@ def _reference_section(results: Results) -> str:
         rng_text = "; ".join(f"[{lo:g}, {hi:g}]" for _, (lo, hi) in refs)
         fr = " | ".join(f"{frontier[(task, k)]:.1f}" if (task, k) in frontier else "—" for k in results.cost_limits)
         lines.append(f"| {task} | {ref_text} | {rng_text} | {', '.join(sorted(sha[task])) or '—'} | {fr} |")
-    lines.append("\nR*_data(κ): the dataset's best episode reward among episodes with cost ≤ κ (a yardstick that does "
-                 "not depend on reference scores).")
+    lines.append(
+        "\nR*_data(κ): the dataset's best episode reward among episodes with cost ≤ κ (a yardstick that does "
+        "not depend on reference scores)."
+    )
     return "\n".join(lines)
 
 
@@ -570,21 +632,31 @@ def _frontier_table(results: Results, kappa: float) -> str | None:
     table = build_table(results.rows, kappa, key="eval/frontier_fraction")
     if not table:
         return None
-    lines = ["| task | " + " | ".join(results.labels[a] for a in results.algorithms) + " |",
-             "|---|" + "---|" * len(results.algorithms)]
+    lines = [
+        "| task | " + " | ".join(results.labels[a] for a in results.algorithms) + " |",
+        "|---|" + "---|" * len(results.algorithms),
+    ]
     for task in results.tasks:
         if task not in table:
             continue
         cells = []
         for alg in results.algorithms:
             e = table[task].get(alg)
-            cells.append("—" if e is None else f"{'' if e.safe else UNSAFE + ' '}{e.reward_mean:.2f} ± {e.reward_std:.2f}")
+            cells.append(
+                "—" if e is None else f"{'' if e.safe else UNSAFE + ' '}{e.reward_mean:.2f} ± {e.reward_std:.2f}"
+            )
         lines.append(f"| {task} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def write_report(results_path: str | Path, out: str | Path | None = None, *, title: str | None = None,
-                 reps: int = 2000, digits: int = 2) -> Path:
+def write_report(
+    results_path: str | Path,
+    out: str | Path | None = None,
+    *,
+    title: str | None = None,
+    reps: int = 2000,
+    digits: int = 2,
+) -> Path:
     """Write ``<out>.md`` and its figures under ``<out>/``; returns the markdown path."""
     from o3srl.io import atomic_write_bytes, atomic_write_text
 
@@ -605,32 +677,50 @@ def write_report(results_path: str | Path, out: str | Path | None = None, *, tit
     seeds = sorted({int(r["seed"]) for r in results.rows})
 
     md: list[str] = [f"# {title or 'Results: ' + ', '.join(grids)}", ""]
-    md.append(f"Source: `{Path(results_path).as_posix()}` — {len(results.rows)} finished cells"
-              + (f", {len(results.failed)} failed" if results.failed else "")
-              + f"; grid(s) {', '.join(grids)}; o3srl {', '.join(versions)}; generated {time.strftime('%Y-%m-%d')} by "
-              f"`o3srl report`.")
-    md.append(f"Tasks: {len(results.tasks)}; algorithms: {', '.join(results.labels[a] for a in results.algorithms)}; "
-              f"cost limits κ: {', '.join(f'{k:g}' for k in results.cost_limits)}; seeds: "
-              f"{', '.join(map(str, seeds))}; evaluation episodes per cell: {', '.join(map(str, episodes))}; "
-              f"gradient steps: {', '.join(map(str, steps))}.")
-    md.append(f"Compute: {train_h:.2f} h training + {eval_h:.2f} h evaluation (summed over cells) on "
-              f"{', '.join(hosts)}.\n")
+    md.append(
+        f"Source: `{Path(results_path).as_posix()}` — {len(results.rows)} finished cells"
+        + (f", {len(results.failed)} failed" if results.failed else "")
+        + f"; grid(s) {', '.join(grids)}; o3srl {', '.join(versions)}; generated {time.strftime('%Y-%m-%d')} by "
+        f"`o3srl report`."
+    )
+    md.append(
+        f"Tasks: {len(results.tasks)}; algorithms: {', '.join(results.labels[a] for a in results.algorithms)}; "
+        f"cost limits κ: {', '.join(f'{k:g}' for k in results.cost_limits)}; seeds: "
+        f"{', '.join(map(str, seeds))}; evaluation episodes per cell: {', '.join(map(str, episodes))}; "
+        f"gradient steps: {', '.join(map(str, steps))}."
+    )
+    md.append(
+        f"Compute: {train_h:.2f} h training + {eval_h:.2f} h evaluation (summed over cells) on {', '.join(hosts)}.\n"
+    )
     md += ["## Reference scores", "", _reference_section(results), ""]
 
-    md += ["## Tables", "",
-           f"Each entry: normalized reward / normalized cost, mean ± std over seeds. {SAFE} safe (mean normalized cost "
-           f"≤ 1); **bold**: the best reward among the safe agents of that task; {UNSAFE} *italic*: unsafe, never "
-           "counted as best. The last row counts the tasks on which each algorithm is safe.", ""]
+    md += [
+        "## Tables",
+        "",
+        f"Each entry: normalized reward / normalized cost, mean ± std over seeds. {SAFE} safe (mean normalized cost "
+        f"≤ 1); **bold**: the best reward among the safe agents of that task; {UNSAFE} *italic*: unsafe, never "
+        "counted as best. The last row counts the tasks on which each algorithm is safe.",
+        "",
+    ]
     figures: dict[Path, bytes] = {}
     bandit_lines: list[str] = []
     for kappa in results.cost_limits:
         table = build_table(results.rows, kappa)
-        md += [f"### κ = {kappa:g}", "", render_table(table, results.tasks, results.algorithms, results.labels,
-                                                        digits=digits), ""]
+        md += [
+            f"### κ = {kappa:g}",
+            "",
+            render_table(table, results.tasks, results.algorithms, results.labels, digits=digits),
+            "",
+        ]
         frontier = _frontier_table(results, kappa)
         if frontier:
-            md += [f"Reward as a fraction of the dataset's safe frontier R*_data(κ = {kappa:g}) (mean ± std over "
-                   "seeds; ✗: unsafe):", "", frontier, ""]
+            md += [
+                f"Reward as a fraction of the dataset's safe frontier R*_data(κ = {kappa:g}) (mean ± std over "
+                "seeds; ✗: unsafe):",
+                "",
+                frontier,
+                "",
+            ]
         trade = fig_dir / f"tradeoff_k{kappa:g}.png"
         figures[trade] = plot_tradeoff(results, kappa)
         md += [f"![normalized cost vs reward, κ = {kappa:g}]({rel}/{trade.name})", ""]
@@ -647,8 +737,12 @@ def write_report(results_path: str | Path, out: str | Path | None = None, *, tit
             any_curves = True
             path = fig_dir / f"curves_k{kappa:g}.png"
             figures[path] = png
-            md += [f"κ = {kappa:g}: each seed thin, the mean over seeds thick.", "",
-                   f"![training curves, κ = {kappa:g}]({rel}/{path.name})", ""]
+            md += [
+                f"κ = {kappa:g}: each seed thin, the mean over seeds thick.",
+                "",
+                f"![training curves, κ = {kappa:g}]({rel}/{path.name})",
+                "",
+            ]
     if not any_curves:
         md += ["The cells' run directories (metrics.jsonl) were not found here, so there are no training curves.", ""]
 
@@ -661,16 +755,23 @@ def write_report(results_path: str | Path, out: str | Path | None = None, *, tit
     md += bandit_lines or ["No O3SRL run directories (rounds.npz) were found here.", ""]
     if results.failed:
         md += ["## Failed cells", "", "| cell | error |", "|---|---|"]
-        md += [f"| {r['cell_id']} | {str(r.get('error', '')).splitlines()[0][:200] if r.get('error') else ''} |"
-               for r in results.failed]
+        md += [
+            f"| {r['cell_id']} | {str(r.get('error', '')).splitlines()[0][:200] if r.get('error') else ''} |"
+            for r in results.failed
+        ]
         md.append("")
     md_path = prefix.parent / (prefix.name + ".md")
     atomic_write_text(md_path, "\n".join(md).rstrip() + "\n")
     return md_path
 
 
-def cli_report(results: Positional[Annotated[str, tyro_arg(metavar="RESULTS.jsonl")]], out: str | None = None, title: str | None = None, reps: int = 2000,
-               digits: int = 2) -> int:
+def cli_report(
+    results: Positional[Annotated[str, tyro_arg(metavar="RESULTS.jsonl")]],
+    out: str | None = None,
+    title: str | None = None,
+    reps: int = 2000,
+    digits: int = 2,
+) -> int:
     """Write a markdown report (tables per cost limit, aggregate statistics, plots) from a results file.
 
     Args:

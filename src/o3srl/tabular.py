@@ -34,8 +34,8 @@ step). State is carried over from round to round (warm start) and shared by all 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from typing import Literal, NamedTuple
 
@@ -127,7 +127,9 @@ def gridworld(
     top = (size - river_rows) // 2
     river = [r * size + c for r in range(top, top + river_rows) for c in range(1, size - 1)]
     others = np.array([s for s in range(n) if s not in (start, goal, *river) and s % size not in (0, size - 1)])
-    extra = rng.choice(others, size=min(extra_hazards, len(others)), replace=False) if extra_hazards else []
+    extra: np.ndarray | list[int] = (
+        rng.choice(others, size=min(extra_hazards, len(others)), replace=False) if extra_hazards else []
+    )
     hazards = np.array([*river, *extra], dtype=int)
     moves = [(-1, 0), (0, 1), (1, 0), (0, -1)]
     p = np.zeros((n, 4, n))
@@ -459,8 +461,12 @@ def _as_model(model: CMDP, counts: np.ndarray, min_count: int) -> _Model:
     f = jnp.float32
     visits = counts.sum(1) / max(counts.sum(), 1.0)
     return _Model(
-        jnp.asarray(model.transitions, f), jnp.asarray(model.rewards, f), jnp.asarray(model.costs, f),
-        jnp.asarray(model.initial, f), jnp.asarray(allowed), jnp.asarray(visits, f),
+        jnp.asarray(model.transitions, f),
+        jnp.asarray(model.rewards, f),
+        jnp.asarray(model.costs, f),
+        jnp.asarray(model.initial, f),
+        jnp.asarray(allowed),
+        jnp.asarray(visits, f),
     )
 
 
@@ -480,8 +486,13 @@ def oracle_policy(state: OracleState) -> jax.Array:
 
 
 def oracle_step(
-    model: _Model, gamma: float, budget_step: jax.Array, actor: ActorKind, actor_lr: jax.Array,
-    state: OracleState, lam: jax.Array,
+    model: _Model,
+    gamma: float,
+    budget_step: jax.Array,
+    actor: ActorKind,
+    actor_lr: jax.Array,
+    state: OracleState,
+    lam: jax.Array,
 ) -> OracleState:
     """One oracle step: one expected TD backup of Q_r and Q_c for the current policy on the empirical model (the
     critic step), then one actor step on the shaped value ``Q_r − λ (Q_c − b / (1 − γ))`` within the data's support.
@@ -580,8 +591,18 @@ def resolve_arms(config: TabularConfig) -> np.ndarray:
 
 @partial(
     jax.jit,
-    static_argnames=("bandit", "feedback", "actor", "steps_per_round", "rounds", "max_lambda", "min_scale", "where",
-                     "oracle_lambda", "hint_decay"),
+    static_argnames=(
+        "bandit",
+        "feedback",
+        "actor",
+        "steps_per_round",
+        "rounds",
+        "max_lambda",
+        "min_scale",
+        "where",
+        "oracle_lambda",
+        "hint_decay",
+    ),
 )
 def _practical(
     model: _Model,
@@ -614,7 +635,7 @@ def _practical(
     def step(lam: jax.Array) -> Callable[[int, OracleState], OracleState]:
         return lambda _, o: oracle_step(model, gamma, budget_step, actor, actor_lr, o, lam)
 
-    def round_(carry: tuple[OracleState, bandits.BanditState], k: jax.Array):  # noqa: ANN202
+    def round_(carry: tuple[OracleState, bandits.BanditState], k: jax.Array):
         o, b = carry
         probs = bandits.arm_probabilities(b, bandit, exploration, optimism)
         arm = bandits.draw_arm(k, probs)
@@ -625,8 +646,9 @@ def _practical(
             losses = bandits.lagrangian_feedback(arms, max_lambda, cost_est, budget, min_scale, margin, relative_scale)
         else:
             losses = bandits.shaped_feedback(arms, reward_est, cost_est, budget, value_scale)
-        b = bandits.update_bandit(b, bandit, arm, losses, probs, learning_rate, exploration, optimism, max_gap=max_gap,
-                                  hint_decay=hint_decay)
+        b = bandits.update_bandit(
+            b, bandit, arm, losses, probs, learning_rate, exploration, optimism, max_gap=max_gap, hint_decay=hint_decay
+        )
         return (o, b), (lam, cost_est, reward_est, oracle_policy(o))
 
     (o, b), trace = jax.lax.scan(round_, (oracle, bandits.init_bandit(arms.shape[0])), jax.random.split(key, rounds))
@@ -647,19 +669,42 @@ def run_practical(
     value_scale = (np.abs(model.rewards).max() + max_lambda * np.abs(model.costs).max()) / (1.0 - model.gamma)
     f = jnp.float32
     o, (lams, costs, rewards, iterates), probs = _practical(
-        _as_model(model, counts, config.min_count), init_oracle(counts, config.min_count), jnp.asarray(arms),
-        jax.random.PRNGKey(seed), model.gamma, f(b_step), f(budget), f(value_scale), f(lr), f(expl),
-        f(config.actor_lr), f(config.margin), f(config.relative_scale), f(config.optimism), f(config.max_gap),
-        bandit=config.bandit, feedback=config.feedback, actor=config.actor,
-        steps_per_round=config.steps_per_round, rounds=config.rounds, max_lambda=max_lambda,
-        min_scale=config.min_scale, where=config.feedback_states, oracle_lambda=config.oracle_lambda,
+        _as_model(model, counts, config.min_count),
+        init_oracle(counts, config.min_count),
+        jnp.asarray(arms),
+        jax.random.PRNGKey(seed),
+        model.gamma,
+        f(b_step),
+        f(budget),
+        f(value_scale),
+        f(lr),
+        f(expl),
+        f(config.actor_lr),
+        f(config.margin),
+        f(config.relative_scale),
+        f(config.optimism),
+        f(config.max_gap),
+        bandit=config.bandit,
+        feedback=config.feedback,
+        actor=config.actor,
+        steps_per_round=config.steps_per_round,
+        rounds=config.rounds,
+        max_lambda=max_lambda,
+        min_scale=config.min_scale,
+        where=config.feedback_states,
+        oracle_lambda=config.oracle_lambda,
         hint_decay=config.hint_decay,
     )
     tail = max(1, int(round(config.rounds * config.tail_fraction)))
     members = np.asarray(iterates[-tail:][:: max(1, tail // config.tail_members)], np.float64)
     return PracticalResult(
-        np.asarray(oracle_policy(o), np.float64), np.asarray(lams), np.asarray(costs), np.asarray(rewards),
-        np.asarray(probs), budget, members,
+        np.asarray(oracle_policy(o), np.float64),
+        np.asarray(lams),
+        np.asarray(costs),
+        np.asarray(rewards),
+        np.asarray(probs),
+        budget,
+        members,
     )
 
 
@@ -708,15 +753,23 @@ def exact_values(model: _Model, gamma: float, pi: jax.Array) -> tuple[jax.Array,
 
 @partial(jax.jit, static_argnames=("actor", "iterations", "steps"))
 def _theory(
-    model: _Model, oracle: OracleState, gamma: float, budget_step: jax.Array, budget: jax.Array,
-    max_lambda: jax.Array, lr: jax.Array, lam0: jax.Array, actor_lr: jax.Array, *,
-    actor: ActorKind, iterations: int, steps: int,
+    model: _Model,
+    oracle: OracleState,
+    gamma: float,
+    budget_step: jax.Array,
+    budget: jax.Array,
+    max_lambda: jax.Array,
+    lr: jax.Array,
+    lam0: jax.Array,
+    actor_lr: jax.Array,
+    *,
+    actor: ActorKind,
+    iterations: int,
+    steps: int,
 ) -> tuple[jax.Array, ...]:
-    def iteration(carry: tuple[OracleState, jax.Array], _: None):  # noqa: ANN202
+    def iteration(carry: tuple[OracleState, jax.Array], _: None):
         o, lam = carry
-        o = jax.lax.fori_loop(
-            0, steps, lambda _, x: oracle_step(model, gamma, budget_step, actor, actor_lr, x, lam), o
-        )
+        o = jax.lax.fori_loop(0, steps, lambda _, x: oracle_step(model, gamma, budget_step, actor, actor_lr, x, lam), o)
         pi = oracle_policy(o)
         v_r, v_c = exact_values(model, gamma, pi)
         nxt = jnp.clip(lam + lr * (v_c - budget), 0.0, max_lambda)  # OGD on the λ-player's loss −λ (V̂_c − B)
@@ -736,8 +789,17 @@ def run_theory(model: CMDP, counts: np.ndarray, cost_limit: float, config: Tabul
         lr = config.max_lambda / (spread * math.sqrt(config.iterations))
     f = jnp.float32
     pols, lams, v_r, v_c = _theory(
-        _as_model(model, counts, config.min_count), init_oracle(counts, config.min_count), model.gamma, f(b_step),
-        f(budget), f(config.max_lambda), f(lr), f(config.initial_lambda), f(config.actor_lr),
-        actor=config.actor, iterations=config.iterations, steps=config.steps_per_iteration,
+        _as_model(model, counts, config.min_count),
+        init_oracle(counts, config.min_count),
+        model.gamma,
+        f(b_step),
+        f(budget),
+        f(config.max_lambda),
+        f(lr),
+        f(config.initial_lambda),
+        f(config.actor_lr),
+        actor=config.actor,
+        iterations=config.iterations,
+        steps=config.steps_per_iteration,
     )
     return TheoryResult(np.asarray(pols, np.float64), np.asarray(lams), np.asarray(v_r), np.asarray(v_c), budget)

@@ -2,44 +2,63 @@
 
 ``run(cfg)``: load and validate the dataset, build the learner, train in compiled chunks of rounds, log metrics
 (console progress bar, ``metrics.jsonl``, optionally TensorBoard), checkpoint atomically, resume a killed run to the
-same result, save the final policy (the last iterate) and evaluate it in the simulator.
-
-Run directory layout::
-
-    config.json          the resolved config
-    run.json             dataset path and hash, reference scores, budget, package version
-    metrics.jsonl        one row per ``log_every`` steps (and evaluation rows)
-    checkpoint.msgpack   everything needed to continue
-    policy.msgpack       the final policy (what ``o3srl.load_policy`` reads)
-    eval.json            the final evaluation
-    bandit.png           arm probabilities and λ over training (O3SRL)
+same result, save the final policy (the last iterate) and evaluate it in the simulator. The run directory's
+layout, its readers and the evaluation of a run belong to :mod:`o3srl.rundir`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
+from tyro.conf import Positional
+from tyro.conf import arg as tyro_arg
 
 from o3srl.config import TrainConfig, dumps, from_dict, read_config
 from o3srl.errors import ConfigError, O3SRLError
-from o3srl.io import atomic_write_text, file_sha256
+from o3srl.io import file_sha256
+from o3srl.rundir import (
+    BANDIT_PLOT_NAME,
+    CHECKPOINT_NAME,
+    CONFIG_NAME,
+    EVAL_NAME,
+    METRICS_NAME,
+    POLICY_NAME,
+    RUN_INFO_NAME,
+    TENSORBOARD_DIR,
+    TRACE_NAME,
+    RoundTrace,
+    checkpoint_differences,
+    evaluate_policy,
+    evaluate_run,
+    read_json_object,
+    run_summary,
+    write_eval,
+    write_run_files,
+)
 
-from tyro.conf import Positional
-from tyro.conf import arg as tyro_arg
+if TYPE_CHECKING:  # pragma: no cover
+    from o3srl.algos.base import Learner
+    from o3srl.algos.o3srl import O3SRL
+    from o3srl.data.dataset import OfflineDataset
+    from o3srl.data.sampler import NormStats
+    from o3srl.policy import Policy
+
 
 @dataclass(frozen=True)
 class Problem:
     """The dataset and the facts derived from it and from the task."""
 
-    dataset: Any  # OfflineDataset
+    dataset: OfflineDataset
     dataset_path: str
     dataset_sha256: str
     env_id: str
@@ -61,8 +80,12 @@ def _env_facts(env_id: str) -> tuple[np.ndarray, np.ndarray, int, int | None]:
         spec = getattr(env, "spec", None)
         limit = getattr(spec, "max_episode_steps", None)
         limit = int(limit) if isinstance(limit, int) and limit > 0 else None
-        return (np.asarray(space.low, np.float32), np.asarray(space.high, np.float32), int(np.prod(obs_space.shape)),
-                limit)
+        return (
+            np.asarray(space.low, np.float32),
+            np.asarray(space.high, np.float32),
+            int(np.prod(obs_space.shape)),
+            limit,
+        )
     finally:
         env.close()
 
@@ -97,7 +120,7 @@ def load_problem(cfg: TrainConfig) -> Problem:
     if cfg.dataset is not None:
         path = cfg.dataset
     elif cfg.task == DEFAULT_TASK:
-        from o3srl.data.generate import default_dataset
+        from o3srl.behaviour.scripted import default_dataset
 
         path = str(default_dataset())
     else:
@@ -140,7 +163,8 @@ def load_problem(cfg: TrainConfig) -> Problem:
     )
 
 
-def build_learner(cfg: TrainConfig, problem: Problem) -> Any:
+def build_learner(cfg: TrainConfig, problem: Problem) -> Learner:
+    """The learner ``cfg`` names (O3SRL, its theory variant, or an oracle alone at a fixed λ) for ``problem``."""
     from o3srl.algos.o3srl import O3SRL, Setting, make_oracle
     from o3srl.bandits import lambda_unit
 
@@ -173,15 +197,25 @@ def is_theory(cfg: TrainConfig) -> bool:
     return cfg.algo == "o3srl" and cfg.variant == "theory"
 
 
-def make_policy(cfg: TrainConfig, learner: Any, state: Any, stats: Any) -> Any:
-    """The output policy: the last iterate, or (theory variant) the uniform mixture of the iterates."""
+def policy_output(cfg: TrainConfig, state: Any) -> tuple[Any, str]:
+    """The run's output as (actor parameters, kind): ``single``, the last iterate, or ``mixture``, a stack of actors
+    followed one per episode (the theory variant's iterates; the practical variant's tail members with
+    ``--o3srl.output tail``)."""
+    if is_theory(cfg):
+        return state.iterates, "mixture"
+    if outputs_tail(cfg):
+        return state.tail, "mixture"
+    return state.oracle.actor, "single"
+
+
+def make_policy(cfg: TrainConfig, learner: Learner, state: Any, stats: NormStats) -> Policy:
+    """The output policy (:func:`policy_output`) of ``state`` as a callable, as ``o3srl.load_policy`` would load it."""
     from o3srl.policy import MixturePolicy, Policy
 
-    if is_theory(cfg):
-        return MixturePolicy(learner.act, state.iterates, stats, seed=cfg.eval_seed)
-    if outputs_tail(cfg):
-        return MixturePolicy(learner.act, state.tail, stats, seed=cfg.eval_seed)
-    return Policy(learner.act, state.oracle.actor, stats)
+    params, kind = policy_output(cfg, state)
+    if kind == "mixture":
+        return MixturePolicy(learner.act, params, stats, seed=cfg.eval_seed)
+    return Policy(learner.act, params, stats)
 
 
 def outputs_tail(cfg: TrainConfig) -> bool:
@@ -212,46 +246,6 @@ def env_task_name(env_id: str) -> str:
     if env_id in TASKS:
         return env_id
     return safe_name(env_id.rpartition(":")[2] or env_id)
-
-
-TRACE_NAME = "rounds.npz"
-
-
-class RoundTrace:
-    """Every round's λ-player record (λ, pulled arm, its loss, arm probabilities, the critics' cost estimate).
-
-    Kept per round in ``rounds.npz`` (metrics.jsonl holds per-window summaries); saved with each checkpoint and
-    truncated to the checkpoint on resume, so a resumed run's trace equals an uninterrupted one's.
-    """
-
-    PREFIXES = ("bandit/", "feedback/", "theory/")
-
-    def __init__(self, columns: dict[str, list[np.ndarray]]) -> None:
-        self.columns = columns
-
-    @classmethod
-    def load(cls, path: Path, rounds: int) -> "RoundTrace":
-        if rounds == 0 or not path.exists():
-            return cls({})
-        with np.load(path) as f:
-            return cls({k.replace("__", "/"): [f[k][:rounds]] for k in f.files})
-
-    def extend(self, step: int, steps_per_round: int, metrics: dict[str, Any]) -> None:
-        n = len(next(iter(metrics.values())))
-        end = step // steps_per_round
-        self.columns.setdefault("round", []).append(np.arange(end - n + 1, end + 1))
-        for key, values in metrics.items():
-            if key.startswith(self.PREFIXES):
-                self.columns.setdefault(key, []).append(np.asarray(values, np.float32))
-
-    def save(self, path: Path) -> None:
-        import io
-
-        from o3srl.io import atomic_write_bytes
-
-        buf = io.BytesIO()
-        np.savez_compressed(buf, **{k.replace("/", "__"): np.concatenate(v) for k, v in self.columns.items()})
-        atomic_write_bytes(path, buf.getvalue())
 
 
 def _summarise(metrics: dict[str, Any]) -> dict[str, float]:
@@ -332,10 +326,8 @@ def run_pack(cfgs: list[TrainConfig], *, resume_dirs: list[str | None] | None = 
     finally:
         for r in runs:
             for sink in r.sinks:
-                try:
+                with contextlib.suppress(OSError):
                     sink.close()
-                except OSError:
-                    pass
     return [_finish(r) for r in runs]
 
 
@@ -346,8 +338,8 @@ class _Run:
     cfg: TrainConfig
     run_dir: Path
     problem: Problem
-    learner: Any
-    stats: Any
+    learner: Learner
+    stats: NormStats
     state: Any
     step: int
     config_json: str
@@ -361,7 +353,7 @@ def _open_run(cfg: TrainConfig, resume_dir: str | None, problems: dict[str, Prob
     """Every check of one run, then its run directory, ``config.json``, ``run.json`` and metric sinks."""
     import jax
 
-    from o3srl.checkpoint import CHECKPOINT_NAME, load_checkpoint
+    from o3srl.checkpoint import load_checkpoint
     from o3srl.data.dataset import safe_frontier
     from o3srl.data.sampler import compute_norm_stats
     from o3srl.envs.make import check_entry_point, require_simulator
@@ -369,9 +361,9 @@ def _open_run(cfg: TrainConfig, resume_dir: str | None, problems: dict[str, Prob
 
     if resume_dir is not None:
         run_dir = Path(resume_dir)
-        config_path = run_dir / "config.json"
+        config_path = run_dir / CONFIG_NAME
         if not config_path.exists():
-            raise O3SRLError(f"cannot resume {run_dir}: it has no config.json (is it a run directory?)")
+            raise O3SRLError(f"cannot resume {run_dir}: it has no {CONFIG_NAME} (is it a run directory?)")
         confirmed_env = cfg.env_id
         cfg = read_config(config_path)
         if cfg.env_id is not None:
@@ -395,7 +387,9 @@ def _open_run(cfg: TrainConfig, resume_dir: str | None, problems: dict[str, Prob
         # An optional simulator that is missing would only fail at the evaluation, after the whole training.
         require_simulator(TASKS[problem.env_id], " (or pass --eval-episodes 0 to train without evaluating)")
     learner = build_learner(cfg, problem)
-    stats = compute_norm_stats(problem.dataset, problem.action_low, problem.action_high, normalize_obs=cfg.normalize_obs)
+    stats = compute_norm_stats(
+        problem.dataset, problem.action_low, problem.action_high, normalize_obs=cfg.normalize_obs
+    )
 
     template = learner.init(jax.random.PRNGKey(cfg.seed))
     step = 0
@@ -407,7 +401,9 @@ def _open_run(cfg: TrainConfig, resume_dir: str | None, problems: dict[str, Prob
     if resume_dir is None:
         run_dir = Path(cfg.run_dir) if cfg.run_dir else _default_run_dir(cfg)
         if (run_dir / CHECKPOINT_NAME).exists():
-            raise O3SRLError(f"{run_dir} already holds a run; continue it with --resume {run_dir} or pick another --run-dir")
+            raise O3SRLError(
+                f"{run_dir} already holds a run; continue it with --resume {run_dir} or pick another --run-dir"
+            )
     config_json = dumps(cfg)
     from o3srl import __version__
 
@@ -427,22 +423,33 @@ def _open_run(cfg: TrainConfig, resume_dir: str | None, problems: dict[str, Prob
         "o3srl_version": __version__,
     }
     trace = RoundTrace.load(run_dir / TRACE_NAME, rounds=step // learner.steps_per_round)
-    return _Run(cfg=cfg, run_dir=run_dir, problem=problem, learner=learner, stats=stats, state=state, step=step,
-                config_json=config_json, run_info=run_info, sinks=[], trace=trace, last_checkpoint=step)
+    return _Run(
+        cfg=cfg,
+        run_dir=run_dir,
+        problem=problem,
+        learner=learner,
+        stats=stats,
+        state=state,
+        step=step,
+        config_json=config_json,
+        run_info=run_info,
+        sinks=[],
+        trace=trace,
+        last_checkpoint=step,
+    )
 
 
 def _start_files(r: _Run, resumed: bool) -> None:
     """The run directory with ``config.json`` and ``run.json``, and the open metric sinks (after every check)."""
-    from o3srl.logger import METRICS_NAME, JsonlSink, TensorBoardSink
+    from o3srl.logger import JsonlSink, TensorBoardSink
 
     with _file_errors(f"cannot create run directory {r.run_dir}"):
         r.run_dir.mkdir(parents=True, exist_ok=True)
     with _file_errors(f"cannot write the run directory {r.run_dir}"):
-        atomic_write_text(r.run_dir / "config.json", r.config_json + "\n")
-        atomic_write_text(r.run_dir / "run.json", json.dumps(r.run_info, indent=2) + "\n")
+        write_run_files(r.run_dir, r.config_json, r.run_info)
         r.sinks.append(JsonlSink(r.run_dir / METRICS_NAME, resume_step=r.step if resumed else None))
     if r.cfg.tensorboard:
-        r.sinks.append(TensorBoardSink(r.run_dir / "tb"))
+        r.sinks.append(TensorBoardSink(r.run_dir / TENSORBOARD_DIR))
 
 
 def _check_pack(runs: list[_Run]) -> None:
@@ -459,7 +466,7 @@ def _check_pack(runs: list[_Run]) -> None:
         if pack_key(r.cfg) != pack_key(first.cfg):
             from o3srl.config import to_dict
 
-            differ = _differences(to_dict(first.cfg), to_dict(r.cfg))
+            differ = checkpoint_differences(to_dict(first.cfg), to_dict(r.cfg))
             free = _packed_fields(first.cfg)
             differ = [d for d in differ if d.split(":")[0] not in free + PACK_FREE_FIELDS]
             raise ConfigError(
@@ -469,19 +476,34 @@ def _check_pack(runs: list[_Run]) -> None:
         if r.problem.dataset_sha256 != first.problem.dataset_sha256 or not all(
             np.array_equal(a, b) for a, b in zip(r.stats, first.stats)
         ):
-            raise ConfigError(f"runs {first.run_dir} and {r.run_dir} cannot be trained as one pack: their datasets "
-                              "or normalisation statistics differ")
+            raise ConfigError(
+                f"runs {first.run_dir} and {r.run_dir} cannot be trained as one pack: their datasets "
+                "or normalisation statistics differ"
+            )
         if r.step != first.step:
-            raise ConfigError(f"runs {first.run_dir} (step {first.step}) and {r.run_dir} (step {r.step}) cannot be "
-                              "resumed as one pack: they stand at different steps")
-        if len(r.learner.arms) != len(first.learner.arms) or (
-            r.learner.max_lambda != first.learner.max_lambda and r.learner.config.feedback == "lagrangian"
+            raise ConfigError(
+                f"runs {first.run_dir} (step {first.step}) and {r.run_dir} (step {r.step}) cannot be "
+                "resumed as one pack: they stand at different steps"
+            )
+        this, other = _round_loop(r.learner), _round_loop(first.learner)
+        if len(this.arms) != len(other.arms) or (
+            this.max_lambda != other.max_lambda and this.config.feedback == "lagrangian"
         ):
-            raise ConfigError(f"runs {first.run_dir} and {r.run_dir} cannot be trained as one pack: their λ arms "
-                              "differ")
+            raise ConfigError(
+                f"runs {first.run_dir} and {r.run_dir} cannot be trained as one pack: their λ arms differ"
+            )
 
 
-def _pack_program(learner: Any, runs: list[_Run]) -> tuple[Callable[..., Any], dict[str, Any]]:
+def _round_loop(learner: Learner) -> O3SRL:
+    """A learner of a pack: O3SRL's round loop (the theory variant is refused before any pack is built)."""
+    from o3srl.algos.o3srl import O3SRL
+
+    if not isinstance(learner, O3SRL):
+        raise ConfigError(f"only O3SRL's round loop trains in packs, not {type(learner).__name__}")
+    return learner
+
+
+def _pack_program(learner: O3SRL, runs: list[_Run]) -> tuple[Callable[..., Any], dict[str, Any]]:
     """The packed chunk of rounds, ``fn(states, data, varying, num_rounds)``, and the per-run numbers it takes.
 
     A :class:`~o3srl.algos.o3srl.CellParams` field that is the same in every run stays a constant of the program
@@ -492,7 +514,7 @@ def _pack_program(learner: Any, runs: list[_Run]) -> tuple[Callable[..., Any], d
 
     from o3srl.algos.o3srl import CellParams
 
-    own = [r.learner.cell_constants() for r in runs]
+    own = [_round_loop(r.learner).cell_constants() for r in runs]
     constant: dict[str, Any] = {}
     varying: dict[str, Any] = {}
     for name in CellParams.__dataclass_fields__:
@@ -500,7 +522,7 @@ def _pack_program(learner: Any, runs: list[_Run]) -> tuple[Callable[..., Any], d
         if all(np.array_equal(v, values[0]) for v in values):
             constant[name] = getattr(own[0], name)
         else:
-            varying[name] = jnp.stack([getattr(r.learner.cell_params(), name) for r in runs])
+            varying[name] = jnp.stack([getattr(_round_loop(r.learner).cell_params(), name) for r in runs])
 
     def one(state: Any, data: Any, cell: dict[str, Any], num_rounds: int) -> Any:
         return learner.run_rounds(state, data, num_rounds, CellParams(**constant, **cell))
@@ -517,9 +539,8 @@ def _train(runs: list[_Run]) -> None:
     trains with the same program ``vmap``-ed over its runs."""
     import jax
 
-    from o3srl.checkpoint import CHECKPOINT_NAME, save_checkpoint
+    from o3srl.checkpoint import save_checkpoint
     from o3srl.data.sampler import to_device
-    from o3srl.logger import METRICS_NAME
 
     first = runs[0]
     cfg, learner = first.cfg, first.learner
@@ -528,7 +549,7 @@ def _train(runs: list[_Run]) -> None:
     step = first.step
     packed = len(runs) > 1
     if packed:
-        program, varying = _pack_program(learner, runs)
+        program, varying = _pack_program(_round_loop(learner), runs)
         state = jax.tree.map(lambda *leaves: np.stack(leaves), *(r.state for r in runs))
         all_finite = jax.jit(jax.vmap(_all_finite))
     else:
@@ -557,8 +578,12 @@ def _train(runs: list[_Run]) -> None:
                 # evaluation, the end, or a parameter that is not finite): on an accelerator, copying every run's
                 # networks after every chunk would cost as much as the training.
                 done = step + n
-                if (not finite.all() or done % cfg.checkpoint_every == 0 or done == cfg.steps
-                        or (cfg.eval_every and done % cfg.eval_every == 0 and cfg.eval_every_episodes > 0)):
+                if (
+                    not finite.all()
+                    or done % cfg.checkpoint_every == 0
+                    or done == cfg.steps
+                    or (cfg.eval_every and done % cfg.eval_every == 0 and cfg.eval_every_episodes > 0)
+                ):
                     host_state = jax.device_get(state)
                     states = [jax.tree.map(lambda x, i=i: x[i], host_state) for i in range(len(runs))]
                 else:
@@ -570,19 +595,25 @@ def _train(runs: list[_Run]) -> None:
             for r, s, mets in zip(runs, states, chunk):
                 bad = non_finite(s if s is not None else {}, mets)
                 if bad is not None:
-                    kept = (f"the last good checkpoint (step {r.last_checkpoint}) is intact" if r.last_checkpoint
-                            else "no checkpoint was written")
+                    kept = (
+                        f"the last good checkpoint (step {r.last_checkpoint}) is intact"
+                        if r.last_checkpoint
+                        else "no checkpoint was written"
+                    )
                     ds = r.problem.dataset
                     raise TrainingDiverged(
                         f"training diverged in steps {step + 1}–{step + n}: {bad} is not finite (NaN or ±inf); nothing "
                         f"of these steps was written and {kept} in {r.run_dir}; lower the learning rates, or check the "
-                        f"scale of the data's rewards and costs (largest |reward| {float(np.abs(ds['rewards']).max()):g}, "
+                        f"scale of the data's rewards and costs "
+                        f"(largest |reward| {float(np.abs(ds['rewards']).max()):g}, "
                         f"|cost| {float(np.abs(ds['costs']).max()):g})"
                     )
             step += n
             rate = n / max(time.time() - t_start, 1e-9)  # each run of a pack advanced n steps in this time
             t_start = time.time()
-            eval_now = cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.steps and cfg.eval_every_episodes > 0
+            eval_now = (
+                cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.steps and cfg.eval_every_episodes > 0
+            )
             for r, s, mets in zip(runs, states, chunk):
                 r.step = step
                 if s is not None:
@@ -591,24 +622,31 @@ def _train(runs: list[_Run]) -> None:
                 row = _summarise(mets)
                 row["time/steps_per_second"] = rate
                 if eval_now:
-                    result = _evaluate(r.cfg, r.problem, r.learner, s, r.stats, r.cfg.eval_every_episodes)
+                    result = _evaluate(r, s, r.cfg.eval_every_episodes)
                     row.update(result.metrics())
-                with _file_errors(f"cannot write the metrics of step {step} to {r.run_dir / METRICS_NAME}",
-                                  f"; the last checkpoint (step {r.last_checkpoint}) is intact: continue with "
-                                  f"--resume {r.run_dir}"):
+                with _file_errors(
+                    f"cannot write the metrics of step {step} to {r.run_dir / METRICS_NAME}",
+                    f"; the last checkpoint (step {r.last_checkpoint}) is intact: continue with --resume {r.run_dir}",
+                ):
                     for sink in r.sinks:
                         sink.write(step, row)
                 if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-                    with _file_errors(f"cannot write the checkpoint of step {step} in {r.run_dir}",
-                                      f"; the last checkpoint (step {r.last_checkpoint}) is intact: continue with "
-                                      f"--resume {r.run_dir}"):
+                    with _file_errors(
+                        f"cannot write the checkpoint of step {step} in {r.run_dir}",
+                        f"; the last checkpoint (step {r.last_checkpoint}) is intact: continue with "
+                        f"--resume {r.run_dir}",
+                    ):
                         r.trace.save(r.run_dir / TRACE_NAME)
-                        save_checkpoint(r.run_dir / CHECKPOINT_NAME, step=step, state=s, stats=r.stats,
-                                        config_json=r.config_json)
+                        save_checkpoint(
+                            r.run_dir / CHECKPOINT_NAME, step=step, state=s, stats=r.stats, config_json=r.config_json
+                        )
                     r.last_checkpoint = step
             if bar is not None:
                 bar.update(n)
-                post = {"λ": row.get("bandit/lambda_mean", float("nan")), "Ĉ": row.get("feedback/cost_estimate", float("nan"))}
+                post = {
+                    "λ": row.get("bandit/lambda_mean", float("nan")),
+                    "Ĉ": row.get("feedback/cost_estimate", float("nan")),
+                }
                 bar.set_postfix({k: f"{v:.3g}" for k, v in post.items()})
     finally:
         if bar is not None:
@@ -626,31 +664,23 @@ def _all_finite(state: Any) -> Any:
 
 def _finish(r: _Run) -> dict[str, Any]:
     """Save the run's final policy (and the bandit plot), evaluate it, write ``eval.json``; returns the summary."""
-    from o3srl.checkpoint import POLICY_NAME, save_policy
+    from o3srl.checkpoint import save_policy
 
     cfg, run_dir, state, step = r.cfg, r.run_dir, r.state, r.step
-    with _file_errors(f"cannot write the final policy to {run_dir}",
-                      f"; the checkpoint of step {step} is intact: finish with --resume {run_dir}"):
-        if is_theory(cfg):
-            save_policy(run_dir / POLICY_NAME, actor=state.iterates, stats=r.stats, config_json=r.config_json,
-                        kind="mixture")
-        elif outputs_tail(cfg):
-            save_policy(run_dir / POLICY_NAME, actor=state.tail, stats=r.stats, config_json=r.config_json,
-                        kind="mixture")
-        else:
-            save_policy(run_dir / POLICY_NAME, actor=state.oracle.actor, stats=r.stats, config_json=r.config_json)
+    with _file_errors(
+        f"cannot write the final policy to {run_dir}",
+        f"; the checkpoint of step {step} is intact: finish with --resume {run_dir}",
+    ):
+        params, kind = policy_output(cfg, state)
+        save_policy(run_dir / POLICY_NAME, actor=params, stats=r.stats, config_json=r.config_json, kind=kind)
         if cfg.algo == "o3srl" and not is_theory(cfg):
             from o3srl.plots import plot_bandit_history
 
-            plot_bandit_history(run_dir / TRACE_NAME, run_dir / "bandit.png", r.learner.arms.tolist())
-    summary: dict[str, Any] = {"run_dir": str(run_dir), "step": step, "algo": cfg.algo, "task": cfg.task,
-                               "cost_limit": cfg.cost_limit, "seed": cfg.seed, **r.run_info}
-    if cfg.eval_episodes > 0:
-        result = _evaluate(cfg, r.problem, r.learner, state, r.stats, cfg.eval_episodes)
-        summary.update(result.metrics())
-        summary["eval"] = result.to_dict()
-    with _file_errors(f"cannot write {run_dir / 'eval.json'}"):
-        atomic_write_text(run_dir / "eval.json", json.dumps(summary, indent=2) + "\n")
+            plot_bandit_history(run_dir / TRACE_NAME, run_dir / BANDIT_PLOT_NAME, r.learner.arms.tolist())
+    result = _evaluate(r, state, cfg.eval_episodes) if cfg.eval_episodes > 0 else None
+    summary = run_summary(run_dir, cfg, r.run_info, step=step, result=result)
+    with _file_errors(f"cannot write {run_dir / EVAL_NAME}"):
+        write_eval(run_dir, summary)
     return summary
 
 
@@ -664,8 +694,11 @@ def non_finite(state: Any, metrics: dict[str, Any]) -> str | None:
     their actor loss as NaN.)"""
     from o3srl.checkpoint import named_leaves
 
-    bad = [name for name, leaf in named_leaves(state).items()
-           if np.issubdtype(np.asarray(leaf).dtype, np.floating) and not np.isfinite(np.asarray(leaf)).all()]
+    bad = [
+        name
+        for name, leaf in named_leaves(state).items()
+        if np.issubdtype(np.asarray(leaf).dtype, np.floating) and not np.isfinite(np.asarray(leaf)).all()
+    ]
     if bad:
         # Name a network's own parameter rather than an optimiser's moment of it when there is one.
         first = next((name for name in bad if "_opt" not in name), bad[0])
@@ -691,7 +724,7 @@ def _file_errors(what: str, after: str = "") -> Iterator[None]:
 def _resume_record(run_dir: Path, cfg: TrainConfig) -> dict[str, Any] | None:
     """Check a run directory before it is resumed, writing nothing: its checkpoint (if any) must be readable and
     saved with the same config as ``config.json``; returns its ``run.json`` record (``None`` before the first one)."""
-    from o3srl.checkpoint import CHECKPOINT_NAME, CheckpointError, read_payload
+    from o3srl.checkpoint import CheckpointError, read_payload
     from o3srl.config import to_dict
 
     checkpoint = run_dir / CHECKPOINT_NAME
@@ -701,58 +734,24 @@ def _resume_record(run_dir: Path, cfg: TrainConfig) -> dict[str, Any] | None:
             saved = from_dict(json.loads(payload["config"])).resolved()
         except (KeyError, TypeError, ValueError) as exc:
             raise CheckpointError(f"checkpoint {checkpoint} holds no usable config ({exc})") from None
-        differ = _differences(to_dict(saved), to_dict(cfg))
+        differ = checkpoint_differences(to_dict(saved), to_dict(cfg))
         if differ:
             raise CheckpointError(
                 f"cannot resume {run_dir}: its config.json differs from the config the checkpoint was saved with "
                 f"({'; '.join(differ[:4])}); restore config.json, or start a new run"
             )
-    info_path = run_dir / "run.json"
+    info_path = run_dir / RUN_INFO_NAME
     if not info_path.exists():
         if checkpoint.exists():
-            raise O3SRLError(f"cannot resume {run_dir}: run.json is missing, so the dataset cannot be checked")
+            raise O3SRLError(f"cannot resume {run_dir}: {RUN_INFO_NAME} is missing, so the dataset cannot be checked")
         return None
-    return _read_json_object(info_path, f"cannot resume {run_dir}: run.json")
+    return read_json_object(info_path, f"cannot resume {run_dir}: {RUN_INFO_NAME}")
 
 
-def _read_json_object(path: Path, what: str, hint: str = "") -> dict[str, Any]:
-    """A JSON file that must hold an object; a file that cannot be read or parsed, or holds anything else, is one
-    :class:`O3SRLError` starting with ``what`` (``hint`` follows the reason of an unreadable file)."""
-    try:
-        info = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise O3SRLError(f"{what} cannot be read ({exc}){hint}") from None
-    if not isinstance(info, dict):
-        raise O3SRLError(f"{what} is not a JSON object")
-    return info
-
-
-def _differences(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
-    out: list[str] = []
-    for key in sorted(set(a) | set(b)):
-        x, y = a.get(key), b.get(key)
-        if isinstance(x, dict) and isinstance(y, dict):
-            out += _differences(x, y, f"{prefix}{key}.")
-        elif x != y:
-            out.append(f"{prefix}{key}: {json.dumps(x)} in the checkpoint, {json.dumps(y)} in config.json")
-    return out
-
-
-def _evaluate(cfg: TrainConfig, problem: Problem, learner: Any, state: Any, stats: Any, episodes: int) -> Any:
-    from o3srl.evaluate import evaluate
-
-    policy = make_policy(cfg, learner, state, stats)
-    return evaluate(
-        policy,
-        problem.env_id,
-        episodes=episodes,
-        cost_limit=cfg.cost_limit,
-        seed=cfg.eval_seed,
-        num_envs=cfg.eval_envs,
-        reward_range=problem.reward_range,
-        reference=problem.reference,
-        frontier=problem.frontier if math.isfinite(problem.frontier) else None,
-    )
+def _evaluate(r: _Run, state: Any, episodes: int) -> Any:
+    """Evaluate the run's policy of ``state`` (not yet saved) as :func:`o3srl.rundir.evaluate_run` would."""
+    policy = make_policy(r.cfg, r.learner, state, r.stats)
+    return evaluate_policy(policy, r.run_info, r.cfg, episodes=episodes, seed=r.cfg.eval_seed, envs=r.cfg.eval_envs)
 
 
 # ---------------------------------------------------------------------- command line
@@ -803,11 +802,15 @@ def print_summary(summary: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"{summary['algo']} on {summary['task']}  (κ = {summary['cost_limit']:g}, seed {summary['seed']})")
+    from o3srl.data.transforms import is_safe
+
+    table = Table(
+        title=f"{summary['algo']} on {summary['task']}  (κ = {summary['cost_limit']:g}, seed {summary['seed']})"
+    )
     for col in ("episode reward", "episode cost", "normalized reward", "normalized cost", "safe"):
         table.add_column(col, justify="right")
     if "eval/reward" in summary:
-        safe = summary["eval/normalized_cost"] <= 1.0
+        safe = is_safe(summary["eval/normalized_cost"])
         table.add_row(
             f"{summary['eval/reward']:.1f} ± {summary.get('eval/reward_std', float('nan')):.1f}",
             f"{summary['eval/cost']:.2f} ± {summary.get('eval/cost_std', float('nan')):.2f}",
@@ -822,16 +825,25 @@ def print_summary(summary: dict[str, Any]) -> None:
         console.print("not evaluated (--eval-episodes 0); evaluate later with: o3srl eval RUN_DIR")
     ref = summary["reward_reference"]
     lo, hi = summary["reward_range"]
-    names = {"dsrl": "DSRL's reference scores", "dataset": "the dataset's own min/max episode reward",
-             "given": "the reference scores given on the command line"}
+    names = {
+        "dsrl": "DSRL's reference scores",
+        "dataset": "the dataset's own min/max episode reward",
+        "given": "the reference scores given on the command line",
+    }
     console.print(f"normalized reward uses {names.get(ref, ref)}: [{lo:g}, {hi:g}]; safe ⇔ normalized cost ≤ 1")
     if "eval/frontier_fraction" in summary and summary["eval/frontier_fraction"] is not None:
         console.print(f"reward / dataset safe frontier R*_data(κ) = {summary['eval/frontier_fraction']:.3f}")
     console.print(f"run directory: {summary['run_dir']}")
 
 
-def cli_eval(run_dir: Positional[str], episodes: int = 20, cost_limit: float | None = None, seed: int = 10_000,
-             envs: int = 4, env_id: str | None = None) -> int:
+def cli_eval(
+    run_dir: Positional[str],
+    episodes: int = 20,
+    cost_limit: float | None = None,
+    seed: int = 10_000,
+    envs: int = 4,
+    env_id: str | None = None,
+) -> int:
     """Re-evaluate the policy saved in a run directory.
 
     Args:
@@ -843,9 +855,6 @@ def cli_eval(run_dir: Positional[str], episodes: int = 20, cost_limit: float | N
         env_id: environment to evaluate on (default: the run's). A module:Class entry point recorded in the run is
             imported only when named here too, so a run directory from elsewhere cannot run code.
     """
-    from o3srl.envs.make import check_entry_point
-    from o3srl.evaluate import evaluate
-    from o3srl.policy import load_policy
     from o3srl.validation import COUNT, NON_NEGATIVE, SEED, check_number
 
     check_number("--episodes", episodes, COUNT)
@@ -853,55 +862,9 @@ def cli_eval(run_dir: Positional[str], episodes: int = 20, cost_limit: float | N
     check_number("--seed", seed, SEED)
     if cost_limit is not None:
         check_number("--cost-limit", cost_limit, NON_NEGATIVE)
-    path = Path(run_dir)
-    if not (path / "config.json").exists() or not (path / "run.json").exists():
-        raise O3SRLError(f"{run_dir} is not a run directory (config.json / run.json missing)")
-    cfg = read_config(path / "config.json")
-    info = _read_run_info(path / "run.json")
-    recorded_env = info["env_id"]
-    if env_id is None:
-        check_entry_point(recorded_env, None, str(path / "run.json"))
-    policy = load_policy(path)
-    _check_policy_config(path, cfg)
-    kappa = cfg.cost_limit if cost_limit is None else cost_limit
-    frontier = info.get("safe_frontier") if kappa == cfg.cost_limit else None
-    if not isinstance(frontier, (int, float)) or not math.isfinite(frontier):
-        frontier = None
-    result = evaluate(policy, env_id or recorded_env, episodes=episodes, cost_limit=kappa, seed=seed,
-                      num_envs=envs, reward_range=tuple(info["reward_range"]), reference=info["reward_reference"],
-                      frontier=frontier)
-    summary = {"run_dir": str(path), "algo": cfg.algo, "task": cfg.task, "cost_limit": kappa, "seed": cfg.seed,
-               **info, **result.metrics()}
+    _, summary = evaluate_run(run_dir, episodes=episodes, seed=seed, envs=envs, cost_limit=cost_limit, env_id=env_id)
     print_summary(summary)
     return 0
-
-
-def _check_policy_config(run_dir: Path, cfg: TrainConfig) -> None:
-    """The policy file carries the config it was trained with; a ``config.json`` edited since is refused."""
-    from o3srl.checkpoint import POLICY_NAME, read_payload
-    from o3srl.config import to_dict
-
-    saved = from_dict(json.loads(read_payload(run_dir / POLICY_NAME)["config"]))
-    differ = _differences(to_dict(saved), to_dict(cfg))
-    if differ:
-        text = "; ".join(d.replace("in the checkpoint", "in the policy") for d in differ[:4])
-        raise O3SRLError(f"{run_dir}: config.json differs from the config saved with its policy ({text}); "
-                         "restore config.json")
-
-
-def _read_run_info(path: Path) -> dict[str, Any]:
-    """A run's ``run.json``, with the fields evaluation reads checked; problems are one :class:`O3SRLError`."""
-    info = _read_json_object(path, f"{path}", "; it should hold the run's record as written by 'o3srl train'")
-    env = info.get("env_id")
-    if not isinstance(env, str) or not env:
-        raise O3SRLError(f"{path}: env_id must be a non-empty string, got {env!r}")
-    rr = info.get("reward_range")
-    if (not isinstance(rr, list) or len(rr) != 2 or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in rr)
-            or rr[1] <= rr[0]):
-        raise O3SRLError(f"{path}: reward_range must be two finite numbers [min, max] with max > min, got {rr!r}")
-    if info.get("reward_reference") not in ("dsrl", "given", "dataset"):
-        raise O3SRLError(f"{path}: reward_reference must be 'dsrl', 'given' or 'dataset', got {info.get('reward_reference')!r}")
-    return info
 
 
 @dataclass
@@ -920,12 +883,14 @@ def load_finished_run(run_dir: str | Path) -> FinishedRun:
     earlier layout is brought up to date)."""
     import jax
 
-    from o3srl.checkpoint import CHECKPOINT_NAME, load_checkpoint
+    from o3srl.checkpoint import load_checkpoint
 
     run_dir = Path(run_dir)
-    cfg = read_config(run_dir / "config.json").resolved()
+    cfg = read_config(run_dir / CONFIG_NAME).resolved()
     problem = load_problem(cfg)
     learner = build_learner(cfg, problem)
     template = learner.init(jax.random.PRNGKey(cfg.seed))
-    _, state, stats, _ = load_checkpoint(run_dir / CHECKPOINT_NAME, template, getattr(learner, "upgrade_state_dict", None))
+    _, state, stats, _ = load_checkpoint(
+        run_dir / CHECKPOINT_NAME, template, getattr(learner, "upgrade_state_dict", None)
+    )
     return FinishedRun(cfg=cfg, problem=problem, learner=learner, state=state, stats=stats)

@@ -153,6 +153,7 @@ SUFFIX_RULES: tuple[tuple[str, Range], ...] = (
 def rule_for(name: str, integer: bool) -> Range:
     """The allowed values of field ``name`` (its last dotted part decides)."""
     leaf = name.rsplit(".", 1)[-1]
+    rule: Range | None
     if leaf in RULES:
         rule = RULES[leaf]
     else:
@@ -209,7 +210,7 @@ def check_value(name: str, tp: Any, value: Any) -> None:
             else:
                 check_value(f"{name}[{i}]", item_tp, item)
         return
-    if dataclasses.is_dataclass(tp):
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
         if not dataclasses.is_dataclass(value) or not isinstance(value, tp):
             raise ConfigError(f"{name} must be a section of {tp.__name__} fields, got {value!r}")
         check_fields(value, prefix=f"{name}.")

@@ -21,8 +21,9 @@ model into unbounded extrapolation.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import flax.linen as nn
 import flax.struct
@@ -76,7 +77,11 @@ class _Ensemble(nn.Module):
     def __call__(self, obs: jax.Array, act: jax.Array) -> jax.Array:
         """obs, act: (members, batch, ·), one input per member → (members, batch, out_dim)."""
         ensemble = nn.vmap(
-            MLP, variable_axes={"params": 0}, split_rngs={"params": True}, in_axes=0, out_axes=0,
+            MLP,
+            variable_axes={"params": 0},
+            split_rngs={"params": True},
+            in_axes=0,
+            out_axes=0,
             axis_size=self.members,
         )
         return ensemble(self.hidden, self.out_dim)(jnp.concatenate([obs, act], axis=-1))
@@ -86,8 +91,13 @@ class CostModel:
     """Pure functions of :class:`CostModelState`."""
 
     def __init__(self, config: CostModelConfig, obs_dim: int, act_dim: int) -> None:
-        if (config.members < 1 or config.fit_steps < 0 or config.batch_size < 1 or config.rollout_states < 1
-                or config.rollout_every < 1):
+        if (
+            config.members < 1
+            or config.fit_steps < 0
+            or config.batch_size < 1
+            or config.rollout_states < 1
+            or config.rollout_every < 1
+        ):
             from o3srl.errors import ConfigError
 
             raise ConfigError(
@@ -104,9 +114,16 @@ class CostModel:
         m = self.config.members
         params = self.net.init(key, jnp.zeros((m, 1, self.obs_dim)), jnp.zeros((m, 1, self.act_dim)))
         ones = jnp.ones((self.obs_dim,), jnp.float32)
-        return CostModelState(params=params, delta_scale=ones, cost_scale=jnp.float32(1.0), obs_low=-ones,
-                              obs_high=ones, fit_loss=jnp.float32(jnp.nan), estimate=jnp.float32(0.0),
-                              spread=jnp.float32(0.0))
+        return CostModelState(
+            params=params,
+            delta_scale=ones,
+            cost_scale=jnp.float32(1.0),
+            obs_low=-ones,
+            obs_high=ones,
+            fit_loss=jnp.float32(jnp.nan),
+            estimate=jnp.float32(0.0),
+            spread=jnp.float32(0.0),
+        )
 
     def predict(self, state: CostModelState, obs: jax.Array, act: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
         """(next observation, step cost, terminal probability) per member; obs, act: (members, batch, ·)."""
@@ -160,7 +177,9 @@ class CostModel:
         m = self.config.members
         obs = jnp.broadcast_to(init_obs, (m, *init_obs.shape))
 
-        def step(carry: tuple[jax.Array, jax.Array, jax.Array], _: None) -> tuple[tuple[jax.Array, ...], None]:
+        def step(
+            carry: tuple[jax.Array, jax.Array, jax.Array], _: None
+        ) -> tuple[tuple[jax.Array, jax.Array, jax.Array], None]:
             s, alive, total = carry
             next_s, cost, done = self.predict(state, s, act(s))
             total = total + alive * cost  # not clipped at 0: the members' errors around a cost of 0 cancel

@@ -21,10 +21,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from o3srl.algos.base import Metrics
 from o3srl.data.sampler import Batch
 from o3srl.nets import Critics, GaussianActor, ValueNet
-
-Metrics = dict[str, jax.Array]
 
 
 @dataclass(frozen=True)
@@ -117,18 +116,30 @@ class IQL:
         v_c = self.value.apply(value["cost"], batch.obs)
         loss_r = expectile_loss(jax.lax.stop_gradient(q_r) - v_r, cfg.expectile)
         loss_c = expectile_loss(jax.lax.stop_gradient(q_c) - v_c, cfg.cost_expectile)
-        return loss_r + loss_c, {"loss/value_reward": loss_r, "loss/value_cost": loss_c, "v/reward": v_r.mean(), "v/cost": v_c.mean()}
+        return loss_r + loss_c, {
+            "loss/value_reward": loss_r,
+            "loss/value_cost": loss_c,
+            "v/reward": v_r.mean(),
+            "v/cost": v_c.mean(),
+        }
 
     def critic_loss(self, critic: Any, value: Any, batch: Batch) -> tuple[jax.Array, Metrics]:
         cfg = self.config
         not_done = 1.0 - batch.terminals
-        y_r = cfg.reward_scale * batch.rewards + cfg.gamma * not_done * self.value.apply(value["reward"], batch.next_obs)
+        y_r = cfg.reward_scale * batch.rewards + cfg.gamma * not_done * self.value.apply(
+            value["reward"], batch.next_obs
+        )
         y_c = cfg.cost_scale * batch.costs + cfg.gamma * not_done * self.value.apply(value["cost"], batch.next_obs)
         q_r = self.critic.apply(critic["reward"], batch.obs, batch.actions)
         q_c = self.critic.apply(critic["cost"], batch.obs, batch.actions)
         loss_r = ((q_r - jax.lax.stop_gradient(y_r)) ** 2).mean(axis=1).sum()
         loss_c = ((q_c - jax.lax.stop_gradient(y_c)) ** 2).mean(axis=1).sum()
-        return loss_r + loss_c, {"loss/critic_reward": loss_r, "loss/critic_cost": loss_c, "q/reward": q_r.mean(), "q/cost": q_c.mean()}
+        return loss_r + loss_c, {
+            "loss/critic_reward": loss_r,
+            "loss/critic_cost": loss_c,
+            "q/reward": q_r.mean(),
+            "q/cost": q_c.mean(),
+        }
 
     def actor_loss(self, actor: Any, state: IQLState, batch: Batch, lam: jax.Array) -> tuple[jax.Array, Metrics]:
         cfg = self.config
@@ -140,8 +151,14 @@ class IQL:
         weight = jax.lax.stop_gradient(jnp.minimum(jnp.exp(cfg.temperature * adv), cfg.max_weight))
         mean, log_std = self.actor.apply(actor, batch.obs)
         # Gaussian log-likelihood of the (normalised) dataset action under the policy.
-        log_prob = (-0.5 * ((batch.actions - mean) / jnp.exp(log_std)) ** 2 - log_std - 0.5 * jnp.log(2 * jnp.pi)).sum(-1)
-        return -(weight * log_prob).mean(), {"loss/actor": -(weight * log_prob).mean(), "iql/adv": adv.mean(), "iql/weight": weight.mean()}
+        log_prob = (-0.5 * ((batch.actions - mean) / jnp.exp(log_std)) ** 2 - log_std - 0.5 * jnp.log(2 * jnp.pi)).sum(
+            -1
+        )
+        return -(weight * log_prob).mean(), {
+            "loss/actor": -(weight * log_prob).mean(),
+            "iql/adv": adv.mean(),
+            "iql/weight": weight.mean(),
+        }
 
     def update(
         self, state: IQLState, batch: Batch, lam: jax.Array, budget_step: float, key: jax.Array

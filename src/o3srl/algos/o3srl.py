@@ -84,10 +84,11 @@ class O3SRLConfig:
     proportional term next to the weights' integral: it damps the λ-player's oscillation and removes most of the
     importance-weighting noise."""
     hint_decay: float | None = None
-    """ρ (None: 0 for both players for now): the optimism's hint is the exponential average of the arms' past losses, m ← ρ m + (1 − ρ) ℓ (0: the last
-    round's losses). Where Ĉ jumps between far-apart values from round to round (BallRun's policy on either side of
-    its speed limit), the last loss is a poor prediction of the next one and β m kicks λ to the largest arm for a
-    round at every spike; the average over ≈ 1 / (1 − ρ) rounds responds to the violation's level instead."""
+    """ρ (None: 0 for both players for now): the optimism's hint is the exponential average of the arms' past
+    losses, m ← ρ m + (1 − ρ) ℓ (0: the last round's losses). Where Ĉ jumps between far-apart values from round to
+    round (BallRun's policy on either side of its speed limit), the last loss is a poor prediction of the next one
+    and β m kicks λ to the largest arm for a round at every spike; the average over ≈ 1 / (1 − ρ) rounds responds
+    to the violation's level instead."""
     margin: float | None = None
     """δ (None: 0 for the earlier player, 0.2 for the adaptive one): the lagrangian feedback plays the game against
     the tighter budget (1 − δ) B, so that the last iterate, which ends near the boundary of the game it plays, errs
@@ -122,12 +123,30 @@ class O3SRLConfig:
 
 
 PLAYERS: dict[str, dict[str, Any]] = {
-    "earlier": {"bandit": "exp3", "feedback": "shaped", "optimism": 0.0, "margin": 0.0, "lambda_scale": 1.0,
-                "cost_estimate": "mean", "max_violation": 1.0, "output": "last", "oracle_lambda": "drawn",
-                "hint_decay": 0.0},
-    "adaptive": {"bandit": "exp3box", "feedback": "lagrangian", "optimism": 8.0, "margin": 0.2, "lambda_scale": None,
-                 "cost_estimate": "model", "max_violation": 20.0, "output": "tail",
-                 "oracle_lambda": "drawn", "hint_decay": 0.0},
+    "earlier": {
+        "bandit": "exp3",
+        "feedback": "shaped",
+        "optimism": 0.0,
+        "margin": 0.0,
+        "lambda_scale": 1.0,
+        "cost_estimate": "mean",
+        "max_violation": 1.0,
+        "output": "last",
+        "oracle_lambda": "drawn",
+        "hint_decay": 0.0,
+    },
+    "adaptive": {
+        "bandit": "exp3box",
+        "feedback": "lagrangian",
+        "optimism": 8.0,
+        "margin": 0.2,
+        "lambda_scale": None,
+        "cost_estimate": "model",
+        "max_violation": 20.0,
+        "output": "tail",
+        "oracle_lambda": "drawn",
+        "hint_decay": 0.0,
+    },
 }
 """The knobs each λ-player sets when the config leaves them at None (lambda_scale None: the data's unit)."""
 
@@ -190,8 +209,14 @@ def make_oracle(name: str, td3bc: TD3BCConfig, iql: IQLConfig, obs_dim: int, act
 class O3SRL:
     """The round loop around an oracle. Pure functions of :class:`LearnerState`."""
 
-    def __init__(self, config: O3SRLConfig, oracle: TD3BC | IQL, setting: Setting, fixed_lambda: float | None = None,
-                 cost_model: CostModel | None = None):
+    def __init__(
+        self,
+        config: O3SRLConfig,
+        oracle: TD3BC | IQL,
+        setting: Setting,
+        fixed_lambda: float | None = None,
+        cost_model: CostModel | None = None,
+    ):
         config = resolve_player(config)
         self.config = config
         self.oracle = oracle
@@ -200,8 +225,10 @@ class O3SRL:
         if config.cost_estimate == "model":
             self.cost_model = cost_model or CostModel(CostModelConfig(), setting.obs_dim, setting.act_dim)
             if config.feedback == "shaped":
-                raise ConfigError("o3srl.cost_estimate 'model' gives an episode cost, which the shaped feedback (a "
-                                  "discounted Lagrangian value) cannot use; use feedback 'lagrangian' with it")
+                raise ConfigError(
+                    "o3srl.cost_estimate 'model' gives an episode cost, which the shaped feedback (a "
+                    "discounted Lagrangian value) cannot use; use feedback 'lagrangian' with it"
+                )
         if fixed_lambda is not None:
             arms = [float(fixed_lambda)]
         elif config.arms:
@@ -263,9 +290,14 @@ class O3SRL:
 
     def cell_constants(self) -> CellParams:
         """This run's :class:`CellParams` as Python numbers: compiled in as constants (a run trained alone)."""
-        return CellParams(arms=self.arms, max_lambda=self.max_lambda, budget_step=self.budget_step,
-                          budget_value=self.budget_value, value_scale=self.value_scale,
-                          cost_limit=self.setting.cost_limit)
+        return CellParams(
+            arms=self.arms,
+            max_lambda=self.max_lambda,
+            budget_step=self.budget_step,
+            budget_value=self.budget_value,
+            value_scale=self.value_scale,
+            cost_limit=self.setting.cost_limit,
+        )
 
     # ------------------------------------------------------------------ state
     def init(self, key: jax.Array) -> LearnerState:
@@ -274,8 +306,9 @@ class O3SRL:
         tail = jax.tree.map(lambda x: jnp.zeros((self.tail_members, *x.shape), x.dtype), oracle.actor)
         # The model's key is folded out of the run's key, so runs without a model draw exactly what they did before.
         model = None if self.cost_model is None else self.cost_model.init(jax.random.fold_in(key, 1))
-        return LearnerState(oracle=oracle, bandit=bandits.init_bandit(len(self.arms)), key=k_run, tail=tail,
-                            model=model)
+        return LearnerState(
+            oracle=oracle, bandit=bandits.init_bandit(len(self.arms)), key=k_run, tail=tail, model=model
+        )
 
     def prepare(self, state: LearnerState, data: DeviceData) -> LearnerState:
         """Before the first round: fit the cost model to the dataset (it does not depend on the policy, so once is
@@ -297,7 +330,7 @@ class O3SRL:
         )
 
     @staticmethod
-    def upgrade_state_dict(state_dict: dict[str, Any], template: "LearnerState") -> dict[str, Any]:
+    def upgrade_state_dict(state_dict: dict[str, Any], template: LearnerState) -> dict[str, Any]:
         """A checkpoint written before the adaptive λ-player (no bandit hint, no tail members) in today's layout: the
         hint is zero (as the optimism-free bandit it ran had), the tail is empty (the run outputs its last iterate)."""
         from flax import serialization
@@ -341,7 +374,10 @@ class O3SRL:
             # The same initial states every round (what the optimism's hint needs: Ĉ moves only as the policy does).
             init_obs = sample_init_obs(jax.random.PRNGKey(0), data, self.cost_model.config.rollout_states)
             model = self.cost_model.refresh(
-                state.model, lambda s: self.oracle.act(oracle_state.actor, s), init_obs, self.setting.episode_length,
+                state.model,
+                lambda s: self.oracle.act(oracle_state.actor, s),
+                init_obs,
+                self.setting.episode_length,
                 state.bandit.rounds,
             )
             fb_obs = init_obs
@@ -364,13 +400,22 @@ class O3SRL:
         else:
             cost_estimate, budget, unit = q_c.mean(), c.budget_value, self.oracle.config.cost_scale
         if cfg.feedback == "lagrangian":
-            losses = bandits.lagrangian_feedback(arms, c.max_lambda, cost_estimate, budget, cfg.min_scale, cfg.margin,
-                                                 max_violation=cfg.max_violation)
+            losses = bandits.lagrangian_feedback(
+                arms, c.max_lambda, cost_estimate, budget, cfg.min_scale, cfg.margin, max_violation=cfg.max_violation
+            )
         else:
             losses = bandits.shaped_feedback(arms, reward_estimate, cost_estimate, c.budget_value, c.value_scale)
         bandit_state = bandits.update_bandit(
-            state.bandit, cfg.bandit, arm, losses, probs, self.learning_rate, self.exploration, self.optimism,
-            max_gap=cfg.max_gap, hint_decay=cfg.hint_decay,
+            state.bandit,
+            cfg.bandit,
+            arm,
+            losses,
+            probs,
+            self.learning_rate,
+            self.exploration,
+            self.optimism,
+            max_gap=cfg.max_gap,
+            hint_decay=cfg.hint_decay,
         )
         metrics = {k: jnp.nanmean(v) for k, v in step_metrics.items()}
         metrics.update(

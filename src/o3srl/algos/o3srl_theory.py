@@ -15,7 +15,7 @@ version, this needs off-policy evaluation every iteration; it exists to check th
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import flax.struct
 import jax
@@ -24,12 +24,15 @@ import numpy as np
 import optax
 
 from o3srl.algos.iql import IQL
-from o3srl.bandits import ogd_lambda_step
 from o3srl.algos.td3bc import TD3BC
+from o3srl.bandits import ogd_lambda_step
 from o3srl.data.sampler import DeviceData, sample_batch, sample_init_obs
 from o3srl.data.transforms import BudgetConvention, budget_per_step, budget_value
 from o3srl.errors import ConfigError
 from o3srl.nets import Critics
+
+if TYPE_CHECKING:  # pragma: no cover
+    from o3srl.algos.o3srl import Setting
 
 
 @dataclass(frozen=True)
@@ -41,7 +44,8 @@ class TheoryConfig:
     max_lambda: float = 5.0
     """C: λ is projected onto [0, C]."""
     lambda_lr: float | None = None
-    """OGD step η; None: C / (D sqrt(T)) with D = the largest possible |V_c − B| (the standard rate for a linear loss)."""
+    """OGD step η; None: C / (D sqrt(T)) with D = the largest possible |V_c − B| (the standard rate for a linear
+    loss)."""
     initial_lambda: float = 0.0
     fqe_steps: int = 2_000
     """Gradient steps of fitted Q evaluation per iterate."""
@@ -66,11 +70,13 @@ class TheoryState(flax.struct.PyTreeNode):
 class O3SRLTheory:
     """Pure functions of :class:`TheoryState`; one "round" of the training loop is one whole iteration."""
 
-    def __init__(self, config: TheoryConfig, oracle: TD3BC | IQL, setting: Any) -> None:
+    def __init__(self, config: TheoryConfig, oracle: TD3BC | IQL, setting: Setting) -> None:
         if config.iterations < 1:
             raise ConfigError(f"theory.iterations must be ≥ 1, got {config.iterations}")
         if setting.total_steps % config.iterations:
-            raise ConfigError(f"steps ({setting.total_steps}) must be a multiple of theory.iterations ({config.iterations})")
+            raise ConfigError(
+                f"steps ({setting.total_steps}) must be a multiple of theory.iterations ({config.iterations})"
+            )
         if not 0 <= config.initial_lambda <= config.max_lambda:
             raise ConfigError("theory.initial_lambda must lie in [0, theory.max_lambda]")
         self.config = config
@@ -84,7 +90,9 @@ class O3SRLTheory:
         self.budget_value = cost_scale * budget_value(self.budget_step, gamma)
         spread = max(cost_scale * setting.cost_abs_max / (1.0 - gamma) - self.budget_value, self.budget_value, 1e-6)
         self.lambda_lr = (
-            config.lambda_lr if config.lambda_lr is not None else config.max_lambda / (spread * np.sqrt(config.iterations))
+            config.lambda_lr
+            if config.lambda_lr is not None
+            else config.max_lambda / (spread * np.sqrt(config.iterations))
         )
         self.critic = Critics(oracle.config.hidden, 2)
         self.fqe_tx = optax.adam(config.fqe_lr)
@@ -100,9 +108,14 @@ class O3SRLTheory:
         fqe = {"reward": self.critic.init(k_r, obs, act), "cost": self.critic.init(k_c, obs, act)}
         iterates = jax.tree.map(lambda x: jnp.zeros((self.config.iterations, *x.shape), x.dtype), oracle_state.actor)
         return TheoryState(
-            oracle=oracle_state, fqe=fqe, fqe_target=fqe, fqe_opt=self.fqe_tx.init(fqe),
-            lam=jnp.asarray(self.config.initial_lambda, jnp.float32), iterates=iterates,
-            count=jnp.zeros((), jnp.int32), key=k_run,
+            oracle=oracle_state,
+            fqe=fqe,
+            fqe_target=fqe,
+            fqe_opt=self.fqe_tx.init(fqe),
+            lam=jnp.asarray(self.config.initial_lambda, jnp.float32),
+            iterates=iterates,
+            count=jnp.zeros((), jnp.int32),
+            key=k_run,
         )
 
     def act(self, actor_params: Any, obs: jax.Array) -> jax.Array:
@@ -112,8 +125,12 @@ class O3SRLTheory:
         cfg = self.oracle.config
         next_a = self.oracle.act(actor, batch.next_obs)
         not_done = 1.0 - batch.terminals
-        y_r = cfg.reward_scale * batch.rewards + self.gamma * not_done * self.critic.apply(target["reward"], batch.next_obs, next_a).mean(0)
-        y_c = cfg.cost_scale * batch.costs + self.gamma * not_done * self.critic.apply(target["cost"], batch.next_obs, next_a).mean(0)
+        y_r = cfg.reward_scale * batch.rewards + self.gamma * not_done * self.critic.apply(
+            target["reward"], batch.next_obs, next_a
+        ).mean(0)
+        y_c = cfg.cost_scale * batch.costs + self.gamma * not_done * self.critic.apply(
+            target["cost"], batch.next_obs, next_a
+        ).mean(0)
         q_r = self.critic.apply(fqe["reward"], batch.obs, batch.actions)
         q_c = self.critic.apply(fqe["cost"], batch.obs, batch.actions)
         return ((q_r - jax.lax.stop_gradient(y_r)) ** 2).mean() + ((q_c - jax.lax.stop_gradient(y_c)) ** 2).mean()
@@ -150,21 +167,31 @@ class O3SRLTheory:
         new_lam = ogd_lambda_step(state.lam, v_c, self.budget_value, self.lambda_lr, cfg.max_lambda)
         iterates = jax.tree.map(lambda stack, leaf: stack.at[state.count].set(leaf), state.iterates, actor)
         metrics = {k: jnp.nanmean(v) for k, v in oracle_metrics.items()}
-        metrics.update({
-            "bandit/lambda": state.lam,
-            "theory/next_lambda": new_lam,
-            "theory/fqe_loss": fqe_losses[-100:].mean(),
-            "feedback/cost_estimate": v_c / self.oracle.config.cost_scale,
-            "feedback/reward_estimate": v_r / self.oracle.config.reward_scale,
-            "feedback/budget": jnp.asarray(self.budget_value / self.oracle.config.cost_scale, jnp.float32),
-        })
+        metrics.update(
+            {
+                "bandit/lambda": state.lam,
+                "theory/next_lambda": new_lam,
+                "theory/fqe_loss": fqe_losses[-100:].mean(),
+                "feedback/cost_estimate": v_c / self.oracle.config.cost_scale,
+                "feedback/reward_estimate": v_r / self.oracle.config.reward_scale,
+                "feedback/budget": jnp.asarray(self.budget_value / self.oracle.config.cost_scale, jnp.float32),
+            }
+        )
         new_state = TheoryState(
-            oracle=oracle_state, fqe=fqe, fqe_target=fqe_target, fqe_opt=fqe_opt, lam=new_lam,
-            iterates=iterates, count=state.count + 1, key=key,
+            oracle=oracle_state,
+            fqe=fqe,
+            fqe_target=fqe_target,
+            fqe_opt=fqe_opt,
+            lam=new_lam,
+            iterates=iterates,
+            count=state.count + 1,
+            key=key,
         )
         return new_state, metrics
 
-    def run_rounds(self, state: TheoryState, data: DeviceData, num_rounds: int) -> tuple[TheoryState, dict[str, jax.Array]]:
+    def run_rounds(
+        self, state: TheoryState, data: DeviceData, num_rounds: int
+    ) -> tuple[TheoryState, dict[str, jax.Array]]:
         def body(s: TheoryState, _: None) -> tuple[TheoryState, dict[str, jax.Array]]:
             return self._iteration(s, data)
 

@@ -29,11 +29,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from o3srl.algos.base import Metrics
 from o3srl.data.sampler import Batch
 from o3srl.data.transforms import shaped_value
 from o3srl.nets import Actor, Critics
-
-Metrics = dict[str, jax.Array]
 
 
 @dataclass(frozen=True)
@@ -136,11 +135,11 @@ class TD3BC:
         return jnp.maximum(q_c, 0.0) if self.config.cost_floor else q_c
 
     # ------------------------------------------------------------------ losses
-    def critic_loss(
-        self, critic: Any, state: TD3BCState, batch: Batch, key: jax.Array
-    ) -> tuple[jax.Array, Metrics]:
+    def critic_loss(self, critic: Any, state: TD3BCState, batch: Batch, key: jax.Array) -> tuple[jax.Array, Metrics]:
         cfg = self.config
-        noise = jnp.clip(cfg.policy_noise * jax.random.normal(key, batch.actions.shape), -cfg.noise_clip, cfg.noise_clip)
+        noise = jnp.clip(
+            cfg.policy_noise * jax.random.normal(key, batch.actions.shape), -cfg.noise_clip, cfg.noise_clip
+        )
         target_a = self.actor.apply(state.actor_target, batch.next_obs)
         next_a = jnp.clip(target_a + noise, -1.0, 1.0)
         not_done = 1.0 - batch.terminals

@@ -22,9 +22,11 @@ costs less than a JAX dispatch); the update — all epochs and minibatches — i
 
 from __future__ import annotations
 
+import itertools
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -105,7 +107,7 @@ def _mlp_init(rng: np.random.Generator, sizes: list[int], out_scale: float) -> P
     """Orthogonal initialisation (gain √2 for hidden layers, ``out_scale`` for the output), the usual PPO choice:
     a small actor output keeps the first policy near the zero action."""
     layers: Params = {}
-    for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+    for i, (fan_in, fan_out) in enumerate(itertools.pairwise(sizes)):
         gain = out_scale if i == len(sizes) - 2 else np.sqrt(2.0)
         a = rng.normal(size=(max(fan_in, fan_out), min(fan_in, fan_out)))
         q, r = np.linalg.qr(a)
@@ -142,7 +144,7 @@ class RunningMoments:
     count: float = 1e-4
 
     @classmethod
-    def zeros(cls, shape: tuple[int, ...]) -> "RunningMoments":
+    def zeros(cls, shape: tuple[int, ...]) -> RunningMoments:
         return cls(np.zeros(shape, np.float64), np.ones(shape, np.float64))
 
     def update(self, x: np.ndarray) -> None:
@@ -222,8 +224,9 @@ def make_update(config: PPOLagConfig) -> tuple[Any, Callable[..., tuple[Params, 
         }
         return policy_coef * policy_loss + config.value_coef * value_loss, metrics
 
-    def update(params: Params, opt_state: Any, batch: dict[str, Any], key: Any,
-               policy_coef: Any = 1.0) -> tuple[Params, Any, dict[str, Any]]:
+    def update(
+        params: Params, opt_state: Any, batch: dict[str, Any], key: Any, policy_coef: Any = 1.0
+    ) -> tuple[Params, Any, dict[str, Any]]:
         """``policy_coef`` 0 trains the value heads only (the actor's gradient is zero, so Adam leaves it as is)."""
         n = batch["obs"].shape[0]
         size = n // config.minibatches
@@ -263,8 +266,9 @@ def _layers(layers: Params) -> Params:
     return {k: {n: np.asarray(a, np.float32) for n, a in v.items()} for k, v in layers.items()}
 
 
-def _snapshot(params: Params, obs_rms: RunningMoments, step: int, row: dict[str, float],
-              resume: dict[str, Any] | None = None) -> dict[str, Any]:
+def _snapshot(
+    params: Params, obs_rms: RunningMoments, step: int, row: dict[str, float], resume: dict[str, Any] | None = None
+) -> dict[str, Any]:
     snap = {
         "actor": _layers(params["actor"]),
         "log_std": np.asarray(params["log_std"], np.float32),
@@ -280,8 +284,9 @@ def _snapshot(params: Params, obs_rms: RunningMoments, step: int, row: dict[str,
     return snap
 
 
-def _resume_state(params: Params, obs_rms: RunningMoments, ret_rms: dict[str, RunningMoments],
-                  lagrange: LagrangeState) -> dict[str, Any]:
+def _resume_state(
+    params: Params, obs_rms: RunningMoments, ret_rms: dict[str, RunningMoments], lagrange: LagrangeState
+) -> dict[str, Any]:
     """What a later run needs to continue this one (kept in the final snapshot only): the value heads and the
     running statistics and multiplier, besides the actor the snapshot already holds."""
     return {
@@ -296,32 +301,43 @@ def _resume_state(params: Params, obs_rms: RunningMoments, ret_rms: dict[str, Ru
     }
 
 
-def _start_from(snapshot: dict[str, Any], params: Params) -> tuple[Params, RunningMoments, dict[str, RunningMoments],
-                                                                 LagrangeState]:
+def _start_from(
+    snapshot: dict[str, Any], params: Params
+) -> tuple[Params, RunningMoments, dict[str, RunningMoments], LagrangeState]:
     """Initial state of a run that continues from ``snapshot`` (a member's last one); value heads, return statistics
     and the multiplier come from its ``resume`` entry when present, and start fresh otherwise."""
+
     def layers(src: Params, like: Params, what: str) -> Params:
         shapes = {k: {n: np.shape(a) for n, a in v.items()} for k, v in src.items()}
         want = {k: {n: np.shape(a) for n, a in v.items()} for k, v in like.items()}
         if shapes != want:
-            raise ConfigError(f"cannot continue from this snapshot: its {what} has layer shapes {shapes}, this run's "
-                              f"{want} (different task or hidden sizes)")
+            raise ConfigError(
+                f"cannot continue from this snapshot: its {what} has layer shapes {shapes}, this run's "
+                f"{want} (different task or hidden sizes)"
+            )
         return {k: {n: np.asarray(a, np.float32) for n, a in v.items()} for k, v in src.items()}
 
-    params = dict(params, actor=layers(snapshot["actor"], params["actor"], "actor"),
-                  log_std=np.asarray(snapshot["log_std"], np.float32).reshape(np.shape(params["log_std"])))
+    params = dict(
+        params,
+        actor=layers(snapshot["actor"], params["actor"], "actor"),
+        log_std=np.asarray(snapshot["log_std"], np.float32).reshape(np.shape(params["log_std"])),
+    )
     resume = snapshot.get("resume")
     seen = float(snapshot.get("step", 1e4))
-    obs_rms = RunningMoments(np.asarray(snapshot["obs_mean"], np.float64), np.asarray(snapshot["obs_var"], np.float64),
-                             float(resume["obs_count"]) if resume else seen)
+    obs_rms = RunningMoments(
+        np.asarray(snapshot["obs_mean"], np.float64),
+        np.asarray(snapshot["obs_var"], np.float64),
+        float(resume["obs_count"]) if resume else seen,
+    )
     ret_rms = {"r": RunningMoments.zeros(()), "c": RunningMoments.zeros(())}
     lagrange = LagrangeState()
     if resume:
         params["value_r"] = layers(resume["value_r"], params["value_r"], "reward value head")
         params["value_c"] = layers(resume["value_c"], params["value_c"], "cost value head")
         for k in ("r", "c"):
-            ret_rms[k] = RunningMoments(np.zeros(()), np.asarray(float(resume[f"ret_var_{k}"])),
-                                        float(resume["ret_count"]))
+            ret_rms[k] = RunningMoments(
+                np.zeros(()), np.asarray(float(resume[f"ret_var_{k}"])), float(resume["ret_count"])
+            )
         # The multiplier carries over (the same member continuing at the same κ); the PID derivative restarts.
         lagrange = LagrangeState(float(resume["lambda"]), float(resume["lambda_integral"]), None)
     return params, obs_rms, ret_rms, lagrange
@@ -340,8 +356,9 @@ def widen_snapshot(snapshot: dict[str, Any], obs_dim: int, zero_inputs: tuple[in
     w = np.asarray(snapshot["actor"]["l0"]["w"], np.float32)
     old = w.shape[0]
     if old > obs_dim:
-        raise ConfigError(f"cannot start from this snapshot: its policy reads {old} observation dimensions, the task "
-                          f"has {obs_dim}")
+        raise ConfigError(
+            f"cannot start from this snapshot: its policy reads {old} observation dimensions, the task has {obs_dim}"
+        )
     bad = [i for i in zero_inputs if not 0 <= int(i) < old]
     if bad:
         raise ConfigError(f"zero_inputs {bad} are not observation dimensions of the source policy (0..{old - 1})")
@@ -391,8 +408,10 @@ def train_ppo_lag(
     if start is not None:
         params, obs_rms, ret_rms, lagrange = _start_from(start, params)
         if obs_rms.mean.shape != (obs_dim,):
-            raise ConfigError(f"cannot continue from this snapshot: it normalises {obs_rms.mean.shape[0]} observation "
-                              f"dimensions, the task has {obs_dim}")
+            raise ConfigError(
+                f"cannot continue from this snapshot: it normalises {obs_rms.mean.shape[0]} observation "
+                f"dimensions, the task has {obs_dim}"
+            )
         jparams = jax.tree_util.tree_map(jnp.asarray, params)
         opt_state = optimiser.init(jparams)
     disc_ret = {"r": np.zeros(config.num_envs), "c": np.zeros(config.num_envs)}
@@ -406,9 +425,19 @@ def train_ppo_lag(
     E, T = config.num_envs, config.rollout_len
     try:
         for it in range(config.iterations):
-            buf = {k: np.zeros((T, E) + s, np.float32) for k, s in
-                   (("obs", (obs_dim,)), ("actions", (act_dim,)), ("logp", ()), ("r", ()), ("c", ()),
-                    ("vr", ()), ("vc", ()), ("done", ()))}
+            buf = {
+                k: np.zeros((T, E, *s), np.float32)
+                for k, s in (
+                    ("obs", (obs_dim,)),
+                    ("actions", (act_dim,)),
+                    ("logp", ()),
+                    ("r", ()),
+                    ("c", ()),
+                    ("vr", ()),
+                    ("vc", ()),
+                    ("done", ()),
+                )
+            }
             finished_r: list[float] = []
             finished_c: list[float] = []
             for t in range(T):
@@ -433,10 +462,16 @@ def train_ppo_lag(
                         if truncated and not terminated:
                             # Time limits are not part of the MDP: bootstrap from the final state's values.
                             fo = normalise_obs(nxt[None], obs_rms.mean, obs_rms.var)
-                            raw["r"][i] += config.gamma * float(mlp_apply(params["value_r"], fo)[0, 0]) * np.sqrt(
-                                ret_rms["r"].var + 1e-8)
-                            raw["c"][i] += config.gamma * float(mlp_apply(params["value_c"], fo)[0, 0]) * np.sqrt(
-                                ret_rms["c"].var + 1e-8)
+                            raw["r"][i] += (
+                                config.gamma
+                                * float(mlp_apply(params["value_r"], fo)[0, 0])
+                                * np.sqrt(ret_rms["r"].var + 1e-8)
+                            )
+                            raw["c"][i] += (
+                                config.gamma
+                                * float(mlp_apply(params["value_c"], fo)[0, 0])
+                                * np.sqrt(ret_rms["c"].var + 1e-8)
+                            )
                         finished_r.append(ep_reward[i])
                         finished_c.append(ep_cost[i])
                         ep_reward[i] = ep_cost[i] = 0.0
@@ -450,29 +485,39 @@ def train_ppo_lag(
                     disc_ret[k] = disc_ret[k] * (1.0 - buf["done"][t])
                     buf[k][t] = raw[k] / np.sqrt(ret_rms[k].var + 1e-8)
             o = normalise_obs(obs, obs_rms.mean, obs_rms.var)
-            adv_r, ret_r = gae(buf["r"], buf["vr"], mlp_apply(params["value_r"], o)[:, 0], buf["done"],
-                               config.gamma, config.gae_lambda)
-            adv_c, ret_c = gae(buf["c"], buf["vc"], mlp_apply(params["value_c"], o)[:, 0], buf["done"],
-                               config.gamma, config.gae_lambda)
+            adv_r, ret_r = gae(
+                buf["r"], buf["vr"], mlp_apply(params["value_r"], o)[:, 0], buf["done"], config.gamma, config.gae_lambda
+            )
+            adv_c, ret_c = gae(
+                buf["c"], buf["vc"], mlp_apply(params["value_c"], o)[:, 0], buf["done"], config.gamma, config.gae_lambda
+            )
             if finished_c:
                 lagrange = update_lagrange(lagrange, float(np.mean(finished_c)), config)
             lam = lagrange.value
             adv = (adv_r - lam * adv_c) / (1.0 + lam)
             adv = (adv - adv.mean()) / (adv.std() + 1e-8)
-            batch = {"obs": buf["obs"], "actions": buf["actions"], "logp": buf["logp"], "adv": adv,
-                     "ret_r": ret_r, "ret_c": ret_c}
-            batch = {k: jnp.asarray(v.reshape((T * E,) + v.shape[2:]), jnp.float32) for k, v in batch.items()}
+            batch = {
+                "obs": buf["obs"],
+                "actions": buf["actions"],
+                "logp": buf["logp"],
+                "adv": adv,
+                "ret_r": ret_r,
+                "ret_c": ret_c,
+            }
+            batch = {k: jnp.asarray(v.reshape((T * E, *v.shape[2:])), jnp.float32) for k, v in batch.items()}
             key, sub = jax.random.split(key)
             policy_coef = 0.0 if it < config.value_warmup_iterations else 1.0
             jparams, opt_state, metrics = update(jparams, opt_state, batch, sub, jnp.float32(policy_coef))
             params = jax.tree_util.tree_map(np.asarray, jparams)
             row = {k: float(v) for k, v in metrics.items()}
-            row.update({
-                "step": float((it + 1) * T * E),
-                "lagrange/lambda": lam,
-                "policy/std": float(np.exp(params["log_std"]).mean()),
-                "time/seconds": time.time() - t0,
-            })
+            row.update(
+                {
+                    "step": float((it + 1) * T * E),
+                    "lagrange/lambda": lam,
+                    "policy/std": float(np.exp(params["log_std"]).mean()),
+                    "time/seconds": time.time() - t0,
+                }
+            )
             if finished_r:
                 row["rollout/episode_reward"] = float(np.mean(finished_r))
                 row["rollout/episode_cost"] = float(np.mean(finished_c))

@@ -13,9 +13,10 @@ import json
 import multiprocessing as mp
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Sequence
+from typing import Annotated, Any
 
 import numpy as np
 import tyro
@@ -91,12 +92,15 @@ class Member:
 
 
 def _to_state_dict(snapshots: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    return {str(i): {k: (np.asarray(v) if isinstance(v, (int, float)) else v) for k, v in s.items()}
-            for i, s in enumerate(snapshots)}
+    return {
+        str(i): {k: (np.asarray(v) if isinstance(v, (int, float)) else v) for k, v in s.items()}
+        for i, s in enumerate(snapshots)
+    }
 
 
-def save_member(directory: Path, result: Any, previous: "PreviousMember | None" = None,
-                origin: dict[str, Any] | None = None) -> Path:
+def save_member(
+    directory: Path, result: Any, previous: PreviousMember | None = None, origin: dict[str, Any] | None = None
+) -> Path:
     """Write one trained member (``TrainResult``) as ``<member>.msgpack`` + ``<member>.json`` (atomic).
 
     With ``previous`` (the member this run continued), the new snapshots are appended to the previous ones, their
@@ -116,8 +120,13 @@ def save_member(directory: Path, result: Any, previous: "PreviousMember | None" 
     old = [{k: v for k, v in s.items() if k != "resume"} for s in previous.snapshots] if previous is not None else []
     snapshots = old + new
     blob = serialization.msgpack_serialize(_to_state_dict(snapshots))
-    segment = {"steps": cfg.total_steps, "seed": cfg.seed, "seconds": round(result.seconds, 1),
-               "cpu_seconds": round(result.cpu_seconds, 1), "snapshots": len(new)}
+    segment = {
+        "steps": cfg.total_steps,
+        "seed": cfg.seed,
+        "seconds": round(result.seconds, 1),
+        "cpu_seconds": round(result.cpu_seconds, 1),
+        "snapshots": len(new),
+    }
     segments = (previous.segments if previous is not None else []) + [segment]
     tail = [r for r in result.history[-5:] if "rollout/episode_reward" in r]
     meta = {
@@ -132,8 +141,12 @@ def save_member(directory: Path, result: Any, previous: "PreviousMember | None" 
         "seconds": round(sum(g["seconds"] for g in segments), 1),
         "cpu_seconds": _sum_or_none([g.get("cpu_seconds") for g in segments]),
         "snapshots": [
-            {"step": int(s["step"]), "episode_reward": _num(s["episode_reward"]), "episode_cost": _num(s["episode_cost"]),
-             "lambda": _num(s["lambda"])}
+            {
+                "step": int(s["step"]),
+                "episode_reward": _num(s["episode_reward"]),
+                "episode_cost": _num(s["episode_cost"]),
+                "lambda": _num(s["lambda"]),
+            }
             for s in snapshots
         ],
         "final_episode_reward": _num(np.mean([r["rollout/episode_reward"] for r in tail])) if tail else None,
@@ -171,11 +184,20 @@ def read_member(directory: Path, name: str) -> PreviousMember:
     state = serialization.msgpack_restore(blob_path.read_bytes())
     snapshots = tuple(state[str(i)] for i in range(len(state)))
     if len(snapshots) != len(meta["snapshots"]):
-        raise ZooError(f"{blob_path} holds {len(snapshots)} snapshots but {meta_path} describes "
-                       f"{len(meta['snapshots'])}: the member is half-written; restore it or retrain it")
+        raise ZooError(
+            f"{blob_path} holds {len(snapshots)} snapshots but {meta_path} describes "
+            f"{len(meta['snapshots'])}: the member is half-written; restore it or retrain it"
+        )
     cfg = meta["config"]
-    segments = meta.get("segments") or [{"steps": cfg["total_steps"], "seed": cfg["seed"], "seconds": meta["seconds"],
-                                         "cpu_seconds": meta.get("cpu_seconds"), "snapshots": len(snapshots)}]
+    segments = meta.get("segments") or [
+        {
+            "steps": cfg["total_steps"],
+            "seed": cfg["seed"],
+            "seconds": meta["seconds"],
+            "cpu_seconds": meta.get("cpu_seconds"),
+            "snapshots": len(snapshots),
+        }
+    ]
     return PreviousMember(snapshots, int(snapshots[-1]["step"]), segments, cfg)
 
 
@@ -189,9 +211,21 @@ def write_manifest(directory: Path, task_id: str) -> Path:
     members = []
     for meta_path in sorted(directory.glob("ppolag-*.json")):
         meta = json.loads(meta_path.read_text())
-        members.append({k: meta.get(k) for k in ("name", "algorithm", "cost_limit", "seconds", "cpu_seconds",
-                                                 "final_episode_reward", "final_episode_cost")}
-                       | {"snapshots": len(meta["snapshots"])})
+        members.append(
+            {
+                k: meta.get(k)
+                for k in (
+                    "name",
+                    "algorithm",
+                    "cost_limit",
+                    "seconds",
+                    "cpu_seconds",
+                    "final_episode_reward",
+                    "final_episode_cost",
+                )
+            }
+            | {"snapshots": len(meta["snapshots"])}
+        )
     members.sort(key=lambda m: m["cost_limit"])
     manifest = {"zoo_version": ZOO_VERSION, "task": task_id, "members": members}
     return atomic_write_text(directory / "manifest.json", json.dumps(manifest, indent=2) + "\n")
@@ -226,18 +260,23 @@ def load_zoo(task_id: str, directory: str | os.PathLike[str] | None = None) -> l
 VALUE_WARMUP_ITERATIONS = 10
 
 
-def _continued_config(previous: PreviousMember, steps: int, start: dict[str, Any] | None = None,
-                      **changes: Any) -> Any:
+def _continued_config(previous: PreviousMember, steps: int, start: dict[str, Any] | None = None, **changes: Any) -> Any:
     """The config of a run continuing ``previous`` from ``start`` (default: its newest snapshot): its
     hyperparameters, ``steps`` more steps, a fresh seed (``changes`` override fields, e.g. the cost limit of a
     member started from another); a value-only warm-up first when ``start`` carries no value heads."""
     from o3srl.behaviour.ppo_lag import PPOLagConfig
 
-    fields = {k: (tuple(v) if isinstance(v, list) else v) for k, v in previous.config.items()
-              if k in PPOLagConfig.__dataclass_fields__}
+    fields: dict[str, Any] = {
+        k: (tuple(v) if isinstance(v, list) else v)
+        for k, v in previous.config.items()
+        if k in PPOLagConfig.__dataclass_fields__
+    }
     # A new seed per segment: the same seed would replay the environments' reset seeds of the first run.
-    fields.update(total_steps=steps, seed=int(previous.segments[0]["seed"]) + 7919 * len(previous.segments),
-                  value_warmup_iterations=0)
+    fields.update(
+        total_steps=steps,
+        seed=int(previous.segments[0]["seed"]) + 7919 * len(previous.segments),
+        value_warmup_iterations=0,
+    )
     fields.update(changes)
     config = PPOLagConfig(**fields)
     if "resume" not in (start if start is not None else previous.snapshots[-1]):
@@ -278,8 +317,9 @@ def _train_member(job: tuple[Any, ...]) -> dict[str, Any]:
             start = widen_snapshot(start, get_task(task_id).obs_dim, zero_inputs)
             origin = {"task": source_dir.name} | origin | {"zeroed_inputs": list(zero_inputs)}
         elif "resume" in start:
-            start = dict(start, resume=dict(start["resume"], **{"lambda": np.asarray(0.0),
-                                                                 "lambda_integral": np.asarray(0.0)}))
+            start = dict(
+                start, resume=dict(start["resume"], **{"lambda": np.asarray(0.0), "lambda_integral": np.asarray(0.0)})
+            )
         config = _continued_config(source, steps, start=start, task_id=task_id, cost_limit=cost_limit, seed=seed)
     else:
         config = PPOLagConfig(task_id, cost_limit=cost_limit, total_steps=steps, seed=seed)
@@ -289,18 +329,25 @@ def _train_member(job: tuple[Any, ...]) -> dict[str, Any]:
     def log(row: dict[str, float]) -> None:
         # A line every tenth of the run, so a background log shows the learning curve of each member.
         if int(row["step"]) // (config.num_envs * config.rollout_len) % every == 0:
-            print(f"  {task_id} {member_name(cost_limit)} step {int(row['step']) + offset}: "
-                  f"reward {row.get('rollout/episode_reward', float('nan')):.1f} "
-                  f"cost {row.get('rollout/episode_cost', float('nan')):.1f} λ {row['lagrange/lambda']:.2f} "
-                  f"({row['time/seconds']:.0f}s)", flush=True)
+            print(
+                f"  {task_id} {member_name(cost_limit)} step {int(row['step']) + offset}: "
+                f"reward {row.get('rollout/episode_reward', float('nan')):.1f} "
+                f"cost {row.get('rollout/episode_cost', float('nan')):.1f} λ {row['lagrange/lambda']:.2f} "
+                f"({row['time/seconds']:.0f}s)",
+                flush=True,
+            )
 
     result = train_ppo_lag(config, log=log, start=start)
     save_member(directory, result, previous, origin)
     tail = [r for r in result.history[-5:] if "rollout/episode_reward" in r]
-    return {"task": task_id, "member": member_name(cost_limit), "seconds": round(result.seconds, 1),
-            "cpu_seconds": round(result.cpu_seconds, 1),
-            "reward": float(np.mean([r["rollout/episode_reward"] for r in tail])) if tail else float("nan"),
-            "cost": float(np.mean([r["rollout/episode_cost"] for r in tail])) if tail else float("nan")}
+    return {
+        "task": task_id,
+        "member": member_name(cost_limit),
+        "seconds": round(result.seconds, 1),
+        "cpu_seconds": round(result.cpu_seconds, 1),
+        "reward": float(np.mean([r["rollout/episode_reward"] for r in tail])) if tail else float("nan"),
+        "cost": float(np.mean([r["rollout/episode_cost"] for r in tail])) if tail else float("nan"),
+    }
 
 
 def train_zoo(
@@ -347,11 +394,14 @@ def train_zoo(
                 read_member(root / spec.task_id, member_name(float(k)))
         source_dir, source_member = _init_source(spec, root, init_from, init_zero_inputs)
         if source_dir == root / spec.task_id and source_member in {member_name(float(k)) for k in limits}:
-            raise O3SRLError(f"--init-from {init_from} names a member being trained: use --continue to train a "
-                             "member further")
+            raise O3SRLError(
+                f"--init-from {init_from} names a member being trained: use --continue to train a member further"
+            )
         init = (source_member, str(source_dir) if source_dir else None, tuple(int(i) for i in init_zero_inputs))
-        jobs += [(spec.task_id, float(k), int(n), seed + int(round(10 * k)), str(root), continue_training, *init)
-                 for k in limits]
+        jobs += [
+            (spec.task_id, float(k), int(n), seed + int(round(10 * k)), str(root), continue_training, *init)
+            for k in limits
+        ]
     jobs.sort(key=lambda j: -j[2] * _step_cost(get_task(j[0])))
     t0 = time.time()
     results: list[dict[str, Any]] = []
@@ -371,12 +421,15 @@ def train_zoo(
     return results
 
 
-def _init_source(spec: TaskSpec, root: Path, init_from: str | None,
-                 zero_inputs: Sequence[int]) -> tuple[Path | None, str | None]:
+def _init_source(
+    spec: TaskSpec, root: Path, init_from: str | None, zero_inputs: Sequence[int]
+) -> tuple[Path | None, str | None]:
     """(zoo directory, member) that ``--init-from`` names for ``spec``'s members, checked before any training."""
     if zero_inputs and (init_from is None or "/" not in init_from):
-        raise O3SRLError("--init-zero-inputs goes with --init-from TASK/MEMBER (a member of another task); a member "
-                         "of the same task starts with all its inputs")
+        raise O3SRLError(
+            "--init-zero-inputs goes with --init-from TASK/MEMBER (a member of another task); a member "
+            "of the same task starts with all its inputs"
+        )
     if init_from is None:
         return None, None
     if "/" not in init_from:
@@ -386,19 +439,25 @@ def _init_source(spec: TaskSpec, root: Path, init_from: str | None,
     source = get_task(task)
     if source.task_id == spec.task_id:
         raise O3SRLError(f"--init-from {init_from}: name a member of the same task without its task ({member})")
-    if (source.simulator, source.agent, source.act_dim) != (spec.simulator, spec.agent, spec.act_dim) or \
-            source.obs_dim > spec.obs_dim:
-        raise O3SRLError(f"--init-from {init_from}: {source.task_id} ({source.agent}, obs {source.obs_dim}, act "
-                         f"{source.act_dim}) cannot start {spec.task_id} ({spec.agent}, obs {spec.obs_dim}, act "
-                         f"{spec.act_dim}): the robot must be the same and its observation a prefix of this task's")
+    if (source.simulator, source.agent, source.act_dim) != (
+        spec.simulator,
+        spec.agent,
+        spec.act_dim,
+    ) or source.obs_dim > spec.obs_dim:
+        raise O3SRLError(
+            f"--init-from {init_from}: {source.task_id} ({source.agent}, obs {source.obs_dim}, act "
+            f"{source.act_dim}) cannot start {spec.task_id} ({spec.agent}, obs {spec.obs_dim}, act "
+            f"{spec.act_dim}): the robot must be the same and its observation a prefix of this task's"
+        )
     directory = root / source.task_id
     if not (directory / f"{member}.json").exists():
         directory = zoo_dir() / source.task_id
     read_member(directory, member)
     bad = [i for i in zero_inputs if not 0 <= int(i) < source.obs_dim]
     if bad:
-        raise O3SRLError(f"--init-zero-inputs {bad}: {source.task_id}'s observation has dimensions "
-                         f"0..{source.obs_dim - 1}")
+        raise O3SRLError(
+            f"--init-zero-inputs {bad}: {source.task_id}'s observation has dimensions 0..{source.obs_dim - 1}"
+        )
     return directory, member
 
 
@@ -407,9 +466,11 @@ def _step_cost(spec: TaskSpec) -> float:
 
 
 def _line(res: dict[str, Any], t0: float) -> str:
-    return (f"[{time.time() - t0:7.1f}s] {res['task']} {res['member']}: {res['seconds']:.0f}s "
-            f"({res.get('cpu_seconds', float('nan')):.0f}s CPU), "
-            f"final episode reward {res['reward']:.1f}, cost {res['cost']:.1f}")
+    return (
+        f"[{time.time() - t0:7.1f}s] {res['task']} {res['member']}: {res['seconds']:.0f}s "
+        f"({res.get('cpu_seconds', float('nan')):.0f}s CPU), "
+        f"final episode reward {res['reward']:.1f}, cost {res['cost']:.1f}"
+    )
 
 
 def cli_train_behaviour(
@@ -462,13 +523,36 @@ def cli_train_behaviour(
     if continue_ and steps is None:
         raise O3SRLError("--continue needs --steps: how many more steps each member trains")
     if continue_ and init_from is not None:
-        raise O3SRLError("--continue and --init-from exclude each other: a member either continues itself or starts "
-                         "from another")
-    train_zoo(names, cost_limits=cost_limits or None, steps=steps, workers=workers, seed=seed, out=out,
-              continue_training=continue_, init_from=init_from, init_zero_inputs=init_zero_inputs)
+        raise O3SRLError(
+            "--continue and --init-from exclude each other: a member either continues itself or starts from another"
+        )
+    train_zoo(
+        names,
+        cost_limits=cost_limits or None,
+        steps=steps,
+        workers=workers,
+        seed=seed,
+        out=out,
+        continue_training=continue_,
+        init_from=init_from,
+        init_zero_inputs=init_zero_inputs,
+    )
     print(f"zoo written under {Path(out) if out else zoo_dir()} in {time.time() - t0:.0f}s", flush=True)
     return 0
 
 
-__all__ = ["DEFAULT_STEPS", "Member", "PreviousMember", "ZooError", "cli_train_behaviour", "default_cost_limits", "load_zoo",
-           "member_name", "read_member", "save_member", "train_zoo", "write_manifest", "zoo_dir"]
+__all__ = [
+    "DEFAULT_STEPS",
+    "Member",
+    "PreviousMember",
+    "ZooError",
+    "cli_train_behaviour",
+    "default_cost_limits",
+    "load_zoo",
+    "member_name",
+    "read_member",
+    "save_member",
+    "train_zoo",
+    "write_manifest",
+    "zoo_dir",
+]

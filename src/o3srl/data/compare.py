@@ -27,7 +27,9 @@ class KeyDifference:
     """Every value within ``atol + rtol · |b|`` (numpy's ``allclose`` rule)."""
 
 
-def compare_datasets(a: OfflineDataset, b: OfflineDataset, *, rtol: float, atol: float) -> tuple[str | None, list[KeyDifference]]:
+def compare_datasets(
+    a: OfflineDataset, b: OfflineDataset, *, rtol: float, atol: float
+) -> tuple[str | None, list[KeyDifference]]:
     """``(structural difference or None, per-float-key differences)``. A structural difference (transition count,
     dimensions, episode boundaries) makes the float comparison meaningless, so it is reported instead."""
     if len(a) != len(b):
@@ -38,13 +40,18 @@ def compare_datasets(a: OfflineDataset, b: OfflineDataset, *, rtol: float, atol:
     for key in FLAG_KEYS:
         differ = np.flatnonzero(a[key] != b[key])
         if differ.size:
-            return f"{key} differs in {differ.size} row(s), first at row {int(differ[0])} (other episode boundaries)", []
+            return (
+                f"{key} differs in {differ.size} row(s), first at row {int(differ[0])} (other episode boundaries)",
+                [],
+            )
     out = []
     for key in FLOAT_KEYS:
         x, y = a[key].astype(np.float64), b[key].astype(np.float64)
         diff = np.abs(x - y)
         rel = diff / np.maximum(np.abs(y), np.finfo(np.float32).tiny)
-        out.append(KeyDifference(key, float(diff.max()), float(rel.max()), bool(np.all(diff <= atol + rtol * np.abs(y)))))
+        out.append(
+            KeyDifference(key, float(diff.max()), float(rel.max()), bool(np.all(diff <= atol + rtol * np.abs(y))))
+        )
     return None, out
 
 
@@ -77,13 +84,19 @@ def cli_compare(
         print(f"different data: {structural}")
         return 1
     for k in keys:
-        print(f"  {k.key:<18} max |A − B| {k.max_abs:.3g}   max relative {k.max_rel:.3g}   "
-              f"{'within' if k.within else 'OUTSIDE'} tolerance")
+        print(
+            f"  {k.key:<18} max |A − B| {k.max_abs:.3g}   max relative {k.max_rel:.3g}   "
+            f"{'within' if k.within else 'OUTSIDE'} tolerance"
+        )
     ea, eb = a.episodes, b.episodes
-    print(f"  episode returns: max |ΔR| {float(np.abs(ea.reward_return - eb.reward_return).max()):.3g}, "
-          f"max |ΔC| {float(np.abs(ea.cost_return - eb.cost_return).max()):.3g} over {len(ea)} episodes")
+    print(
+        f"  episode returns: max |ΔR| {float(np.abs(ea.reward_return - eb.reward_return).max()):.3g}, "
+        f"max |ΔC| {float(np.abs(ea.cost_return - eb.cost_return).max()):.3g} over {len(ea)} episodes"
+    )
     if all(k.within for k in keys):
         print(f"same data within rtol {rtol:g}, atol {atol:g} (the files differ in their bytes only by float noise)")
         return 0
-    print(f"different data: {', '.join(k.key for k in keys if not k.within)} differ beyond rtol {rtol:g}, atol {atol:g}")
+    print(
+        f"different data: {', '.join(k.key for k in keys if not k.within)} differ beyond rtol {rtol:g}, atol {atol:g}"
+    )
     return 1

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 
@@ -60,7 +60,7 @@ class Episodes:
 def _as_array(name: str, value: object) -> np.ndarray:
     try:
         return np.asarray(value)
-    except Exception as exc:  # numpy raises several types for ragged input
+    except Exception as exc:  # noqa: BLE001 — numpy raises several types for ragged input
         raise DatasetError(f"{name}: cannot be read as an array ({exc})") from None
 
 
@@ -97,7 +97,9 @@ class OfflineDataset:
             raise DatasetError(f"{where}: missing key(s) {', '.join(missing)}; a DSRL dataset has {', '.join(KEYS)}")
         extra = sorted(set(arrays) - set(KEYS))
         if extra:
-            raise DatasetError(f"{where}: unexpected key(s) {', '.join(extra)}; a DSRL dataset has exactly {', '.join(KEYS)}")
+            raise DatasetError(
+                f"{where}: unexpected key(s) {', '.join(extra)}; a DSRL dataset has exactly {', '.join(KEYS)}"
+            )
 
         out: dict[str, np.ndarray] = {}
         for key in KEYS:
@@ -156,7 +158,9 @@ class OfflineDataset:
         if action_low is not None or action_high is not None:
             act = out["actions"]
             low = np.broadcast_to(np.asarray(-np.inf if action_low is None else action_low, np.float32), act.shape[1:])
-            high = np.broadcast_to(np.asarray(np.inf if action_high is None else action_high, np.float32), act.shape[1:])
+            high = np.broadcast_to(
+                np.asarray(np.inf if action_high is None else action_high, np.float32), act.shape[1:]
+            )
             tol = 1e-5
             outside = (act < low - tol) | (act > high + tol)
             if outside.any():
@@ -172,8 +176,10 @@ class OfflineDataset:
         environment's ``time_limit``, or (no limit known) a dataset that is one single episode."""
         ep = self.episodes
         where = f"dataset {self.source}"
-        hint = ("mark the last transition of every episode in timeouts (or terminals); episode boundaries are "
-                "terminals | timeouts")
+        hint = (
+            "mark the last transition of every episode in timeouts (or terminals); episode boundaries are "
+            "terminals | timeouts"
+        )
         if time_limit is not None:
             long = np.flatnonzero(ep.length > time_limit)
             if long.size:
@@ -215,7 +221,7 @@ class OfflineDataset:
 
     # ------------------------------------------------------------------ IO
     @classmethod
-    def load(cls, path: str | os.PathLike[str], **kwargs: object) -> "OfflineDataset":
+    def load(cls, path: str | os.PathLike[str], **kwargs: object) -> OfflineDataset:
         """Load a DSRL HDF5 file (``.hdf5``/``.h5``) or an ``.npz`` file."""
         path = Path(path)
         if not path.exists():
@@ -245,7 +251,7 @@ class OfflineDataset:
         try:
             if suffix == ".npz":
                 with open(tmp, "wb") as f:
-                    np.savez_compressed(f, **self.arrays)
+                    np.savez_compressed(f, **self.arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds as its flags
             else:
                 write_dsrl_hdf5(tmp, self.arrays)
             publish(tmp, path)
@@ -277,7 +283,7 @@ def _read_hdf5(path: Path) -> dict[str, np.ndarray]:
     try:
         with h5py.File(path, "r") as f:
             arrays: dict[str, np.ndarray] = {}
-            for key in f.keys():
+            for key in f:
                 node = f[key]
                 if not isinstance(node, h5py.Dataset):
                     raise DatasetError(f"dataset {path}: {key} is an HDF5 group; DSRL files hold only top-level arrays")
@@ -291,3 +297,9 @@ def safe_frontier(episodes: Episodes, cost_limit: float) -> float:
     """R*_data(κ): the best episode reward among episodes whose cost return is ≤ κ (NaN if there is none)."""
     ok = episodes.cost_return <= cost_limit + 1e-9
     return float(episodes.reward_return[ok].max()) if ok.any() else float("nan")
+
+
+def data_dir() -> Path:
+    """Where generated datasets are cached: ``$O3SRL_DATA_DIR`` or ``~/.cache/o3srl/datasets``."""
+    env = os.environ.get("O3SRL_DATA_DIR")
+    return Path(env) if env else Path.home() / ".cache" / "o3srl" / "datasets"

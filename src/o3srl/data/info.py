@@ -11,8 +11,9 @@ from __future__ import annotations
 import io
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any, Sequence
+from typing import Annotated, Any
 
 import numpy as np
 from tyro.conf import Positional
@@ -136,8 +137,11 @@ def cli_info(
     if len(dataset.episodes) == 1 and len(dataset) > 1:
         import sys
 
-        print(f"note: {file}: all {len(dataset)} transitions form one single episode; are its episode boundaries "
-              "(terminals | timeouts) missing?", file=sys.stderr)
+        print(
+            f"note: {file}: all {len(dataset)} transitions form one single episode; are its episode boundaries "
+            "(terminals | timeouts) missing?",
+            file=sys.stderr,
+        )
     summary = summarize(dataset, cost_limits)
     if json_out:
         print(json.dumps(summary, indent=2))

@@ -21,16 +21,16 @@ def shaped_reward(reward: A, cost: A, lam: A | float, budget_step: float) -> A:
     Summed with discount γ over an episode this is ``V_r − λ (V_c − b / (1 − γ))``: the λ-player's Lagrangian with
     the episodic budget spread over time.
     """
-    return reward - lam * (cost - budget_step)  # type: ignore[operator]
+    return reward - lam * (cost - budget_step)  # type: ignore[operator,return-value]
 
 
-def shaped_value(q_reward: A, q_cost: A, lam: A | float, budget_step: float, gamma: float) -> A:
+def shaped_value(q_reward: A, q_cost: A, lam: A | float, budget_step: A | float, gamma: float) -> A:
     """The value of :func:`shaped_reward` from separate reward and cost values.
 
     By linearity of the Bellman equation, ``Q_{r−λ(c−b)} = Q_r − λ (Q_c − b / (1 − γ))`` for the same policy, so one
     pair of critics (Q_r, Q_c) serves every λ.
     """
-    return q_reward - lam * (q_cost - budget_step / (1.0 - gamma))  # type: ignore[operator]
+    return q_reward - lam * (q_cost - budget_step / (1.0 - gamma))  # type: ignore[operator,return-value]
 
 
 def budget_per_step(
@@ -69,7 +69,7 @@ def normalized_reward(episode_reward: A, min_reward: float, max_reward: float) -
     """DSRL's normalised reward ``(R − R_min) / (R_max − R_min)``."""
     if max_reward <= min_reward:
         raise ValueError(f"reference max reward {max_reward} must exceed min reward {min_reward}")
-    return (episode_reward - min_reward) / (max_reward - min_reward)  # type: ignore[operator]
+    return (episode_reward - min_reward) / (max_reward - min_reward)  # type: ignore[operator,return-value]
 
 
 def normalized_cost(episode_cost: A, cost_limit: float) -> A:
@@ -77,9 +77,10 @@ def normalized_cost(episode_cost: A, cost_limit: float) -> A:
     if cost_limit < 0:
         raise ValueError(f"cost limit must be ≥ 0, got {cost_limit}")
     eps = 1.0 if cost_limit == 0 else 0.0
-    return (episode_cost + eps) / (cost_limit + eps)  # type: ignore[operator]
+    return (episode_cost + eps) / (cost_limit + eps)  # type: ignore[operator,return-value]
 
 
 def is_safe(norm_cost: float) -> bool:
-    """DSRL's safety criterion on a normalised cost."""
+    """DSRL's safety criterion on a normalised cost (a NaN cost is not safe); the one rule tables and summaries
+    apply."""
     return bool(np.asarray(norm_cost) <= 1.0)

@@ -4,12 +4,13 @@ Importing this package registers the ``Offline*-v0`` ids with gymnasium (entry-p
 loaded), so ``gymnasium.make("OfflineBallRun-v0")`` works afterwards, as it does after ``import dsrl``.
 """
 
-from o3srl.envs.registry import DEFAULT_TASK, TASKS, TaskSpec, UnknownTaskError, get_task
-from o3srl.envs.make import make_env, register_offline_envs
+import contextlib
 
-try:
+from o3srl.envs.make import make_env, register_offline_envs
+from o3srl.envs.registry import DEFAULT_TASK, TASKS, TaskSpec, UnknownTaskError, get_task
+
+# gymnasium is a core dependency; should it be missing, make_env reports its absence clearly.
+with contextlib.suppress(ImportError):
     register_offline_envs()
-except ImportError:  # pragma: no cover - gymnasium is a core dependency; make_env reports its absence clearly
-    pass
 
 __all__ = ["DEFAULT_TASK", "TASKS", "TaskSpec", "UnknownTaskError", "get_task", "make_env", "register_offline_envs"]

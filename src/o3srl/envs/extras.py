@@ -22,9 +22,10 @@ import importlib.metadata
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Literal
 
 from o3srl.errors import O3SRLError
 
@@ -76,15 +77,31 @@ _DATACLASS_WHY = "Python 3.11 rejects a numpy array as a dataclass default"
 _JNT_WHY = "numpy 2 no longer converts a one-element array to the int that model.jnt expects"
 
 SAFETY_GYMNASIUM_PATCHES: tuple[Patch, ...] = (
-    *(Patch(p, "from dataclasses import dataclass\n", "from dataclasses import dataclass, field\n", _DATACLASS_WHY)
-      for p in _NEEDS_FIELD_IMPORT),
-    *(Patch(p, f"    color: np.array = COLOR['{key}']\n",
-            f"    color: np.array = field(default_factory=lambda: COLOR['{key}'].copy())\n", _DATACLASS_WHY)
-      for p, key in _COLOR_FIELDS.items()),
-    Patch("assets/robot.py", "joint_type = self.model.jnt(joint_id).type\n",
-          "joint_type = self.model.jnt(int(joint_id[0])).type\n", _JNT_WHY),
-    Patch("bases/base_agent.py", "joint_type = self.engine.model.jnt(joint_id).type\n",
-          "joint_type = self.engine.model.jnt(int(joint_id[0])).type\n", _JNT_WHY),
+    *(
+        Patch(p, "from dataclasses import dataclass\n", "from dataclasses import dataclass, field\n", _DATACLASS_WHY)
+        for p in _NEEDS_FIELD_IMPORT
+    ),
+    *(
+        Patch(
+            p,
+            f"    color: np.array = COLOR['{key}']\n",
+            f"    color: np.array = field(default_factory=lambda: COLOR['{key}'].copy())\n",
+            _DATACLASS_WHY,
+        )
+        for p, key in _COLOR_FIELDS.items()
+    ),
+    Patch(
+        "assets/robot.py",
+        "joint_type = self.model.jnt(joint_id).type\n",
+        "joint_type = self.model.jnt(int(joint_id[0])).type\n",
+        _JNT_WHY,
+    ),
+    Patch(
+        "bases/base_agent.py",
+        "joint_type = self.engine.model.jnt(joint_id).type\n",
+        "joint_type = self.engine.model.jnt(int(joint_id[0])).type\n",
+        _JNT_WHY,
+    ),
 )
 
 
@@ -98,8 +115,10 @@ def apply_patch(text: str, patch: Patch) -> tuple[str, bool]:
     if count == 0 and patch.new in text:
         return text, False
     found = "more than once" if count > 1 else "not at all (and the patched text is not there either)"
-    raise ExtraError(f"cannot patch {patch.path}: the expected line {patch.old.strip()!r} occurs {found}; "
-                     f"is this safety-gymnasium {SAFETY_GYMNASIUM_VERSION}?")
+    raise ExtraError(
+        f"cannot patch {patch.path}: the expected line {patch.old.strip()!r} occurs {found}; "
+        f"is this safety-gymnasium {SAFETY_GYMNASIUM_VERSION}?"
+    )
 
 
 def patch_package(root: Path, patches: Sequence[Patch]) -> list[str]:
@@ -111,8 +130,9 @@ def patch_package(root: Path, patches: Sequence[Patch]) -> list[str]:
         path = root / patch.path
         if patch.path not in texts:
             if not path.is_file():
-                raise ExtraError(f"cannot patch {path}: no such file; is this safety-gymnasium "
-                                 f"{SAFETY_GYMNASIUM_VERSION}?")
+                raise ExtraError(
+                    f"cannot patch {path}: no such file; is this safety-gymnasium {SAFETY_GYMNASIUM_VERSION}?"
+                )
             texts[patch.path] = path.read_text(encoding="utf-8")
         texts[patch.path], did = apply_patch(texts[patch.path], patch)
         if did:
@@ -135,8 +155,11 @@ def _installed_version(distribution: str) -> str | None:
 
 def missing_requirements() -> list[str]:
     """pip requirement strings of step 1 that are not installed at the pinned versions."""
-    return [f"{name}=={version}" if version else name for name, version in REQUIREMENTS
-            if _installed_version(name) is None or (version is not None and _installed_version(name) != version)]
+    return [
+        f"{name}=={version}" if version else name
+        for name, version in REQUIREMENTS
+        if _installed_version(name) is None or (version is not None and _installed_version(name) != version)
+    ]
 
 
 def _pip(args: list[str]) -> None:
@@ -186,8 +209,7 @@ patch; navigation tasks take a second or two per reset)."""
 def verify_safety_gymnasium(env_ids: Sequence[str] = CHECK_ENV_IDS) -> None:
     """Import the patched package and reset + step each environment, in a fresh interpreter (so a module cached by
     this process before patching cannot mask a failure)."""
-    out = subprocess.run([sys.executable, "-c", _CHECK.format(env_ids=tuple(env_ids))], capture_output=True,
-                         text=True)
+    out = subprocess.run([sys.executable, "-c", _CHECK.format(env_ids=tuple(env_ids))], capture_output=True, text=True)
     print(out.stdout, end="", flush=True)
     if out.returncode != 0:
         tail = "\n".join(out.stderr.strip().splitlines()[-5:])
@@ -207,8 +229,10 @@ def install_safety_gymnasium(*, verify: bool = True) -> list[str]:
         print(f"safety-gymnasium {SAFETY_GYMNASIUM_VERSION}: already installed", flush=True)
     root = package_dir()
     changed = patch_package(root, SAFETY_GYMNASIUM_PATCHES)
-    print(f"patched {len(changed)} file(s) under {root}" if changed else f"patches already applied under {root}",
-          flush=True)
+    print(
+        f"patched {len(changed)} file(s) under {root}" if changed else f"patches already applied under {root}",
+        flush=True,
+    )
     if verify:
         verify_safety_gymnasium()
     return changed
@@ -223,11 +247,25 @@ def cli_install(extra: Literal["safety-gymnasium"], /, check: bool = True) -> in
     """
     t0 = time.time()
     install_safety_gymnasium(verify=check)
-    print(f"safety-gymnasium {SAFETY_GYMNASIUM_VERSION} ready in {time.time() - t0:.0f}s: the tasks "
-          "Offline{Ant,HalfCheetah,Hopper,Swimmer,Walker2d}VelocityGymnasium-v1 can be made", flush=True)
+    print(
+        f"safety-gymnasium {SAFETY_GYMNASIUM_VERSION} ready in {time.time() - t0:.0f}s: the tasks "
+        "Offline{Ant,HalfCheetah,Hopper,Swimmer,Walker2d}VelocityGymnasium-v1 can be made",
+        flush=True,
+    )
     return 0
 
 
-__all__ = ["CHECK_ENV_IDS", "INSTALL_COMMAND", "SAFETY_GYMNASIUM_PATCHES", "ExtraError", "Patch", "apply_patch",
-           "cli_install", "install_safety_gymnasium", "missing_requirements", "package_dir", "patch_package",
-           "verify_safety_gymnasium"]
+__all__ = [
+    "CHECK_ENV_IDS",
+    "INSTALL_COMMAND",
+    "SAFETY_GYMNASIUM_PATCHES",
+    "ExtraError",
+    "Patch",
+    "apply_patch",
+    "cli_install",
+    "install_safety_gymnasium",
+    "missing_requirements",
+    "package_dir",
+    "patch_package",
+    "verify_safety_gymnasium",
+]

@@ -14,7 +14,8 @@ import contextlib
 import importlib
 import importlib.util
 import sys
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 
@@ -119,9 +120,11 @@ def _build_safety_gymnasium(gym: Any, spec: TaskSpec) -> Any:
         # The bare environment class, as DSRL instantiates it: gymnasium.make adds the time limit and checks on top.
         env_class = load_env_creator(gym.envs.registry[spec.simulator_id].entry_point)
     except Exception as exc:  # an unpatched install fails inside its own dataclasses (ValueError) or numpy calls
-        raise EnvError(f"safety-gymnasium is installed but {spec.simulator_id} cannot be loaded "
-                       f"({type(exc).__name__}: {exc}); run `{INSTALL_COMMAND}` to install the supported version "
-                       "and patch it") from exc
+        raise EnvError(
+            f"safety-gymnasium is installed but {spec.simulator_id} cannot be loaded "
+            f"({type(exc).__name__}: {exc}); run `{INSTALL_COMMAND}` to install the supported version "
+            "and patch it"
+        ) from exc
     return _safety_gymnasium_wrapper(gym, env_class())
 
 
@@ -185,8 +188,10 @@ def make_env(env_id: str, **kwargs: Any) -> Any:
         if attr in gym.envs.registry:
             # Gymnasium's own "module:EnvId" form: importing the module registered the id.
             return gym.make(attr, **kwargs)
-        raise EnvError(f"cannot make environment {env_id!r}: module {module_name!r} has no attribute {attr!r} and "
-                       f"registers no gymnasium id {attr!r}")
+        raise EnvError(
+            f"cannot make environment {env_id!r}: module {module_name!r} has no attribute {attr!r} and "
+            f"registers no gymnasium id {attr!r}"
+        )
     try:
         return gym.make(env_id, **kwargs)
     except gym.error.Error as exc:
@@ -211,6 +216,8 @@ def check_entry_point(env_id: str, confirmed: str | None, source: str, flag: str
     module = entry_point_module(env_id)
     if module is None or module == "o3srl" or module.startswith("o3srl.") or confirmed == env_id:
         return
-    raise EnvError(f"{source} names the environment entry point {env_id!r}, which would import and run module "
-                   f"{module!r}; o3srl imports code named by a run directory only when you name it too: pass "
-                   f"{flag} {env_id} if you trust it")
+    raise EnvError(
+        f"{source} names the environment entry point {env_id!r}, which would import and run module "
+        f"{module!r}; o3srl imports code named by a run directory only when you name it too: pass "
+        f"{flag} {env_id} if you trust it"
+    )

@@ -49,6 +49,7 @@ class TaskSpec:
     simulator_id: str | None = None
     """The simulator's own environment id, for simulators that have one (``SafetyHalfCheetahVelocity-v1``)."""
 
+
 _RUN_WORLD = {"name": "Plane200", "factor": 1}
 _CIRCLE_WORLD = {"name": "Octagon"}
 
@@ -64,14 +65,27 @@ _TASKS = [
 ]
 
 
-def _velocity(robot: str, obs_dim: int, act_dim: int, min_reward: float, max_reward: float, max_cost: float,
-              num_trajectories: int) -> TaskSpec:
+def _velocity(
+    robot: str, obs_dim: int, act_dim: int, min_reward: float, max_reward: float, max_cost: float, num_trajectories: int
+) -> TaskSpec:
     """A Safety-Gymnasium velocity task as DSRL registers it: ``Offline<Robot>VelocityGymnasium-v1`` is
     safety-gymnasium's ``Safety<Robot>Velocity-v1`` (MuJoCo, v4 robots; per-step cost 1 when the robot's speed
     exceeds the task's threshold) with 1000-step episodes and the cost moved into ``info["cost"]``."""
-    return TaskSpec(f"Offline{robot}VelocityGymnasium-v1", robot, "Velocity", {}, obs_dim, act_dim, 1000,
-                    min_reward, max_reward, max_cost, num_trajectories, simulator="safety_gymnasium",
-                    simulator_id=f"Safety{robot}Velocity-v1")
+    return TaskSpec(
+        f"Offline{robot}VelocityGymnasium-v1",
+        robot,
+        "Velocity",
+        {},
+        obs_dim,
+        act_dim,
+        1000,
+        min_reward,
+        max_reward,
+        max_cost,
+        num_trajectories,
+        simulator="safety_gymnasium",
+        simulator_id=f"Safety{robot}Velocity-v1",
+    )
 
 
 # DSRL's dsrl/infos.py (github.com/liuzuxin/DSRL): MIN_EPISODE_REWARD, MAX_EPISODE_REWARD, MAX_EPISODE_COST, and

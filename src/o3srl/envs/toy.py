@@ -14,7 +14,7 @@ unsafe behaviour. Pure numpy, no simulator: used by tests and examples.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -29,7 +29,7 @@ def toy_optimum(cost_limit: float, episode_length: int = EPISODE_LENGTH) -> floa
 class ToyRunEnv:
     """A gymnasium-style environment (5-tuple ``step``, ``info["cost"]``)."""
 
-    metadata: dict[str, Any] = {"render_modes": []}
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": []}
 
     def __init__(self, episode_length: int = EPISODE_LENGTH) -> None:
         import gymnasium

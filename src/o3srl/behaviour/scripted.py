@@ -20,17 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
-from o3srl.data.dataset import KEYS, OfflineDataset
+from o3srl.data.dataset import KEYS, OfflineDataset, data_dir
 from o3srl.io import atomic_write_text, file_sha256
 
 GENERATOR_VERSION = "scripted-ballrun-1"
 DEFAULT_SEED = 0
-
-
-def data_dir() -> Path:
-    """Where generated datasets are cached: ``$O3SRL_DATA_DIR`` or ``~/.cache/o3srl/datasets``."""
-    env = os.environ.get("O3SRL_DATA_DIR")
-    return Path(env) if env else Path.home() / ".cache" / "o3srl" / "datasets"
 
 
 def grid_cells(
@@ -49,7 +43,13 @@ def grid_cells(
 
 
 def grid_filter(
-    costs: np.ndarray, rewards: np.ndarray, *, cost_bins: int, reward_bins: int, per_cell: int, max_cost: float,
+    costs: np.ndarray,
+    rewards: np.ndarray,
+    *,
+    cost_bins: int,
+    reward_bins: int,
+    per_cell: int,
+    max_cost: float,
     rng: np.random.Generator,
 ) -> np.ndarray:
     """Indices of the episodes kept: cost ≤ ``max_cost``, then at most ``per_cell`` per cell of a
@@ -135,8 +135,15 @@ def make_default_dataset(path: Path, *, episodes: int = 1_600, seed: int = DEFAU
     t0 = time.time()
     raw = OfflineDataset(collect_ballrun(episodes, seed), action_low=-1.0, action_high=1.0)
     ep = raw.episodes
-    keep = grid_filter(ep.cost_return, ep.reward_return, cost_bins=16, reward_bins=16, per_cell=per_cell,
-                       max_cost=spec.max_cost, rng=np.random.default_rng([seed, 2]))
+    keep = grid_filter(
+        ep.cost_return,
+        ep.reward_return,
+        cost_bins=16,
+        reward_bins=16,
+        per_cell=per_cell,
+        max_cost=spec.max_cost,
+        rng=np.random.default_rng([seed, 2]),
+    )
     index = np.concatenate([np.arange(ep.start[i], ep.start[i] + ep.length[i]) for i in keep])
     dataset = OfflineDataset({k: v[index] for k, v in raw.arrays.items()}, action_low=-1.0, action_high=1.0)
     dataset.save(path)
@@ -147,9 +154,9 @@ def make_default_dataset(path: Path, *, episodes: int = 1_600, seed: int = DEFAU
         "generator": GENERATOR_VERSION,
         "behaviour": "scripted PD controllers (fast-then-slow speed schedule, lateral offset, Gaussian action noise)",
         "seed": seed,
-        "episodes_collected": int(len(ep)),
-        "episodes_kept": int(len(kept)),
-        "transitions": int(len(dataset)),
+        "episodes_collected": len(ep),
+        "episodes_kept": len(kept),
+        "transitions": len(dataset),
         "grid_filter": {"cost_bins": 16, "reward_bins": 16, "per_cell": per_cell, "max_cost": spec.max_cost},
         "reward_return_range": [float(kept.reward_return.min()), float(kept.reward_return.max())],
         "cost_return_range": [float(kept.cost_return.min()), float(kept.cost_return.max())],
