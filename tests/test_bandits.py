@@ -279,3 +279,50 @@ def test_default_lambda_player_drives_a_responsive_cost_to_the_tightened_budget(
         assert tail == pytest.approx(target, rel=bias)
     else:
         assert tail <= target
+
+
+def test_hedgebox_updates_every_arm_with_its_own_loss_then_boxes_hand_values():
+    # full information: w −= 0.5 · (0.2, 13) = (−0.1, −6.5) → shifted by the max (0, −6.4) → boxed at −6
+    new = bandits.update_bandit(
+        _state([0.0, 0.0]), "hedgebox", jnp.array(1), jnp.array([0.2, 13.0]), jnp.array([0.99, 0.01]), 0.5, 0.0
+    )
+    np.testing.assert_allclose(new.log_weights, [0.0, -bandits.MAX_GAP])
+    # the drawn arm and its probability do not matter: w −= 0.1 · (0.5, 0.9) → (0, −0.04) from (0, 0)
+    for arm, probs in ((0, [0.25, 0.75]), (1, [0.9, 0.1])):
+        new = bandits.update_bandit(
+            _state([0.0, 0.0]), "hedgebox", jnp.array(arm), jnp.array([0.5, 0.9]), jnp.array(probs), 0.1, 0.0
+        )
+        np.testing.assert_allclose(new.log_weights, [0.0, -0.04], rtol=1e-5)
+    assert bandits.default_rates("hedgebox", 5, 10_000, None, None) == (bandits.BOX_RATE, 0.0)
+    # no exploration mix in the draw
+    p = bandits.arm_probabilities(_state([0.0, -1.0]), "hedgebox", 0.0)
+    np.testing.assert_allclose(p, [1 / (1 + math.exp(-1)), 1 - 1 / (1 + math.exp(-1))], rtol=1e-6)
+
+
+def test_the_mean_lambda_player_drives_a_cost_that_jumps_to_the_tightened_budget():
+    """The adaptive player's loop on a cost that jumps: the 'policy' low-pass filters the cost of the mean λ of the
+    draw, c(λ̄) = 2 B e^{−λ̄}, and every round's reading is 0 or 4 c (a policy on either side of a cliff; mean c).
+    Hedge on the box with the averaged hint (ρ = 0.95) must hold
+    the filtered cost's average over the last rounds at (1 − δ) B; λ̄ must not be thrown to the largest arm by single
+    readings (the largest λ̄ over the last rounds stays below the top arm)."""
+    budget, margin = 4.0, 0.2
+    arms = jnp.asarray(bandits.arm_grid(5, 5.0))
+
+    def step(carry, key):
+        state, cost = carry
+        k_draw, k_noise = jax.random.split(key)
+        probs = bandits.arm_probabilities(state, "hedgebox", 0.0, 8.0)
+        arm = bandits.draw_arm(k_draw, probs)
+        lam = jnp.dot(probs, arms)
+        cost = cost + 0.05 * (2 * budget * jnp.exp(-lam) - cost)
+        reading = jnp.where(jax.random.bernoulli(k_noise, 0.25), 4 * cost, 0.0)
+        losses = bandits.lagrangian_feedback(arms, 5.0, reading, budget, margin=margin, max_violation=20.0)
+        state = bandits.update_bandit(state, "hedgebox", arm, losses, probs, bandits.BOX_RATE, 0.0, 8.0,
+                                      hint_decay=0.95)
+        return (state, cost), (cost, lam)
+
+    _, (costs, lams) = jax.lax.scan(
+        step, (bandits.init_bandit(5), jnp.array(0.0)), jax.random.split(jax.random.PRNGKey(0), 4000)
+    )
+    assert float(costs[-1000:].mean()) == pytest.approx((1 - margin) * budget, rel=0.1)
+    assert float(lams[-1000:].max()) < float(arms[-1])

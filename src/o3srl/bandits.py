@@ -25,6 +25,14 @@ Bandits
                  of arms with S switches (O(√(S K n ln(K n))) for tuned η and α), not only against the best fixed
                  arm. The share pulls the weights towards uniform in every round, which biases a λ-player
                  settled at λ* towards the mean arm (measured: the settled λ sits above λ*); kept for ablations.
+    ``hedgebox`` Hedge on the same box: every arm's loss updates its weight (no importance weighting), then the
+                 box's projection. The adaptive λ-player's bandit when its oracle trains on the mean λ of the draw
+                 (``oracle_lambda = "mean"``): the lagrangian feedback gives every arm's loss from the one Ĉ of the
+                 one policy, and that policy does not depend on which arm was drawn, so the λ-player has full
+                 information; EXP3's importance weight ``1 / p_k`` only adds noise, and with losses that jump (a
+                 violation counted up to G budget scales) one draw of an arm at p ≈ e^{−W} can move it to the top
+                 in one round. The regret bounds are Hedge's: O(√(n ln K)) against every fixed arm for a tuned η,
+                 and the switching bound above with K n replaced by n.
     ``hedge``    full information: every arm's loss is observed, ``w −= η ℓ``. Usable because the critic-based
                  feedbacks below give the loss of *every* arm from one pair of critics.
 
@@ -50,7 +58,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-BanditKind = Literal["exp3box", "exp3", "exp3s", "exp3ix", "hedge"]
+BanditKind = Literal["exp3box", "hedgebox", "exp3", "exp3s", "exp3ix", "hedge"]
 FeedbackKind = Literal["lagrangian", "shaped"]
 
 
@@ -119,12 +127,12 @@ def default_rates(
 ) -> tuple[float, float]:
     """(η, γ): the given values, or each bandit's default (tracking rates for exp3box / exp3s, textbook ones else)."""
     if learning_rate is None:
-        if kind == "exp3box":
+        if kind in ("exp3box", "hedgebox"):
             learning_rate = BOX_RATE
         else:
             learning_rate = TRACKING_RATE if kind == "exp3s" else default_learning_rate(num_arms, num_rounds)
     if exploration is None:
-        if kind == "exp3box":
+        if kind in ("exp3box", "hedgebox"):
             exploration = 0.0
         else:
             exploration = TRACKING_SHARE if kind == "exp3s" else default_exploration(num_arms, num_rounds)
@@ -186,7 +194,7 @@ def update_bandit(
     the last one does, and the optimistic bounds depend on ``Σ_t (ℓ_t − m_t)²``. Any hint computed from past
     losses keeps the estimate unbiased.
     """
-    if kind == "hedge":
+    if kind in ("hedge", "hedgebox"):
         estimate = losses
     else:
         pulled = jax.nn.one_hot(arm, losses.shape[0], dtype=losses.dtype)
@@ -199,7 +207,7 @@ def update_bandit(
         log_w = jnp.log(mixed)
     # Shift by the max to keep the log-weights bounded; probabilities are unchanged.
     log_w = log_w - jnp.max(log_w)
-    if kind == "exp3box":
+    if kind in ("exp3box", "hedgebox"):
         # A box on the log-weights: no arm falls more than max_gap below the best, so the weights can turn around
         # within a bounded number of rounds (the anti-windup of a controller), without the share's pull to uniform.
         log_w = jnp.maximum(log_w, -max_gap)
