@@ -317,8 +317,9 @@ def test_the_mean_lambda_player_drives_a_cost_that_jumps_to_the_tightened_budget
         cost = cost + 0.05 * (2 * budget * jnp.exp(-lam) - cost)
         reading = jnp.where(jax.random.bernoulli(k_noise, 0.25), 4 * cost, 0.0)
         losses = bandits.lagrangian_feedback(arms, 5.0, reading, budget, margin=margin, max_violation=20.0)
-        state = bandits.update_bandit(state, "hedgebox", arm, losses, probs, bandits.BOX_RATE, 0.0, 8.0,
-                                      hint_decay=0.95)
+        state = bandits.update_bandit(
+            state, "hedgebox", arm, losses, probs, bandits.BOX_RATE, 0.0, 8.0, hint_decay=0.95
+        )
         return (state, cost), (cost, lam)
 
     _, (costs, lams) = jax.lax.scan(
