@@ -86,6 +86,7 @@ class Method:
                 "no margin": {"margin": 0.0},
                 "no optimism": {"optimism": 0.0},
                 "oracle on the mean λ": {"oracle_lambda": "mean"},
+                "oracle on the mean λ, averaged hint": {"oracle_lambda": "mean", "hint_decay": 0.95},
                 "data-scaled arms": {},
                 "": {},
             }[self.ablate]
@@ -115,6 +116,12 @@ ADAPTIVE = [
     Method(
         "practical", "lagrangian", "exp3box", "osrl", design="adaptive", ablate="oracle on the mean λ", output="tail"
     ),
+    *[
+        Method("practical", "lagrangian", bandit, "osrl", design="adaptive", ablate=a, output=out)
+        for bandit in ("exp3box", "hedgebox")
+        for a in ("oracle on the mean λ, averaged hint",)
+        for out in ("last", "tail")
+    ],
     Method("practical", "lagrangian", "exp3s", "osrl", design="adaptive", output="last"),
     Method("practical", "lagrangian", "exp3", "osrl", design="adaptive", output="last"),
     Method("practical", "lagrangian", "hedge", "osrl", design="adaptive", output="last"),

@@ -79,6 +79,19 @@ def adaptive_cells(seeds: list[int], kappas: list[float]) -> list[dict]:
                 seed=seed,
             )
         )
+        for bandit in ("exp3box", "hedgebox"):
+            out.append(
+                dict(
+                    algo="o3srl",
+                    variant="practical",
+                    bandit=bandit,
+                    feedback="lagrangian",
+                    budget="osrl",
+                    design="mean λ, averaged hint",
+                    kappa=kappa,
+                    seed=seed,
+                )
+            )
         out.append(
             dict(
                 algo="o3srl",
@@ -183,6 +196,10 @@ def run_cell(cell: dict, dataset: Path, steps: int) -> dict:
             else O3SRLConfig(feedback_batch=64, player="adaptive", oracle_lambda="mean")
             if cell.get("design") == "mean λ"
             else O3SRLConfig(
+                feedback_batch=64, player="adaptive", oracle_lambda="mean", hint_decay=0.95, bandit=cell["bandit"]
+            )
+            if cell.get("design") == "mean λ, averaged hint"
+            else O3SRLConfig(
                 feedback=cell["feedback"] if cell["feedback"] in ("lagrangian", "shaped") else "lagrangian",
                 bandit=cell["bandit"] if cell["bandit"] != "-" else "exp3",
                 budget_convention=cell["budget"],
@@ -205,6 +222,7 @@ def summarise(rows: list[dict], out: Path, command: str) -> None:
         variant = r["variant"] + {
             "default": ", adaptive λ-player",
             "mean λ": ", adaptive λ-player, oracle on the mean λ",
+            "mean λ, averaged hint": ", adaptive λ-player, oracle on the mean λ, averaged hint",
         }.get(r.get("design", ""), "")
         groups.setdefault((r["kappa"], r["algo"], variant, r["bandit"], r["feedback"], r["budget"]), []).append(r)
     lines = [

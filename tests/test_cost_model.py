@@ -153,3 +153,39 @@ def test_the_estimate_is_refreshed_every_rollout_every_rounds_and_held_in_betwee
         seen.append(float(state.estimate))
     # From s0 = x, the steps with s ≥ 3 among x, …, x + 9: 7 from 0, 10 from 3.
     assert seen == [7.0, 7.0, 7.0, 10.0, 10.0]
+
+
+def test_pessimism_reads_the_members_mean_plus_k_spreads(toy_file, tmp_path):
+    """cost_model.pessimism k: Ĉ = the members' mean episode cost + k × their spread. The first round's policy is the
+    same with and without it (same seed, same first λ), so its readings differ by exactly k spreads."""
+    from o3srl.algos.o3srl import O3SRLConfig
+    from o3srl.algos.td3bc import TD3BCConfig
+    from o3srl.config import TrainConfig
+    from o3srl.train import run
+
+    traces = {}
+    for k in (0.0, 2.0):
+        cfg = TrainConfig(
+            task="toy",
+            env_id="o3srl.envs.toy:ToyRunEnv",
+            dataset=str(toy_file),
+            cost_limit=5.0,
+            steps=100,
+            log_every=100,
+            checkpoint_every=100,
+            eval_episodes=0,
+            progress=False,
+            run_dir=str(tmp_path / f"k{k:g}"),
+            td3bc=TD3BCConfig(hidden=(32, 32), gamma=0.9, reward_scale=1.0),
+            o3srl=O3SRLConfig(player="adaptive", feedback_batch=16),
+            cost_model=CostModelConfig(members=3, hidden=(32,), fit_steps=50, rollout_states=4, pessimism=k),
+        )
+        run(cfg)
+        traces[k] = np.load(tmp_path / f"k{k:g}" / "rounds.npz")
+    plain, pessimistic = traces[0.0], traces[2.0]
+    spread = plain["feedback__cost_estimate_spread"][0]
+    assert spread > 0
+    np.testing.assert_allclose(pessimistic["feedback__cost_estimate_spread"][0], spread, rtol=1e-6)
+    np.testing.assert_allclose(
+        pessimistic["feedback__cost_estimate"][0], plain["feedback__cost_estimate"][0] + 2.0 * spread, rtol=1e-5
+    )

@@ -128,6 +128,7 @@ RULES: dict[str, Range] = {
     "fit_steps": NON_NEGATIVE_INT,
     "rollout_states": COUNT,
     "rollout_every": COUNT,
+    "pessimism": NON_NEGATIVE,
     # dataset collection (o3srl data make)
     "episodes": COUNT,
     "target": COUNT,

@@ -47,6 +47,9 @@ class CostModelConfig:
     batch_size: int = 256
     rollout_states: int = 16
     """Dataset initial states the policy is rolled out from (the same ones every time), each by every member."""
+    pessimism: float = 0.0
+    """k: the λ-player reads the members' mean episode cost plus k times their spread (the standard deviation of the
+    members' means), an upper confidence bound where the members disagree (0: the mean)."""
     rollout_every: int = 1
     """Rounds between rollouts; the rounds in between reuse the last estimate. 1: a fresh estimate every round (on
     the toy task, every 10 rounds let the λ-player act on a stale cost long enough to end one run in three unsafe)."""

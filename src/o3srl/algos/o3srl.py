@@ -396,7 +396,9 @@ class O3SRL:
         reward_estimate = q_r.mean()
         if self.cost_model is not None:
             # An episode's cost against κ itself, in the cost limit's units.
-            cost_estimate, budget, unit = model.estimate, c.cost_limit, 1.0
+            k = self.cost_model.config.pessimism
+            cost_estimate = model.estimate + k * model.spread if k else model.estimate
+            budget, unit = c.cost_limit, 1.0
         else:
             cost_estimate, budget, unit = q_c.mean(), c.budget_value, self.oracle.config.cost_scale
         if cfg.feedback == "lagrangian":
