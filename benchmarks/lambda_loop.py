@@ -41,7 +41,7 @@ VARIANTS = [  # (bandit, oracle λ, hint decay ρ)
 def run(kind: bandits.BanditKind, oracle_lambda: str, rho: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """The policy's cost and the λ it was trained on, per round."""
 
-    def step(carry, key):  # noqa: ANN001, ANN202
+    def step(carry, key):
         state, cost = carry
         k_draw, k_reading = jax.random.split(key)
         probs = bandits.arm_probabilities(state, kind, 0.0, 8.0)
@@ -69,11 +69,26 @@ def main() -> None:
         tail_cost = np.array([c[-TAIL:].mean() for c, _ in runs])
         cost_sd = np.array([c[-TAIL:].std() for c, _ in runs])
         lam_sd = np.array([lam[-TAIL:].std() for _, lam in runs])
-        rows.append((kind, oracle_lambda, f"{rho:g}", f"{tail_cost.mean():.2f} ± {tail_cost.std():.2f}",
-                     f"{np.abs(tail_cost - (1 - MARGIN) * BUDGET).max():.2f}", f"{cost_sd.mean():.2f}",
-                     f"{lam_sd.mean():.2f}"))
-    header = ("bandit", "oracle's λ", "hint decay ρ", "policy cost, last 1,000 rounds (target 3.2)",
-              "worst seed's distance from 3.2", "cost sd within the tail", "sd of the oracle's λ within the tail")
+        rows.append(
+            (
+                kind,
+                oracle_lambda,
+                f"{rho:g}",
+                f"{tail_cost.mean():.2f} ± {tail_cost.std():.2f}",
+                f"{np.abs(tail_cost - (1 - MARGIN) * BUDGET).max():.2f}",
+                f"{cost_sd.mean():.2f}",
+                f"{lam_sd.mean():.2f}",
+            )
+        )
+    header = (
+        "bandit",
+        "oracle's λ",
+        "hint decay ρ",
+        "policy cost, last 1,000 rounds (target 3.2)",
+        "worst seed's distance from 3.2",
+        "cost sd within the tail",
+        "sd of the oracle's λ within the tail",
+    )
     intro = [
         "# The λ-player in a closed loop with a jumping cost reading",
         "",
