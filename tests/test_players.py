@@ -13,8 +13,8 @@ from o3srl.errors import ConfigError
 
 
 def test_each_player_fills_only_the_knobs_left_unset():
-    assert O3SRLConfig().player == "adaptive"  # the default λ-player
-    earlier = resolve_player(O3SRLConfig(player="earlier"))
+    assert O3SRLConfig().player == "earlier"  # the default λ-player, until the adaptive one passes the grids
+    earlier = resolve_player(O3SRLConfig())
     assert (
         earlier.bandit,
         earlier.feedback,
@@ -26,7 +26,7 @@ def test_each_player_fills_only_the_knobs_left_unset():
         earlier.hint_decay,
         earlier.output,
     ) == ("exp3", "shaped", 0.0, 0.0, 1.0, "mean", "drawn", 0.0, "last")
-    adaptive = resolve_player(O3SRLConfig(margin=0.1))
+    adaptive = resolve_player(O3SRLConfig(player="adaptive", margin=0.1))
     assert (
         adaptive.bandit,
         adaptive.feedback,
@@ -134,8 +134,8 @@ def test_the_oracle_steps_on_the_drawn_arm_or_on_the_mean_of_the_draw(oracle_lam
 
 
 def test_an_explicit_oracle_lambda_wins_over_the_players():
-    assert resolve_player(O3SRLConfig(oracle_lambda="drawn")).oracle_lambda == "drawn"
-    assert resolve_player(O3SRLConfig(player="earlier", oracle_lambda="mean")).oracle_lambda == "mean"
+    assert resolve_player(O3SRLConfig(player="adaptive", oracle_lambda="drawn")).oracle_lambda == "drawn"
+    assert resolve_player(O3SRLConfig(oracle_lambda="mean")).oracle_lambda == "mean"
 
 
 def test_a_mixture_follows_every_member_equally_often_over_whole_blocks():
@@ -163,8 +163,9 @@ def test_a_mixture_follows_every_member_equally_often_over_whole_blocks():
 def test_a_fixed_lambda_run_has_no_lambda_player_so_it_takes_the_earlier_players_knobs():
     from o3srl.config import TrainConfig
 
-    assert TrainConfig().resolved().o3srl.player == "adaptive"
+    adaptive = O3SRLConfig(player="adaptive")
+    assert TrainConfig(o3srl=adaptive).resolved().o3srl.player == "adaptive"
     for algo in ("td3bc", "iql"):
-        cfg = TrainConfig(algo=algo, fixed_lambda=1.0).resolved()
+        cfg = TrainConfig(algo=algo, fixed_lambda=1.0, o3srl=adaptive).resolved()
         assert cfg.o3srl.player == "earlier"  # no cost model to fit, the last iterate as output
         assert resolve_player(cfg.o3srl).cost_estimate == "mean" and resolve_player(cfg.o3srl).output == "last"
