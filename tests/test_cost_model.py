@@ -133,7 +133,7 @@ def test_the_earlier_player_has_no_model_and_draws_what_it_drew_before(toy_file)
         lambda_unit=1.0,
     )
     oracle = TD3BC(TD3BCConfig(hidden=(8,)), 1, 1)
-    earlier = O3SRL(O3SRLConfig(), oracle, setting).init(jax.random.PRNGKey(3))
+    earlier = O3SRL(O3SRLConfig(player="earlier"), oracle, setting).init(jax.random.PRNGKey(3))
     adaptive = O3SRL(dataclasses.replace(O3SRLConfig(player="adaptive")), oracle, setting).init(jax.random.PRNGKey(3))
     assert earlier.model is None and adaptive.model is not None
     np.testing.assert_array_equal(np.asarray(earlier.key), np.asarray(adaptive.key))

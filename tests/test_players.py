@@ -13,6 +13,7 @@ from o3srl.errors import ConfigError
 
 
 def test_each_player_fills_only_the_knobs_left_unset():
+    assert O3SRLConfig().player == "earlier"  # the default λ-player, until the adaptive one passes the grids
     earlier = resolve_player(O3SRLConfig())
     assert (
         earlier.bandit,
@@ -21,15 +22,21 @@ def test_each_player_fills_only_the_knobs_left_unset():
         earlier.margin,
         earlier.lambda_scale,
         earlier.cost_estimate,
-    ) == ("exp3", "shaped", 0.0, 0.0, 1.0, "mean")
+        earlier.oracle_lambda,
+        earlier.hint_decay,
+        earlier.output,
+    ) == ("exp3", "shaped", 0.0, 0.0, 1.0, "mean", "drawn", 0.0, "last")
     adaptive = resolve_player(O3SRLConfig(player="adaptive", margin=0.1))
-    assert (adaptive.bandit, adaptive.feedback, adaptive.optimism, adaptive.margin, adaptive.cost_estimate) == (
-        "exp3box",
-        "lagrangian",
-        8.0,
-        0.1,
-        "model",
-    )
+    assert (
+        adaptive.bandit,
+        adaptive.feedback,
+        adaptive.optimism,
+        adaptive.margin,
+        adaptive.cost_estimate,
+        adaptive.oracle_lambda,
+        adaptive.hint_decay,
+        adaptive.output,
+    ) == ("hedgebox", "lagrangian", 8.0, 0.1, "model", "mean", 0.95, "tail")
     assert adaptive.lambda_scale is None  # the data's unit
     with pytest.raises(ConfigError, match="o3srl.player"):
         resolve_player(O3SRLConfig(player="bogus"))  # type: ignore[arg-type]
@@ -126,9 +133,9 @@ def test_the_oracle_steps_on_the_drawn_arm_or_on_the_mean_of_the_draw(oracle_lam
     assert probs[-1, 2] > probs[0, 2]
 
 
-def test_each_player_trains_its_oracle_on_the_drawn_arm_unless_told_otherwise():
-    assert resolve_player(O3SRLConfig()).oracle_lambda == "drawn"
-    assert resolve_player(O3SRLConfig(player="adaptive", oracle_lambda="mean")).oracle_lambda == "mean"
+def test_an_explicit_oracle_lambda_wins_over_the_players():
+    assert resolve_player(O3SRLConfig(player="adaptive", oracle_lambda="drawn")).oracle_lambda == "drawn"
+    assert resolve_player(O3SRLConfig(oracle_lambda="mean")).oracle_lambda == "mean"
 
 
 def test_a_mixture_follows_every_member_equally_often_over_whole_blocks():
@@ -151,3 +158,14 @@ def test_a_mixture_follows_every_member_equally_often_over_whole_blocks():
     member = policy.begin_episode(1)
     action = policy(np.zeros((2, 1), np.float32))
     assert action.shape == (2, 1) and action[1, 0] == pytest.approx(member / 10, abs=1e-6)
+
+
+def test_a_fixed_lambda_run_has_no_lambda_player_so_it_takes_the_earlier_players_knobs():
+    from o3srl.config import TrainConfig
+
+    adaptive = O3SRLConfig(player="adaptive")
+    assert TrainConfig(o3srl=adaptive).resolved().o3srl.player == "adaptive"
+    for algo in ("td3bc", "iql"):
+        cfg = TrainConfig(algo=algo, fixed_lambda=1.0, o3srl=adaptive).resolved()
+        assert cfg.o3srl.player == "earlier"  # no cost model to fit, the last iterate as output
+        assert resolve_player(cfg.o3srl).cost_estimate == "mean" and resolve_player(cfg.o3srl).output == "last"

@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 
+from o3srl.algos.cost_model import CostModelConfig
 from o3srl.algos.iql import IQLConfig
 from o3srl.algos.o3srl import O3SRLConfig
 from o3srl.algos.td3bc import TD3BCConfig
@@ -31,6 +32,8 @@ def small_config(dataset, run_dir, **kw) -> TrainConfig:
         td3bc=TD3BCConfig(hidden=(32, 32), batch_size=64),
         iql=IQLConfig(hidden=(32, 32), batch_size=64),
         o3srl=O3SRLConfig(feedback_batch=32),
+        # The default (adaptive) λ-player's cost model, small: the tests here are about the loop, not the model.
+        cost_model=CostModelConfig(members=2, hidden=(16, 16), fit_steps=50, batch_size=64, rollout_states=4),
     )
     return dataclasses.replace(base, **kw)
 

@@ -105,6 +105,8 @@ class TrainConfig:
                 eval_episodes=min(cfg.eval_episodes, 5),
                 log_every=min(cfg.log_every, 500),
                 checkpoint_every=min(cfg.checkpoint_every, 1_000),
+                # A smoke run: the adaptive λ-player's cost model gets a short fit too.
+                cost_model=dataclasses.replace(cfg.cost_model, fit_steps=min(cfg.cost_model.fit_steps, 1_000)),
             )
         is_theory = cfg.algo == "o3srl" and cfg.variant == "theory"
         if is_theory:
@@ -121,6 +123,10 @@ class TrainConfig:
                 eval_every=cfg.eval_every and max(per, cfg.eval_every // per * per),
             )
             cfg = dataclasses.replace(cfg, o3srl=dataclasses.replace(cfg.o3srl, steps_per_round=per))
+        if cfg.algo != "o3srl" and cfg.o3srl.player != "earlier":
+            # A fixed λ has no λ-player: the oracle alone (the paper's fixed-λ ablation) reads its cost from the
+            # critics for the logs, fits no cost model and outputs its last iterate, the earlier player's knobs.
+            cfg = dataclasses.replace(cfg, o3srl=dataclasses.replace(cfg.o3srl, player="earlier"))
         m = cfg.o3srl.steps_per_round
         if cfg.log_every < m or cfg.log_every % m:
             raise ConfigError(f"log_every ({cfg.log_every}) must be a multiple of steps_per_round M ({m})")

@@ -39,12 +39,14 @@ class O3SRLConfig:
     and the feedback are this project's design, chosen on the evidence in docs/algorithms/o3srl.md)."""
 
     player: Literal["earlier", "adaptive"] = "earlier"
-    """Which λ-player the knobs below default to (an explicit flag overrides its knob). earlier: shaped feedback,
-    EXP3 with textbook rates, absolute arms, the twins' mean as Ĉ (safe on the built-in task and BallRun at κ = 5,
-    but it behaves as a fixed λ ≈ 2.5). adaptive: lagrangian feedback against (1 − δ) B, EXP3 on a box with
-    optimism, arms in the data's unit, Ĉ from a learned cost model, violations counted up to G budget scales, the
-    tail mixture as output; it tracks λ* exactly on the tabular CMDPs and responds to κ on the toy task and on
-    BallRun, but overspends at κ = 40 there, so it is not the default yet (docs/algorithms/o3srl.md)."""
+    """Which λ-player the knobs below default to (an explicit flag overrides its knob). adaptive: lagrangian
+    feedback against (1 − δ) B, Hedge on a box with an averaged optimistic hint, the oracle trained on the mean λ
+    of the player's distribution, arms in the data's unit, Ĉ from a learned cost model, violations counted up to G
+    budget scales, the tail mixture as output; it tracks λ* on the tabular CMDPs, is safe near the optimum on the
+    toy task, and on Bullet probes its reward rises with κ, but it overspent at κ = 40 on CarCircle, so it is not
+    the default yet (docs/algorithms/o3srl.md). earlier (the default): the first design, shaped feedback, EXP3 with
+    textbook rates, absolute arms, the twins' mean as Ĉ, the last iterate (safe on the built-in task, but it
+    behaves as a fixed λ ≈ 2.5 whatever κ)."""
     num_arms: int = 5
     """K: number of λ values on the grid u · linspace(0, C, K)."""
     max_lambda: float = 5.0
@@ -58,37 +60,40 @@ class O3SRLConfig:
     steps_per_round: int = 10
     """M: oracle gradient steps per bandit round."""
     oracle_lambda: Literal["drawn", "mean"] | None = None
-    """The λ the oracle's M steps use. drawn (None, both players for now): the arm the bandit drew (the paper's).
-    mean: the mean λ of the distribution the bandit draws from, Σ_k p_k λ_k. The Lagrangian is linear in λ, so the
-    best response to the λ-player's mixed strategy p is the best response to its mean; the draw then only selects
-    which arm's loss is observed. It removes the draw's noise from the policy: with drawn arms the policy's cost
-    follows the last few draws (docs/algorithms/o3srl.md, "Training on the mean λ")."""
+    """The λ the oracle's M steps use. drawn (None, earlier player): the arm the bandit drew (the paper's). mean
+    (None, adaptive player): the mean λ of the distribution the bandit draws from, Σ_k p_k λ_k. The Lagrangian is
+    linear in λ, so the best response to the λ-player's mixed strategy p is the best response to its mean; the draw
+    then only selects which arm's loss is observed. It removes the draw's noise from the policy: with drawn arms
+    the policy's cost follows the last few draws (docs/algorithms/o3srl.md, "The oracle on the mean λ")."""
     bandit: bandits.BanditKind | None = None
-    """None: exp3 (the paper's, textbook rates) for the earlier player, exp3box for the adaptive one (EXP3 whose
+    """None: exp3 (the paper's, textbook rates) for the earlier player, hedgebox for the adaptive one (Hedge whose
     log-weights stay within a box of width max_gap, so that it follows losses that drift as the oracle learns
-    without biasing where it settles); also exp3s (fixed share), exp3ix and hedge (full information)."""
+    without biasing where it settles; full information, because with the oracle on the mean λ the policy does not
+    depend on the drawn arm and the feedback gives every arm's loss); also exp3box (EXP3 on the same box),
+    exp3s (fixed share), exp3ix and hedge."""
     feedback: bandits.FeedbackKind | None = None
     """The pulled arm's loss (see o3srl.bandits). None: shaped (the whole Lagrangian over a fixed scale) for the
     earlier player, lagrangian (the λ-player's own loss −λ (Ĉ − (1 − δ) B) scaled by the budget) for the adaptive."""
     learning_rate: float | None = None
-    """Bandit rate η; None: 0.03 for exp3box, 0.2 for exp3s (measured on the tabular CMDPs), EXP3's textbook
-    sqrt(2 ln K / (K n)) for the run's n rounds for the other bandits."""
+    """Bandit rate η; None: 0.03 for exp3box and hedgebox, 0.2 for exp3s (measured on the tabular CMDPs), EXP3's
+    textbook sqrt(2 ln K / (K n)) for the run's n rounds for the other bandits."""
     exploration: float | None = None
     """The uniform mix γ of the draw (exp3, exp3box) or the share α (exp3s) or the implicit exploration (exp3ix).
     None: 0 for exp3box (its box keeps every arm drawn), 0.01 for exp3s, Auer et al.'s rate for n rounds for exp3."""
     max_gap: float = bandits.MAX_GAP
-    """exp3box's box W: no arm's log-weight more than this below the best one's (unused by the other bandits)."""
+    """The box W of exp3box and hedgebox: no arm's log-weight more than this below the best one's (unused by the
+    other bandits)."""
     optimism: float | None = None
     """β (None: 0 for the earlier player, 8 for the adaptive one): the draw anticipates the last round's losses of
     every arm, p ∝ exp(−η L̂ − β ℓ_last), and the bandit's loss estimate uses them as its baseline (0: off). A
     proportional term next to the weights' integral: it damps the λ-player's oscillation and removes most of the
     importance-weighting noise."""
     hint_decay: float | None = None
-    """ρ (None: 0 for both players for now): the optimism's hint is the exponential average of the arms' past
-    losses, m ← ρ m + (1 − ρ) ℓ (0: the last round's losses). Where Ĉ jumps between far-apart values from round to
-    round (BallRun's policy on either side of its speed limit), the last loss is a poor prediction of the next one
-    and β m kicks λ to the largest arm for a round at every spike; the average over ≈ 1 / (1 − ρ) rounds responds
-    to the violation's level instead."""
+    """ρ (None: 0 for the earlier player, 0.95 for the adaptive one): the optimism's hint is the exponential average
+    of the arms' past losses, m ← ρ m + (1 − ρ) ℓ (0: the last round's losses). Where Ĉ jumps between far-apart
+    values from round to round (BallRun's policy on either side of its speed limit), the last loss is a poor
+    prediction of the next one and β m kicks λ to the largest arm for a round at every spike; the average over
+    ≈ 1 / (1 − ρ) rounds responds to the violation's level instead."""
     margin: float | None = None
     """δ (None: 0 for the earlier player, 0.2 for the adaptive one): the lagrangian feedback plays the game against
     the tighter budget (1 − δ) B, so that the last iterate, which ends near the boundary of the game it plays, errs
@@ -116,7 +121,9 @@ class O3SRLConfig:
     last one included), one drawn per episode, so its expected episode cost is the members' average, the quantity
     the λ-player's integral balances. Every run keeps the tail members, so either output can be evaluated
     afterwards."""
-    tail_members: int = 10
+    tail_members: int = 20
+    """20: one member per episode of the default 20-episode evaluation, whose stratified draws then follow each
+    member once (o3srl.policy.MixturePolicy)."""
     tail_fraction: float = 0.1
     min_scale: float = 1.0
     """Floor of the budget scale that normalises the lagrangian feedback (matters when κ is near 0)."""
@@ -136,7 +143,7 @@ PLAYERS: dict[str, dict[str, Any]] = {
         "hint_decay": 0.0,
     },
     "adaptive": {
-        "bandit": "exp3box",
+        "bandit": "hedgebox",
         "feedback": "lagrangian",
         "optimism": 8.0,
         "margin": 0.2,
@@ -144,8 +151,8 @@ PLAYERS: dict[str, dict[str, Any]] = {
         "cost_estimate": "model",
         "max_violation": 20.0,
         "output": "tail",
-        "oracle_lambda": "drawn",
-        "hint_decay": 0.0,
+        "oracle_lambda": "mean",
+        "hint_decay": 0.95,
     },
 }
 """The knobs each λ-player sets when the config leaves them at None (lambda_scale None: the data's unit)."""
