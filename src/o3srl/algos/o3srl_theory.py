@@ -15,7 +15,7 @@ version, this needs off-policy evaluation every iteration; it exists to check th
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import flax.struct
 import jax
@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from o3srl.algos.base import OutputKind, Setting
 from o3srl.algos.iql import IQL
 from o3srl.algos.td3bc import TD3BC
 from o3srl.bandits import ogd_lambda_step
@@ -30,9 +31,6 @@ from o3srl.data.sampler import DeviceData, sample_batch, sample_init_obs
 from o3srl.data.transforms import BudgetConvention, budget_per_step, budget_value
 from o3srl.errors import ConfigError
 from o3srl.nets import Critics
-
-if TYPE_CHECKING:  # pragma: no cover
-    from o3srl.algos.o3srl import Setting
 
 
 @dataclass(frozen=True)
@@ -70,6 +68,8 @@ class TheoryState(flax.struct.PyTreeNode):
 class O3SRLTheory:
     """Pure functions of :class:`TheoryState`; one "round" of the training loop is one whole iteration."""
 
+    title = "the theory variant"
+
     def __init__(self, config: TheoryConfig, oracle: TD3BC | IQL, setting: Setting) -> None:
         if config.iterations < 1:
             raise ConfigError(f"theory.iterations must be ≥ 1, got {config.iterations}")
@@ -96,9 +96,6 @@ class O3SRLTheory:
         )
         self.critic = Critics(oracle.config.hidden, 2)
         self.fqe_tx = optax.adam(config.fqe_lr)
-        self.arms = np.asarray([config.max_lambda], np.float32)  # for logging parity with the practical version
-        self.learning_rate = self.lambda_lr
-        self.exploration = 0.0
 
     def init(self, key: jax.Array) -> TheoryState:
         k_oracle, k_r, k_c, k_run = jax.random.split(key, 4)
@@ -118,8 +115,38 @@ class O3SRLTheory:
             key=k_run,
         )
 
+    def prepare(self, state: TheoryState, data: DeviceData) -> TheoryState:
+        """Nothing to do before the first iteration."""
+        del data
+        return state
+
     def act(self, actor_params: Any, obs: jax.Array) -> jax.Array:
         return self.oracle.act(actor_params, obs)
+
+    def output(self, state: TheoryState) -> tuple[Any, OutputKind]:
+        """The uniform mixture of the iterates π_1..π_T."""
+        return state.iterates, "mixture"
+
+    def run_info(self) -> dict[str, Any]:
+        """The budget, and the λ-player in the practical version's terms: one "arm", the largest λ C, and the OGD
+        step η as the learning rate."""
+        return {
+            "budget_per_step": self.budget_step,
+            "budget_value": self.budget_value / self.oracle.config.cost_scale,
+            "arms": np.asarray([self.config.max_lambda], np.float32).tolist(),
+            "bandit_learning_rate": self.lambda_lr,
+            "bandit_exploration": 0.0,
+        }
+
+    def bandit_arms(self) -> list[float] | None:
+        """No bandit: λ moves continuously (its history is in the metrics)."""
+        return None
+
+    @staticmethod
+    def upgrade_state_dict(state_dict: dict[str, Any], template: TheoryState) -> dict[str, Any]:
+        """The theory variant's state has one layout so far."""
+        del template
+        return state_dict
 
     def _fqe_loss(self, fqe: Any, target: Any, actor: Any, batch: Any) -> jax.Array:
         cfg = self.oracle.config
