@@ -254,16 +254,23 @@ class O3SRL:
         tail_rounds = max(1, round(self.num_rounds * config.tail_fraction))
         self.tail_stride = max(1, tail_rounds // config.tail_members)
         self.tail_members = min(config.tail_members, (self.num_rounds - 1) // self.tail_stride + 1)
-        from o3srl.data.transforms import budget_per_step, budget_value
-
         gamma = oracle.config.gamma
-        self.budget_step = budget_per_step(setting.cost_limit, gamma, setting.episode_length, config.budget_convention)
         cost_scale = oracle.config.cost_scale
         # Everything the feedback compares lives in the critics' units (scaled cost, discounted value).
-        self.budget_value = cost_scale * budget_value(self.budget_step, gamma)
+        self.budget = setting.budget(oracle.config, config.budget_convention)
         self.value_scale = (
             oracle.config.reward_scale * setting.reward_abs_max + self.max_lambda * cost_scale * setting.cost_abs_max
         ) / (1.0 - gamma)
+
+    @property
+    def budget_step(self) -> float:
+        """b, the per-step budget (the data's units)."""
+        return self.budget.per_step
+
+    @property
+    def budget_value(self) -> float:
+        """B, the budget on the discounted cost value (the critics' units)."""
+        return self.budget.value
 
     def cell_params(self) -> CellParams:
         """This run's :class:`CellParams` as float32 arrays, to be stacked with other runs' for a packed program."""
@@ -348,8 +355,8 @@ class O3SRL:
 
     def run_info(self) -> dict[str, Any]:
         return {
-            "budget_per_step": self.budget_step,
-            "budget_value": self.budget_value / self.oracle.config.cost_scale,
+            "budget_per_step": self.budget.per_step,
+            "budget_value": self.budget.reported_value,
             "arms": self.arms.tolist(),
             "bandit_learning_rate": self.learning_rate,
             "bandit_exploration": self.exploration,
