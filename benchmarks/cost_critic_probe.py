@@ -38,7 +38,7 @@ def probe(run_dir: Path, states: int = 4096, seed: int = 0) -> tuple[str, ...]:
     evaluated = json.loads((run_dir / "eval.json").read_text())
     return (
         run_dir.name,
-        f"{learner.budget_value / scale:.3f}",
+        f"{learner.budget.reported_value:.3f}",
         f"{float(np.mean(qc_init)) / scale:.3f}",
         f"{float(np.mean(qc_data)) / scale:.3f}",
         f"{evaluated['eval/cost']:.2f}",

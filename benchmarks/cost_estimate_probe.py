@@ -53,7 +53,7 @@ def probe(run_dir: Path, fitted: dict[str, tuple[CostModel, object]]) -> tuple[s
         f"{run_dir.parent.name}/{run_dir.name}",
         f"{cfg.cost_limit:g}",
         f"{float(np.mean(q_c)) / scale:.2f}",
-        f"{learner.budget_value / scale:.2f}",
+        f"{learner.budget.reported_value:.2f}",
         f"{costs.mean():.1f} ± {costs.mean(axis=1).std():.1f}",
         f"{evaluated['eval/cost']:.1f}",
     )

@@ -171,6 +171,32 @@ def test_run_files(toy_file, tmp_path):
     assert not list(d.glob("*.tmp"))
 
 
+def test_theory_variant_trains_through_the_same_loop(toy_file, tmp_path):
+    """The theory variant follows the one training path: it outputs the uniform mixture of its iterates, records
+    its λ-player in run.json, draws no bandit plot, and its saved policy is its checkpoint's mixture."""
+    import jax
+
+    import o3srl
+    from o3srl.algos.o3srl_theory import TheoryConfig
+    from o3srl.policy import MixturePolicy
+    from o3srl.train import load_finished_run, run
+
+    theory = TheoryConfig(iterations=2, fqe_steps=20, fqe_batch=32, eval_batch=32)
+    run(small_config(toy_file, tmp_path / "t", variant="theory", theory=theory))
+    d = tmp_path / "t"
+    info = json.loads((d / "run.json").read_text())
+    assert info["arms"] == [theory.max_lambda] and info["bandit_exploration"] == 0.0
+    assert not (d / "bandit.png").exists()
+    assert [r["step"] for r in read_metrics(d / "metrics.jsonl")] == [200, 400]  # one row per iteration
+    policy = o3srl.load_policy(d)
+    assert isinstance(policy, MixturePolicy) and policy.num_members == 2
+    finished = load_finished_run(d)
+    params, kind = finished.learner.output(finished.state)
+    assert kind == "mixture"
+    for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(policy.actor_params)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
 def test_existing_run_dir_is_not_overwritten(toy_file, tmp_path):
     from o3srl.errors import O3SRLError
     from o3srl.train import run

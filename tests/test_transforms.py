@@ -9,6 +9,7 @@ from o3srl.data.transforms import (
     budget_per_step,
     budget_value,
     is_safe,
+    make_budget,
     normalized_cost,
     normalized_reward,
     shaped_reward,
@@ -49,6 +50,22 @@ def test_budget_conversions_hand_values():
     expected = 5 * (1 - 0.99**100) / (0.01 * 100)
     assert budget_value(budget_per_step(5, 0.99, 100, "osrl"), 0.99) == pytest.approx(expected)
     assert budget_per_step(0, 0.99, 100) == 0.0
+
+
+def test_make_budget_hand_values():
+    # κ = 10, γ = 0.5, T = 2, osrl: b = 3.75, b / (1 − γ) = 7.5; with cost_scale 4 the critics' B is 30, reported 7.5
+    budget = make_budget(10, 0.5, 2, "osrl", cost_scale=4.0)
+    assert budget.cost_limit == 10
+    assert budget.per_step == pytest.approx(3.75)
+    assert budget.value == pytest.approx(30.0)
+    assert budget.reported_value == pytest.approx(7.5)
+    # the same floating-point operations as the conversions it is made of
+    b = budget_per_step(5, 0.99, 1000, "average")
+    scaled = make_budget(5, 0.99, 1000, "average", cost_scale=3.0)
+    assert scaled.per_step == b and scaled.value == 3.0 * budget_value(b, 0.99)
+    assert scaled.reported_value == 3.0 * budget_value(b, 0.99) / 3.0
+    with pytest.raises(ValueError):
+        make_budget(-1, 0.99, 100)
 
 
 @pytest.mark.parametrize("bad", [dict(cost_limit=-1), dict(gamma=1.0), dict(episode_length=0)])

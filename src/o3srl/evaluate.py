@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from o3srl.data.transforms import normalized_cost, normalized_reward
+from o3srl.data.transforms import is_safe, normalized_cost, normalized_reward
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,7 @@ class EvalResult:
 
     @property
     def safe(self) -> bool:
-        return self.normalized_cost <= 1.0
+        return is_safe(self.normalized_cost)
 
     @property
     def frontier_fraction(self) -> float | None:

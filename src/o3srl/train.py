@@ -165,7 +165,8 @@ def load_problem(cfg: TrainConfig) -> Problem:
 
 def build_learner(cfg: TrainConfig, problem: Problem) -> Learner:
     """The learner ``cfg`` names (O3SRL, its theory variant, or an oracle alone at a fixed λ) for ``problem``."""
-    from o3srl.algos.o3srl import O3SRL, Setting, make_oracle
+    from o3srl.algos.base import Setting
+    from o3srl.algos.o3srl import O3SRL, make_oracle
     from o3srl.bandits import lambda_unit
 
     ds = problem.dataset
@@ -193,36 +194,15 @@ def build_learner(cfg: TrainConfig, problem: Problem) -> Learner:
     return O3SRL(cfg.o3srl, oracle, setting, fixed_lambda=fixed, cost_model=cost_model)
 
 
-def is_theory(cfg: TrainConfig) -> bool:
-    return cfg.algo == "o3srl" and cfg.variant == "theory"
-
-
-def policy_output(cfg: TrainConfig, state: Any) -> tuple[Any, str]:
-    """The run's output as (actor parameters, kind): ``single``, the last iterate, or ``mixture``, a stack of actors
-    followed one per episode (the theory variant's iterates; the practical variant's tail members with
-    ``--o3srl.output tail``)."""
-    if is_theory(cfg):
-        return state.iterates, "mixture"
-    if outputs_tail(cfg):
-        return state.tail, "mixture"
-    return state.oracle.actor, "single"
-
-
 def make_policy(cfg: TrainConfig, learner: Learner, state: Any, stats: NormStats) -> Policy:
-    """The output policy (:func:`policy_output`) of ``state`` as a callable, as ``o3srl.load_policy`` would load it."""
+    """The learner's output policy (:meth:`~o3srl.algos.base.Learner.output`) in ``state`` as a callable, as
+    ``o3srl.load_policy`` would load it."""
     from o3srl.policy import MixturePolicy, Policy
 
-    params, kind = policy_output(cfg, state)
+    params, kind = learner.output(state)
     if kind == "mixture":
         return MixturePolicy(learner.act, params, stats, seed=cfg.eval_seed)
     return Policy(learner.act, params, stats)
-
-
-def outputs_tail(cfg: TrainConfig) -> bool:
-    """Whether the run's output is the practical O3SRL's tail mixture (``--o3srl.output tail``)."""
-    from o3srl.algos.o3srl import resolve_player
-
-    return cfg.algo == "o3srl" and not is_theory(cfg) and resolve_player(cfg.o3srl).output == "tail"
 
 
 def _default_run_dir(cfg: TrainConfig) -> Path:
@@ -395,9 +375,7 @@ def _open_run(cfg: TrainConfig, resume_dir: str | None, problems: dict[str, Prob
     step = 0
     state = template
     if resume_dir is not None and (run_dir / CHECKPOINT_NAME).exists():
-        step, state, stats, _ = load_checkpoint(
-            run_dir / CHECKPOINT_NAME, template, getattr(learner, "upgrade_state_dict", None)
-        )
+        step, state, stats, _ = load_checkpoint(run_dir / CHECKPOINT_NAME, template, learner.upgrade_state_dict)
     if resume_dir is None:
         run_dir = Path(cfg.run_dir) if cfg.run_dir else _default_run_dir(cfg)
         if (run_dir / CHECKPOINT_NAME).exists():
@@ -414,11 +392,7 @@ def _open_run(cfg: TrainConfig, resume_dir: str | None, problems: dict[str, Prob
         "reward_reference": problem.reference,
         "reward_range": list(problem.reward_range),
         "episode_length": problem.episode_length,
-        "budget_per_step": learner.budget_step,
-        "budget_value": learner.budget_value / learner.oracle.config.cost_scale,
-        "arms": learner.arms.tolist(),
-        "bandit_learning_rate": learner.learning_rate,
-        "bandit_exploration": learner.exploration,
+        **learner.run_info(),
         "safe_frontier": problem.frontier,
         "o3srl_version": __version__,
     }
@@ -458,8 +432,7 @@ def _check_pack(runs: list[_Run]) -> None:
         return
     first = runs[0]
     names = ", ".join(str(r.run_dir) for r in runs[:3]) + (" …" if len(runs) > 3 else "")
-    if is_theory(first.cfg):
-        raise ConfigError(f"runs of the theory variant are trained one at a time, not packed ({names})")
+    _round_loop(first.learner, names)
     if len({r.run_dir.resolve() for r in runs}) < len(runs):
         raise ConfigError(f"a pack holds the same run directory twice ({names})")
     for r in runs[1:]:
@@ -494,12 +467,17 @@ def _check_pack(runs: list[_Run]) -> None:
             )
 
 
-def _round_loop(learner: Learner) -> O3SRL:
-    """A learner of a pack: O3SRL's round loop (the theory variant is refused before any pack is built)."""
+def _round_loop(learner: Learner, names: str = "") -> O3SRL:
+    """A learner of a pack: O3SRL's round loop, whose numbers that differ between runs are data
+    (:class:`~o3srl.algos.o3srl.CellParams`); other learners (the theory variant) train one run at a time."""
     from o3srl.algos.o3srl import O3SRL
 
     if not isinstance(learner, O3SRL):
-        raise ConfigError(f"only O3SRL's round loop trains in packs, not {type(learner).__name__}")
+        where = f" ({names})" if names else ""
+        raise ConfigError(
+            f"only O3SRL's round loop trains in packs; runs of {learner.title} are trained one at a time, not "
+            f"packed{where}"
+        )
     return learner
 
 
@@ -555,7 +533,7 @@ def _train(runs: list[_Run]) -> None:
     else:
         run_rounds = jax.jit(learner.run_rounds, static_argnums=2)
         state = first.state
-    if step == 0 and hasattr(learner, "prepare"):
+    if step == 0:
         # Before the first round (the cost model's fit); a resumed run has it in its checkpoint.
         prepare = jax.vmap(learner.prepare, in_axes=(0, None)) if packed else learner.prepare
         state = jax.jit(prepare)(state, data)
@@ -671,12 +649,13 @@ def _finish(r: _Run) -> dict[str, Any]:
         f"cannot write the final policy to {run_dir}",
         f"; the checkpoint of step {step} is intact: finish with --resume {run_dir}",
     ):
-        params, kind = policy_output(cfg, state)
+        params, kind = r.learner.output(state)
         save_policy(run_dir / POLICY_NAME, actor=params, stats=r.stats, config_json=r.config_json, kind=kind)
-        if cfg.algo == "o3srl" and not is_theory(cfg):
+        arms = r.learner.bandit_arms()
+        if arms is not None:
             from o3srl.plots import plot_bandit_history
 
-            plot_bandit_history(run_dir / TRACE_NAME, run_dir / BANDIT_PLOT_NAME, r.learner.arms.tolist())
+            plot_bandit_history(run_dir / TRACE_NAME, run_dir / BANDIT_PLOT_NAME, arms)
     result = _evaluate(r, state, cfg.eval_episodes) if cfg.eval_episodes > 0 else None
     summary = run_summary(run_dir, cfg, r.run_info, step=step, result=result)
     with _file_errors(f"cannot write {run_dir / EVAL_NAME}"):
@@ -873,7 +852,7 @@ class FinishedRun:
 
     cfg: TrainConfig
     problem: Problem
-    learner: Any
+    learner: Any  # the concrete learner (O3SRL, O3SRLTheory): analysis scripts read its own attributes
     state: Any
     stats: Any
 
@@ -890,7 +869,5 @@ def load_finished_run(run_dir: str | Path) -> FinishedRun:
     problem = load_problem(cfg)
     learner = build_learner(cfg, problem)
     template = learner.init(jax.random.PRNGKey(cfg.seed))
-    _, state, stats, _ = load_checkpoint(
-        run_dir / CHECKPOINT_NAME, template, getattr(learner, "upgrade_state_dict", None)
-    )
+    _, state, stats, _ = load_checkpoint(run_dir / CHECKPOINT_NAME, template, learner.upgrade_state_dict)
     return FinishedRun(cfg=cfg, problem=problem, learner=learner, state=state, stats=stats)

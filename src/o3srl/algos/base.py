@@ -4,18 +4,44 @@ An *oracle* is an offline RL algorithm trained on the Lagrangian reward ``r − 
 (TD3+BC, IQL). A *learner* is what :mod:`o3srl.train` trains: a state pytree and pure functions of it, run in
 compiled chunks of rounds (O3SRL's round loop around an oracle, or the theory variant). Both are structural
 (:class:`typing.Protocol`): a new algorithm conforms by having these members, and mypy checks that it does where
-:func:`o3srl.train.build_learner` returns it.
+:func:`o3srl.train.build_learner` returns it. :class:`Setting` holds the facts of the problem a learner is built for.
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
 
 import jax
-import numpy as np
+
+from o3srl.data.transforms import Budget, BudgetConvention, make_budget
 
 Metrics = dict[str, jax.Array]
 """Flat, namespaced scalars (``loss/critic``, ``q/cost``, ``bandit/lambda``, ...)."""
+
+
+OutputKind = Literal["single", "mixture"]
+"""How a run's output is followed: ``single``, one actor; ``mixture``, a stack of actors, one drawn per episode."""
+
+
+@dataclass(frozen=True)
+class Setting:
+    """Static facts of one training problem that the learner needs."""
+
+    obs_dim: int
+    act_dim: int
+    cost_limit: float
+    episode_length: int
+    total_steps: int
+    reward_abs_max: float
+    cost_abs_max: float
+    lambda_unit: float = 1.0
+    """The data's unit of λ in the critics' units (o3srl.bandits.lambda_unit); scales the arm grid."""
+
+    def budget(self, oracle: OracleConfig, convention: BudgetConvention) -> Budget:
+        """The cost limit as the budget of critics configured by ``oracle`` (their γ and ``cost_scale``), under the
+        learner's reading of κ (:func:`o3srl.data.transforms.make_budget`)."""
+        return make_budget(self.cost_limit, oracle.gamma, self.episode_length, convention, oracle.cost_scale)
 
 
 class OracleConfig(Protocol):
@@ -58,24 +84,26 @@ class Oracle(Protocol):
 
 
 class Learner(Protocol):
-    """What the training loop trains, checkpoints, evaluates and records in ``run.json``."""
+    """What the training loop trains, checkpoints, evaluates and records in ``run.json``.
+
+    The loop knows nothing else of a learner: what it outputs, what ``run.json`` records of it and whether it has a
+    bandit history to plot are the learner's answers, so every learner follows the same path through
+    :func:`o3srl.train.run`."""
 
     @property
     def oracle(self) -> Oracle: ...
 
+    title: str
+    """What the learner is, for messages (``"O3SRL"``, ``"the theory variant"``)."""
     steps_per_round: int
-    """Gradient steps per round; the training loop runs whole rounds."""
-    budget_step: float
-    """The per-step budget b (environment units)."""
-    budget_value: float
-    """The budget on the discounted cost value, in the critics' units (``cost_scale`` · b / (1 − γ))."""
-    arms: np.ndarray
-    """The λ values the λ-player chooses from."""
-    learning_rate: float
-    exploration: float
+    """Gradient steps per round; the training loop runs whole rounds (one round per trace row)."""
 
     def init(self, key: jax.Array) -> Any:
         """A fresh state pytree (everything a checkpoint holds)."""
+        ...
+
+    def prepare(self, state: Any, data: Any) -> Any:
+        """The state before the first round (a fresh run only; a resumed run has it in its checkpoint)."""
         ...
 
     def act(self, actor_params: Any, obs: jax.Array) -> jax.Array:
@@ -84,4 +112,23 @@ class Learner(Protocol):
 
     def run_rounds(self, state: Any, data: Any, num_rounds: int) -> tuple[Any, Metrics]:
         """``num_rounds`` rounds in one compiled scan; metrics stacked per round."""
+        ...
+
+    def output(self, state: Any) -> tuple[Any, OutputKind]:
+        """The run's output policy in ``state``: (actor parameters, kind); a mixture's actors are stacked along a
+        leading axis."""
+        ...
+
+    def run_info(self) -> dict[str, Any]:
+        """What ``run.json`` records of the learner: the budget (per step, and on the discounted cost value in the
+        data's units), the λ arms and the λ-player's rates."""
+        ...
+
+    def bandit_arms(self) -> list[float] | None:
+        """The λ arms of a bandit whose history the run plots; ``None`` when there is none (one arm, or no bandit)."""
+        ...
+
+    @staticmethod
+    def upgrade_state_dict(state_dict: dict[str, Any], template: Any) -> dict[str, Any]:
+        """A checkpointed state written by an earlier layout of the learner, brought to today's layout."""
         ...

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from o3srl import bandits
+from o3srl.algos.base import OutputKind, Setting  # Setting lives in base; imported from here too
 from o3srl.algos.cost_model import CostModel, CostModelConfig
 from o3srl.algos.iql import IQL, IQLConfig
 from o3srl.algos.td3bc import TD3BC, TD3BCConfig
@@ -190,21 +191,6 @@ class LearnerState(flax.struct.PyTreeNode):
     model: Any  # the cost model's state (cost_estimate "model"), else None
 
 
-@dataclass(frozen=True)
-class Setting:
-    """Static facts of one training problem that the learner needs."""
-
-    obs_dim: int
-    act_dim: int
-    cost_limit: float
-    episode_length: int
-    total_steps: int
-    reward_abs_max: float
-    cost_abs_max: float
-    lambda_unit: float = 1.0
-    """The data's unit of λ in the critics' units (o3srl.bandits.lambda_unit); scales the arm grid."""
-
-
 def make_oracle(name: str, td3bc: TD3BCConfig, iql: IQLConfig, obs_dim: int, act_dim: int) -> TD3BC | IQL:
     if name == "td3bc":
         return TD3BC(td3bc, obs_dim, act_dim)
@@ -215,6 +201,8 @@ def make_oracle(name: str, td3bc: TD3BCConfig, iql: IQLConfig, obs_dim: int, act
 
 class O3SRL:
     """The round loop around an oracle. Pure functions of :class:`LearnerState`."""
+
+    title = "O3SRL"
 
     def __init__(
         self,
@@ -273,16 +261,23 @@ class O3SRL:
         tail_rounds = max(1, round(self.num_rounds * config.tail_fraction))
         self.tail_stride = max(1, tail_rounds // config.tail_members)
         self.tail_members = min(config.tail_members, (self.num_rounds - 1) // self.tail_stride + 1)
-        from o3srl.data.transforms import budget_per_step, budget_value
-
         gamma = oracle.config.gamma
-        self.budget_step = budget_per_step(setting.cost_limit, gamma, setting.episode_length, config.budget_convention)
         cost_scale = oracle.config.cost_scale
         # Everything the feedback compares lives in the critics' units (scaled cost, discounted value).
-        self.budget_value = cost_scale * budget_value(self.budget_step, gamma)
+        self.budget = setting.budget(oracle.config, config.budget_convention)
         self.value_scale = (
             oracle.config.reward_scale * setting.reward_abs_max + self.max_lambda * cost_scale * setting.cost_abs_max
         ) / (1.0 - gamma)
+
+    @property
+    def budget_step(self) -> float:
+        """b, the per-step budget (the data's units)."""
+        return self.budget.per_step
+
+    @property
+    def budget_value(self) -> float:
+        """B, the budget on the discounted cost value (the critics' units)."""
+        return self.budget.value
 
     def cell_params(self) -> CellParams:
         """This run's :class:`CellParams` as float32 arrays, to be stacked with other runs' for a packed program."""
@@ -356,6 +351,27 @@ class O3SRL:
 
     def act(self, actor_params: Any, obs: jax.Array) -> jax.Array:
         return self.oracle.act(actor_params, obs)
+
+    # ------------------------------------------------------------------ what the training loop records
+    def output(self, state: LearnerState) -> tuple[Any, OutputKind]:
+        """The last iterate (``single``), or the tail members (``mixture``) with ``o3srl.output tail``; an oracle at
+        a fixed λ (``--algo td3bc`` / ``iql``) always outputs its last iterate."""
+        if self.config.output == "tail" and not self.fixed:
+            return state.tail, "mixture"
+        return state.oracle.actor, "single"
+
+    def run_info(self) -> dict[str, Any]:
+        return {
+            "budget_per_step": self.budget.per_step,
+            "budget_value": self.budget.reported_value,
+            "arms": self.arms.tolist(),
+            "bandit_learning_rate": self.learning_rate,
+            "bandit_exploration": self.exploration,
+        }
+
+    def bandit_arms(self) -> list[float] | None:
+        """The arms, for the bandit plot; ``None`` for an oracle at a fixed λ (no bandit to plot)."""
+        return None if self.fixed else self.arms.tolist()
 
     # ------------------------------------------------------------------ one round
     def _round(

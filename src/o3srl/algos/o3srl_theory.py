@@ -15,7 +15,7 @@ version, this needs off-policy evaluation every iteration; it exists to check th
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import flax.struct
 import jax
@@ -23,16 +23,14 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from o3srl.algos.base import OutputKind, Setting
 from o3srl.algos.iql import IQL
 from o3srl.algos.td3bc import TD3BC
 from o3srl.bandits import ogd_lambda_step
 from o3srl.data.sampler import DeviceData, sample_batch, sample_init_obs
-from o3srl.data.transforms import BudgetConvention, budget_per_step, budget_value
+from o3srl.data.transforms import BudgetConvention
 from o3srl.errors import ConfigError
 from o3srl.nets import Critics
-
-if TYPE_CHECKING:  # pragma: no cover
-    from o3srl.algos.o3srl import Setting
 
 
 @dataclass(frozen=True)
@@ -70,6 +68,8 @@ class TheoryState(flax.struct.PyTreeNode):
 class O3SRLTheory:
     """Pure functions of :class:`TheoryState`; one "round" of the training loop is one whole iteration."""
 
+    title = "the theory variant"
+
     def __init__(self, config: TheoryConfig, oracle: TD3BC | IQL, setting: Setting) -> None:
         if config.iterations < 1:
             raise ConfigError(f"theory.iterations must be ≥ 1, got {config.iterations}")
@@ -85,10 +85,9 @@ class O3SRLTheory:
         self.steps_per_round = setting.total_steps // config.iterations
         gamma = oracle.config.gamma
         self.gamma = gamma
-        self.budget_step = budget_per_step(setting.cost_limit, gamma, setting.episode_length, config.budget_convention)
-        cost_scale = oracle.config.cost_scale
-        self.budget_value = cost_scale * budget_value(self.budget_step, gamma)
-        spread = max(cost_scale * setting.cost_abs_max / (1.0 - gamma) - self.budget_value, self.budget_value, 1e-6)
+        self.budget = setting.budget(oracle.config, config.budget_convention)
+        budget = self.budget.value  # the critics' units
+        spread = max(oracle.config.cost_scale * setting.cost_abs_max / (1.0 - gamma) - budget, budget, 1e-6)
         self.lambda_lr = (
             config.lambda_lr
             if config.lambda_lr is not None
@@ -96,9 +95,6 @@ class O3SRLTheory:
         )
         self.critic = Critics(oracle.config.hidden, 2)
         self.fqe_tx = optax.adam(config.fqe_lr)
-        self.arms = np.asarray([config.max_lambda], np.float32)  # for logging parity with the practical version
-        self.learning_rate = self.lambda_lr
-        self.exploration = 0.0
 
     def init(self, key: jax.Array) -> TheoryState:
         k_oracle, k_r, k_c, k_run = jax.random.split(key, 4)
@@ -118,8 +114,38 @@ class O3SRLTheory:
             key=k_run,
         )
 
+    def prepare(self, state: TheoryState, data: DeviceData) -> TheoryState:
+        """Nothing to do before the first iteration."""
+        del data
+        return state
+
     def act(self, actor_params: Any, obs: jax.Array) -> jax.Array:
         return self.oracle.act(actor_params, obs)
+
+    def output(self, state: TheoryState) -> tuple[Any, OutputKind]:
+        """The uniform mixture of the iterates π_1..π_T."""
+        return state.iterates, "mixture"
+
+    def run_info(self) -> dict[str, Any]:
+        """The budget, and the λ-player in the practical version's terms: one "arm", the largest λ C, and the OGD
+        step η as the learning rate."""
+        return {
+            "budget_per_step": self.budget.per_step,
+            "budget_value": self.budget.reported_value,
+            "arms": np.asarray([self.config.max_lambda], np.float32).tolist(),
+            "bandit_learning_rate": self.lambda_lr,
+            "bandit_exploration": 0.0,
+        }
+
+    def bandit_arms(self) -> list[float] | None:
+        """No bandit: λ moves continuously (its history is in the metrics)."""
+        return None
+
+    @staticmethod
+    def upgrade_state_dict(state_dict: dict[str, Any], template: TheoryState) -> dict[str, Any]:
+        """The theory variant's state has one layout so far."""
+        del template
+        return state_dict
 
     def _fqe_loss(self, fqe: Any, target: Any, actor: Any, batch: Any) -> jax.Array:
         cfg = self.oracle.config
@@ -142,7 +168,7 @@ class O3SRLTheory:
         def oracle_step(s: Any, step_key: jax.Array) -> tuple[Any, dict[str, jax.Array]]:
             k_batch, k_update = jax.random.split(step_key)
             batch = sample_batch(k_batch, data, self.oracle.config.batch_size)
-            return self.oracle.update(s, batch, state.lam, self.budget_step, k_update)
+            return self.oracle.update(s, batch, state.lam, self.budget.per_step, k_update)
 
         oracle_state, oracle_metrics = jax.lax.scan(
             oracle_step, state.oracle, jax.random.split(k_oracle, self.steps_per_round)
@@ -164,7 +190,7 @@ class O3SRLTheory:
         a0 = self.oracle.act(actor, s0)
         v_r = self.critic.apply(fqe["reward"], s0, a0).mean()
         v_c = self.critic.apply(fqe["cost"], s0, a0).mean()
-        new_lam = ogd_lambda_step(state.lam, v_c, self.budget_value, self.lambda_lr, cfg.max_lambda)
+        new_lam = ogd_lambda_step(state.lam, v_c, self.budget.value, self.lambda_lr, cfg.max_lambda)
         iterates = jax.tree.map(lambda stack, leaf: stack.at[state.count].set(leaf), state.iterates, actor)
         metrics = {k: jnp.nanmean(v) for k, v in oracle_metrics.items()}
         metrics.update(
@@ -174,7 +200,7 @@ class O3SRLTheory:
                 "theory/fqe_loss": fqe_losses[-100:].mean(),
                 "feedback/cost_estimate": v_c / self.oracle.config.cost_scale,
                 "feedback/reward_estimate": v_r / self.oracle.config.reward_scale,
-                "feedback/budget": jnp.asarray(self.budget_value / self.oracle.config.cost_scale, jnp.float32),
+                "feedback/budget": jnp.asarray(self.budget.reported_value, jnp.float32),
             }
         )
         new_state = TheoryState(

@@ -6,7 +6,7 @@ against hand-computed values in ``tests/test_transforms.py``.
 
 from __future__ import annotations
 
-from typing import Literal, TypeVar
+from typing import Literal, NamedTuple, TypeVar
 
 import numpy as np
 
@@ -63,6 +63,36 @@ def budget_per_step(
 def budget_value(budget_step: float, gamma: float) -> float:
     """The threshold on the discounted cost value that a per-step budget ``b`` stands for: ``b / (1 − γ)``."""
     return float(budget_step / (1.0 - gamma))
+
+
+class Budget(NamedTuple):
+    """The cost limit κ in each unit the method reads it in, computed once by :func:`make_budget`."""
+
+    cost_limit: float
+    """κ: the limit on the expected undiscounted episode cost (the data's units)."""
+    per_step: float
+    """b: the per-step budget of the shaped reward ``r − λ (c − b)``, in the data's units (:func:`budget_per_step`);
+    an oracle scales it with its costs."""
+    value: float
+    """B = ``cost_scale`` · b / (1 − γ): the threshold on the discounted cost value, in the critics' (scaled) units,
+    what the λ-player compares the critics' Ĉ with."""
+    reported_value: float
+    """B / ``cost_scale``: the same threshold read back in the data's units, as ``run.json`` and the metric
+    ``feedback/budget`` report it."""
+
+
+def make_budget(
+    cost_limit: float,
+    gamma: float,
+    episode_length: int,
+    convention: BudgetConvention = "osrl",
+    cost_scale: float = 1.0,
+) -> Budget:
+    """The budget of cost limit κ for critics with discount γ whose costs are multiplied by ``cost_scale``: the one
+    place where κ becomes b and B (:class:`Budget`)."""
+    per_step = budget_per_step(cost_limit, gamma, episode_length, convention)
+    value = cost_scale * budget_value(per_step, gamma)
+    return Budget(cost_limit=cost_limit, per_step=per_step, value=value, reported_value=value / cost_scale)
 
 
 def normalized_reward(episode_reward: A, min_reward: float, max_reward: float) -> A:
