@@ -53,71 +53,26 @@ EARLIER = dict(lambda_scale=1.0, optimism=0.0, margin=0.0, cost_estimate="mean",
 def adaptive_cells(seeds: list[int], kappas: list[float]) -> list[dict]:
     """O3SRL with the adaptive λ-player (design "default" in the rows: the cells were run while it was the default)
     next to the earlier λ-player (shaped/EXP3, still the deep default) and fixed λ's, on the same data."""
+    # (bandit, feedback, design) of each O3SRL cell; "default" is the drawn-arm adaptive design of probes 6–11.
+    o3srl_cells = [
+        ("exp3box", "lagrangian", "default"),
+        ("exp3box", "lagrangian", "mean λ"),
+        ("exp3box", "lagrangian", "mean λ, averaged hint"),
+        ("hedgebox", "lagrangian", "mean λ, averaged hint"),
+        ("exp3", "shaped", "earlier"),
+    ]
     out = []
     for kappa, seed in itertools.product(kappas, seeds):
-        out.append(
-            dict(
-                algo="o3srl",
-                variant="practical",
-                bandit="exp3box",
-                feedback="lagrangian",
-                budget="osrl",
-                design="default",
-                kappa=kappa,
-                seed=seed,
-            )
-        )
-        out.append(
-            dict(
-                algo="o3srl",
-                variant="practical",
-                bandit="exp3box",
-                feedback="lagrangian",
-                budget="osrl",
-                design="mean λ",
-                kappa=kappa,
-                seed=seed,
-            )
-        )
-        for bandit in ("exp3box", "hedgebox"):
+        for bandit, feedback, design in o3srl_cells:
             out.append(
-                dict(
-                    algo="o3srl",
-                    variant="practical",
-                    bandit=bandit,
-                    feedback="lagrangian",
-                    budget="osrl",
-                    design="mean λ, averaged hint",
-                    kappa=kappa,
-                    seed=seed,
-                )
-            )
-        out.append(
-            dict(
-                algo="o3srl",
-                variant="practical",
-                bandit="exp3",
-                feedback="shaped",
-                budget="osrl",
-                design="earlier",
-                kappa=kappa,
-                seed=seed,
-            )
-        )
+                dict(algo="o3srl", variant="practical", bandit=bandit, feedback=feedback, budget="osrl",
+                     design=design, kappa=kappa, seed=seed)
+            )  # fmt: skip
         for lam in (0.0, 0.5, 1.25, 5.0):
             out.append(
-                dict(
-                    algo="td3bc",
-                    variant=f"fixed λ={lam:g}",
-                    bandit="-",
-                    feedback="-",
-                    budget="osrl",
-                    design="-",
-                    kappa=kappa,
-                    seed=seed,
-                    lam=lam,
-                )
-            )
+                dict(algo="td3bc", variant=f"fixed λ={lam:g}", bandit="-", feedback="-", budget="osrl", design="-",
+                     kappa=kappa, seed=seed, lam=lam)
+            )  # fmt: skip
     return out
 
 

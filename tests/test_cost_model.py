@@ -81,31 +81,38 @@ def test_a_fitted_model_reads_the_episode_cost_of_policies_it_never_saw():
     assert float(still.mean()) == pytest.approx(0.0, abs=0.5)
 
 
+def _adaptive_toy_run(toy_file, run_dir, steps: int, **cost_model):
+    """A tiny adaptive-player run on the toy task with a small cost model (``cost_model`` overrides its config)."""
+    from o3srl.algos.o3srl import O3SRLConfig
+    from o3srl.algos.td3bc import TD3BCConfig
+    from o3srl.config import TrainConfig
+
+    model = dict(members=2, hidden=(32,), fit_steps=50, rollout_states=4) | cost_model
+    return TrainConfig(
+        task="toy",
+        env_id="o3srl.envs.toy:ToyRunEnv",
+        dataset=str(toy_file),
+        cost_limit=5.0,
+        steps=steps,
+        log_every=100,
+        checkpoint_every=steps,
+        eval_episodes=0,
+        progress=False,
+        run_dir=str(run_dir),
+        td3bc=TD3BCConfig(hidden=(32, 32), gamma=0.9, reward_scale=1.0),
+        o3srl=O3SRLConfig(player="adaptive", feedback_batch=16),
+        cost_model=CostModelConfig(**model),
+    )
+
+
 def test_adaptive_player_compares_the_models_episode_cost_with_kappa(toy_file, tmp_path):
     """On the toy task: the fit happens before the first round, its loss is logged, and the feedback's budget is κ
     itself (an episode's cost), not the discounted critic threshold."""
     import json
 
-    from o3srl.algos.o3srl import O3SRLConfig
-    from o3srl.algos.td3bc import TD3BCConfig
-    from o3srl.config import TrainConfig
     from o3srl.train import run
 
-    cfg = TrainConfig(
-        task="toy",
-        env_id="o3srl.envs.toy:ToyRunEnv",
-        dataset=str(toy_file),
-        cost_limit=5.0,
-        steps=200,
-        log_every=100,
-        checkpoint_every=200,
-        eval_episodes=0,
-        progress=False,
-        run_dir=str(tmp_path / "run"),
-        td3bc=TD3BCConfig(hidden=(32, 32), gamma=0.9, reward_scale=1.0),
-        o3srl=O3SRLConfig(player="adaptive", feedback_batch=16),
-        cost_model=CostModelConfig(members=2, hidden=(32,), fit_steps=50, rollout_states=4),
-    )
+    cfg = _adaptive_toy_run(toy_file, tmp_path / "run", steps=200)
     run(cfg)
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert all(row["feedback/budget"] == pytest.approx(5.0) for row in rows)
@@ -158,28 +165,11 @@ def test_the_estimate_is_refreshed_every_rollout_every_rounds_and_held_in_betwee
 def test_pessimism_reads_the_members_mean_plus_k_spreads(toy_file, tmp_path):
     """cost_model.pessimism k: Ĉ = the members' mean episode cost + k × their spread. The first round's policy is the
     same with and without it (same seed, same first λ), so its readings differ by exactly k spreads."""
-    from o3srl.algos.o3srl import O3SRLConfig
-    from o3srl.algos.td3bc import TD3BCConfig
-    from o3srl.config import TrainConfig
     from o3srl.train import run
 
     traces = {}
     for k in (0.0, 2.0):
-        cfg = TrainConfig(
-            task="toy",
-            env_id="o3srl.envs.toy:ToyRunEnv",
-            dataset=str(toy_file),
-            cost_limit=5.0,
-            steps=100,
-            log_every=100,
-            checkpoint_every=100,
-            eval_episodes=0,
-            progress=False,
-            run_dir=str(tmp_path / f"k{k:g}"),
-            td3bc=TD3BCConfig(hidden=(32, 32), gamma=0.9, reward_scale=1.0),
-            o3srl=O3SRLConfig(player="adaptive", feedback_batch=16),
-            cost_model=CostModelConfig(members=3, hidden=(32,), fit_steps=50, rollout_states=4, pessimism=k),
-        )
+        cfg = _adaptive_toy_run(toy_file, tmp_path / f"k{k:g}", steps=100, members=3, pessimism=k)
         run(cfg)
         traces[k] = np.load(tmp_path / f"k{k:g}" / "rounds.npz")
     plain, pessimistic = traces[0.0], traces[2.0]
