@@ -167,6 +167,13 @@ def draw_arm(key: jax.Array, probs: jax.Array) -> jax.Array:
     return jax.random.choice(key, probs.shape[0], p=probs)
 
 
+def played_lambda(arms: jax.Array, probs: jax.Array, arm: jax.Array, oracle_lambda: str) -> jax.Array:
+    """The λ the oracle trains on this round: the drawn arm (``"drawn"``, the paper's), or the mean of the
+    distribution the arm was drawn from, ``Σ_k p_k λ_k`` (``"mean"``; the best response to the λ-player's mixed
+    strategy, the Lagrangian being linear in λ)."""
+    return jnp.dot(probs, arms) if oracle_lambda == "mean" else arms[arm]
+
+
 def update_bandit(
     state: BanditState,
     kind: BanditKind,

@@ -601,7 +601,6 @@ def resolve_arms(config: TabularConfig) -> np.ndarray:
         "min_scale",
         "where",
         "oracle_lambda",
-        "hint_decay",
     ),
 )
 def _practical(
@@ -620,6 +619,7 @@ def _practical(
     relative_scale: jax.Array,
     optimism: jax.Array,
     max_gap: jax.Array,
+    hint_decay: jax.Array,
     *,
     bandit: bandits.BanditKind,
     feedback: bandits.FeedbackKind,
@@ -630,7 +630,6 @@ def _practical(
     min_scale: float,
     where: str,
     oracle_lambda: str = "drawn",
-    hint_decay: float = 0.0,
 ) -> tuple[OracleState, tuple[jax.Array, ...], jax.Array]:
     def step(lam: jax.Array) -> Callable[[int, OracleState], OracleState]:
         return lambda _, o: oracle_step(model, gamma, budget_step, actor, actor_lr, o, lam)
@@ -639,7 +638,7 @@ def _practical(
         o, b = carry
         probs = bandits.arm_probabilities(b, bandit, exploration, optimism)
         arm = bandits.draw_arm(k, probs)
-        lam = jnp.dot(probs, arms) if oracle_lambda == "mean" else arms[arm]
+        lam = bandits.played_lambda(arms, probs, arm, oracle_lambda)
         o = jax.lax.fori_loop(0, steps_per_round, step(lam), o)  # M warm-started oracle steps at λ
         reward_est, cost_est = _initial_values(model, o, where)
         if feedback == "lagrangian":
@@ -684,6 +683,7 @@ def run_practical(
         f(config.relative_scale),
         f(config.optimism),
         f(config.max_gap),
+        f(config.hint_decay),
         bandit=config.bandit,
         feedback=config.feedback,
         actor=config.actor,
@@ -693,7 +693,6 @@ def run_practical(
         min_scale=config.min_scale,
         where=config.feedback_states,
         oracle_lambda=config.oracle_lambda,
-        hint_decay=config.hint_decay,
     )
     tail = max(1, int(round(config.rounds * config.tail_fraction)))
     members = np.asarray(iterates[-tail:][:: max(1, tail // config.tail_members)], np.float64)

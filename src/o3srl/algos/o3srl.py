@@ -383,7 +383,7 @@ class O3SRL:
         arms = jnp.asarray(c.arms)
         probs = bandits.arm_probabilities(state.bandit, cfg.bandit, self.exploration, self.optimism)
         arm = bandits.draw_arm(k_arm, probs)
-        lam = jnp.dot(probs, arms) if cfg.oracle_lambda == "mean" else arms[arm]
+        lam = bandits.played_lambda(arms, probs, arm, cfg.oracle_lambda)
 
         def oracle_step(oracle_state: Any, step_key: jax.Array) -> tuple[Any, dict[str, jax.Array]]:
             k_batch, k_update = jax.random.split(step_key)
