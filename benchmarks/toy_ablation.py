@@ -50,6 +50,15 @@ def rollout(policy, member_count: int = 1) -> tuple[float, float]:
 EARLIER = dict(lambda_scale=1.0, optimism=0.0, margin=0.0, cost_estimate="mean", feedback_states="initial")
 
 
+# The adaptive player's knobs each design's rows were run with, pinned so that they reproduce whatever the
+# player's defaults become (tail_members = 10: the player's default then).
+ADAPTIVE_DESIGNS: dict[str, dict] = {
+    "default": dict(oracle_lambda="drawn", hint_decay=0.0, tail_members=10),
+    "mean λ": dict(oracle_lambda="mean", hint_decay=0.0, tail_members=10),
+    "mean λ, averaged hint": dict(oracle_lambda="mean", hint_decay=0.95, tail_members=10),
+}
+
+
 def adaptive_cells(seeds: list[int], kappas: list[float]) -> list[dict]:
     """O3SRL with the adaptive λ-player (design "default" in the rows: the cells were run while it was the default)
     next to the earlier λ-player (shaped/EXP3, still the deep default) and fixed λ's, on the same data."""
@@ -146,14 +155,10 @@ def run_cell(cell: dict, dataset: Path, steps: int) -> dict:
             fixed_lambda=cell.get("lam", 0.0),
             run_dir=str(Path(tmp) / "run"),
             td3bc=TD3BCConfig(hidden=(64, 64), gamma=0.9, reward_scale=1.0),
-            o3srl=O3SRLConfig(feedback_batch=64, player="adaptive")
-            if cell.get("design") == "default"
-            else O3SRLConfig(feedback_batch=64, player="adaptive", oracle_lambda="mean")
-            if cell.get("design") == "mean λ"
-            else O3SRLConfig(
-                feedback_batch=64, player="adaptive", oracle_lambda="mean", hint_decay=0.95, bandit=cell["bandit"]
+            o3srl=O3SRLConfig(
+                feedback_batch=64, player="adaptive", **ADAPTIVE_DESIGNS[cell["design"]], bandit=cell["bandit"]
             )
-            if cell.get("design") == "mean λ, averaged hint"
+            if cell.get("design") in ADAPTIVE_DESIGNS
             else O3SRLConfig(
                 feedback=cell["feedback"] if cell["feedback"] in ("lagrangian", "shaped") else "lagrangian",
                 bandit=cell["bandit"] if cell["bandit"] != "-" else "exp3",
