@@ -86,6 +86,34 @@ def test_packed_grid_trains_then_evaluates_from_run_directories_alone(toy_file, 
     assert capsys.readouterr().out.count("done ") == 4
 
 
+def test_trained_cells_copied_without_checkpoints_are_evaluated_not_retrained(toy_file, tmp_path):
+    data = _grid(toy_file, tmp_path, pack=8)
+    data["algorithms"].pop("td3bc-lambda0")
+    data["algorithms"].pop("td3bc-lambda2")
+    grid = parse_grid(data, name="toy")
+    assert run_grid(grid, workers=0, progress=False, log=lambda s: None, stage="train").trained == 2
+    policies = {}
+    for cell in grid.cells:  # what travels to the evaluating machine: everything but the checkpoint
+        (cell.run_dir / "checkpoint.msgpack").unlink()
+        policies[cell.cell_id] = (cell.run_dir / "policy.msgpack").read_bytes()
+    assert all(is_trained(c) for c in grid.cells)
+    said: list[str] = []
+    summary = run_grid(grid, workers=0, progress=False, log=said.append)  # stage "all"
+    assert (summary.finished, summary.failed) == (2, 0)
+    for cell in grid.cells:
+        assert (cell.run_dir / "policy.msgpack").read_bytes() == policies[cell.cell_id]  # not trained again
+        assert not (cell.run_dir / "checkpoint.msgpack").exists()
+    rows = read_rows(grid.results)
+    assert [r["resumed_from_step"] for r in rows] == [grid.cells[0].config.steps] * 2
+
+    # A summary older than the grid's steps (the grid was lengthened) is not a finished training.
+    for cell in grid.cells:
+        summary_file = cell.run_dir / "eval.json"
+        record = json.loads(summary_file.read_text())
+        summary_file.write_text(json.dumps({**record, "step": cell.config.steps - 1}))
+        assert not is_trained(cell)
+
+
 def test_evaluate_stage_leaves_untrained_cells(toy_file, tmp_path):
     grid = parse_grid(_grid(toy_file, tmp_path), name="toy")
     summary = run_grid(grid, workers=0, progress=False, log=lambda s: None, stage="evaluate")

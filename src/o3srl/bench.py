@@ -92,15 +92,16 @@ def _base_row(cell: Cell, grid_name: str) -> dict[str, Any]:
 
 
 def is_trained(cell: Cell) -> bool:
-    """Whether the cell's run directory holds its finished training (a final policy and a checkpoint at its last
-    step): what ``--stage evaluate`` needs."""
+    """Whether the cell's run directory holds its finished training (a final policy, and a checkpoint at its last
+    step or, where the checkpoint was left behind, the summary written with that policy): what ``--stage evaluate``
+    needs."""
     from o3srl.checkpoint import CheckpointError
-    from o3srl.rundir import checkpoint_step, has_policy
+    from o3srl.rundir import has_policy, trained_step
 
     if not has_policy(cell.run_dir):
         return False
     try:
-        step = checkpoint_step(cell.run_dir)
+        step = trained_step(cell.run_dir)
     except CheckpointError:
         return False
     return step is not None and step >= cell.config.steps
@@ -142,9 +143,14 @@ def execute_pack(cells: Sequence[Cell], grid_name: str, stage: Stage = "all") ->
     started, t0 = _now(), time.time()
     resumed_from: list[int] = []
     if stage != "evaluate":
+        # A trained cell copied here without its checkpoint (see :func:`is_trained`) is only evaluated.
+        done = [is_trained(c) and not has_checkpoint(c.run_dir) for c in cells]
+        to_train = [c for c, d in zip(cells, done) if not d]
         resume_dirs: list[str | None] = []
-        for cell in cells:
-            if has_checkpoint(cell.run_dir):
+        for cell, trained in zip(cells, done):
+            if trained:
+                resumed_from.append(cell.config.steps)
+            elif has_checkpoint(cell.run_dir):
                 resumed_from.append(_checkpoint_step(cell))
                 resume_dirs.append(str(cell.run_dir))
             else:
@@ -152,7 +158,8 @@ def execute_pack(cells: Sequence[Cell], grid_name: str, stage: Stage = "all") ->
                 clear_logs(cell.run_dir)
                 resumed_from.append(0)
                 resume_dirs.append(None)
-        run_pack([c.train_config() for c in cells], resume_dirs=resume_dirs)
+        if to_train:
+            run_pack([c.train_config() for c in to_train], resume_dirs=resume_dirs)
     else:
         resumed_from = [c.config.steps for c in cells]
     sitting_seconds = time.time() - t0 if stage != "evaluate" else 0.0

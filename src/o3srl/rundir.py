@@ -150,6 +150,21 @@ def checkpoint_step(run_dir: Path) -> int | None:
         raise CheckpointError(f"checkpoint {path} holds no step ({exc})") from None
 
 
+def trained_step(run_dir: Path) -> int | None:
+    """The step the run's training reached: its checkpoint's, or, where the checkpoint was left behind, the step of
+    the summary (``eval.json``) written with its final policy. A checkpoint is needed only to resume, so a finished
+    run copied to another machine for evaluation can travel without it (it is the largest file of a run). ``None``
+    without either; an unreadable checkpoint raises :class:`~o3srl.checkpoint.CheckpointError`."""
+    step = checkpoint_step(run_dir)
+    if step is not None or not has_policy(run_dir):
+        return step
+    try:
+        recorded = json.loads((run_dir / EVAL_NAME).read_text()).get("step")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return recorded if isinstance(recorded, int) and not isinstance(recorded, bool) else None
+
+
 def has_checkpoint(run_dir: Path) -> bool:
     return (run_dir / CHECKPOINT_NAME).exists()
 

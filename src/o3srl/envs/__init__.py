@@ -6,11 +6,12 @@ loaded), so ``gymnasium.make("OfflineBallRun-v0")`` works afterwards, as it does
 
 import contextlib
 
-from o3srl.envs.make import make_env, register_offline_envs
+from o3srl.envs.make import EnvError, make_env, register_offline_envs
 from o3srl.envs.registry import DEFAULT_TASK, TASKS, TaskSpec, UnknownTaskError, get_task
 
-# gymnasium is a core dependency; should it be missing, make_env reports its absence clearly.
-with contextlib.suppress(ImportError):
+# gymnasium is a core dependency; should it be missing (a machine that only trains, say), make_env reports its absence
+# clearly when an environment is needed.
+with contextlib.suppress(EnvError):
     register_offline_envs()
 
 __all__ = ["DEFAULT_TASK", "TASKS", "TaskSpec", "UnknownTaskError", "get_task", "make_env", "register_offline_envs"]
