@@ -68,9 +68,11 @@ def _line_data(n_episodes: int = 100, horizon: int = 20, seed: int = 0) -> Devic
     )
 
 
-def test_a_fitted_model_reads_the_episode_cost_of_policies_it_never_saw():
+@pytest.mark.parametrize("head", ["regression", "bernoulli"])
+def test_a_fitted_model_reads_the_episode_cost_of_policies_it_never_saw(head):
     data = _line_data()
-    model = CostModel(CostModelConfig(members=3, hidden=(64, 64), fit_steps=2000, rollout_states=4), 1, 1)
+    config = CostModelConfig(members=3, hidden=(64, 64), fit_steps=2000, rollout_states=4, cost_head=head)
+    model = CostModel(config, 1, 1)
     state = jax.jit(model.fit)(model.init(jax.random.PRNGKey(0)), data, jax.random.PRNGKey(1))
     assert np.isfinite(float(state.fit_loss))
     s0 = jnp.zeros((4, 1))
@@ -79,6 +81,17 @@ def test_a_fitted_model_reads_the_episode_cost_of_policies_it_never_saw():
     still = model.episode_cost(state, lambda s: jnp.zeros_like(s), s0, horizon=20)
     assert float(fast.mean()) == pytest.approx(14.0, abs=1.5)
     assert float(still.mean()) == pytest.approx(0.0, abs=0.5)
+    if head == "bernoulli":  # a probability per step: never below 0, so errors around a cost of 0 cannot cancel
+        _, cost, _ = model.predict(state, jnp.linspace(-1, 2, 31)[None, :, None].repeat(3, 0), jnp.ones((3, 31, 1)))
+        assert float(cost.min()) >= 0.0 and float(cost.max()) <= 1.0
+        assert float(still.min()) >= 0.0
+
+
+def test_an_unknown_cost_head_is_refused():
+    from o3srl.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown cost_head 'poisson'"):
+        CostModel(CostModelConfig(cost_head="poisson"), 1, 1)
 
 
 def _adaptive_toy_run(toy_file, run_dir, steps: int, **cost_model):
@@ -179,3 +192,15 @@ def test_pessimism_reads_the_members_mean_plus_k_spreads(toy_file, tmp_path):
     np.testing.assert_allclose(
         pessimistic["feedback__cost_estimate"][0], plain["feedback__cost_estimate"][0] + 2.0 * spread, rtol=1e-5
     )
+
+
+def test_the_reading_is_the_mean_of_all_rollouts_or_the_median_of_the_members_means():
+    costs = jnp.array([[0.0, 2.0], [4.0, 6.0], [64.0, 66.0]])  # 3 members × 2 start states; member 2 drifts
+    mean = CostModel(CostModelConfig(members=3), 1, 1)
+    median = CostModel(CostModelConfig(members=3, aggregate="median"), 1, 1)
+    assert float(mean.reading(costs)) == pytest.approx(142.0 / 6)
+    assert float(median.reading(costs)) == pytest.approx(5.0)  # the members' means are 1, 5 and 65
+    from o3srl.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown aggregate 'max'"):
+        CostModel(CostModelConfig(aggregate="max"), 1, 1)

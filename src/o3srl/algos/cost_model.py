@@ -50,10 +50,21 @@ class CostModelConfig:
     pessimism: float = 0.0
     """k: the λ-player reads the members' mean episode cost plus k times their spread (the standard deviation of the
     members' means), an upper confidence bound where the members disagree (0: the mean)."""
+    cost_head: str = "regression"
+    """How the model predicts a step's cost: ``regression`` (squared error on the cost, for any costs) or
+    ``bernoulli`` (the probability of a cost of 1, by cross-entropy, for costs that are 0 or 1, as every DSRL task's
+    are: its predictions stay in [0, 1], where a regression's small errors around 0 add up over an episode)."""
+    aggregate: str = "mean"
+    """How the members' episode costs make the reading: ``mean`` over every member's rollouts, or ``median`` of the
+    members' mean costs (one member whose dynamics drift, reading 65 where the others read 0–10, then does not
+    decide the reading)."""
     rollout_every: int = 1
     """Rounds between rollouts; the rounds in between reuse the last estimate. 1: a fresh estimate every round (on
     the toy task, every 10 rounds let the λ-player act on a stale cost long enough to end one run in three unsafe)."""
 
+
+COST_HEADS = ("regression", "bernoulli")
+AGGREGATES = ("mean", "median")
 
 MIN_SCALE = 0.01
 """Floor of the target scales, in normalised-observation (and cost) units: a dimension that barely changes in the data
@@ -108,6 +119,18 @@ class CostModel:
                 f"got {config.members}, {config.batch_size}, {config.rollout_states}, {config.rollout_every} and "
                 f"{config.fit_steps}"
             )
+        if config.aggregate not in AGGREGATES:
+            from o3srl.errors import ConfigError
+
+            raise ConfigError(
+                f"cost model: unknown aggregate {config.aggregate!r}; choose one of {', '.join(AGGREGATES)}"
+            )
+        if config.cost_head not in COST_HEADS:
+            from o3srl.errors import ConfigError
+
+            raise ConfigError(
+                f"cost model: unknown cost_head {config.cost_head!r}; choose one of {', '.join(COST_HEADS)}"
+            )
         self.config = config
         self.obs_dim, self.act_dim = obs_dim, act_dim
         self.net = _Ensemble(tuple(config.hidden), obs_dim + 2, config.members)
@@ -132,14 +155,21 @@ class CostModel:
         """(next observation, step cost, terminal probability) per member; obs, act: (members, batch, ·)."""
         out = self.net.apply(state.params, obs, act)
         next_obs = jnp.clip(obs + out[..., : self.obs_dim] * state.delta_scale, state.obs_low, state.obs_high)
-        return next_obs, out[..., self.obs_dim] * state.cost_scale, jax.nn.sigmoid(out[..., self.obs_dim + 1])
+        if self.config.cost_head == "bernoulli":
+            cost = jax.nn.sigmoid(out[..., self.obs_dim])
+        else:
+            cost = out[..., self.obs_dim] * state.cost_scale
+        return next_obs, cost, jax.nn.sigmoid(out[..., self.obs_dim + 1])
 
     def loss(self, params: Any, state: CostModelState, data: DeviceData, idx: jax.Array) -> jax.Array:
         obs, act = data.obs[idx], data.actions[idx]  # (members, batch, ·)
         out = self.net.apply(params, obs, act)
         delta = (data.next_obs[idx] - obs) / state.delta_scale
         dyn = ((out[..., : self.obs_dim] - delta) ** 2).mean()
-        cost = ((out[..., self.obs_dim] - data.costs[idx] / state.cost_scale) ** 2).mean()
+        if self.config.cost_head == "bernoulli":
+            cost = optax.sigmoid_binary_cross_entropy(out[..., self.obs_dim], data.costs[idx]).mean()
+        else:
+            cost = ((out[..., self.obs_dim] - data.costs[idx] / state.cost_scale) ** 2).mean()
         term = optax.sigmoid_binary_cross_entropy(out[..., self.obs_dim + 1], data.terminals[idx]).mean()
         return dyn + cost + term
 
@@ -192,6 +222,12 @@ class CostModel:
         (_, _, total), _ = jax.lax.scan(step, (obs, jnp.ones_like(zeros), zeros), None, length=horizon)
         return total
 
+    def reading(self, costs: jax.Array) -> jax.Array:
+        """The estimate from rollout costs of shape (members, batch), as ``aggregate`` says."""
+        if self.config.aggregate == "median":
+            return jnp.median(costs.mean(axis=1))
+        return costs.mean()
+
     def refresh(
         self,
         state: CostModelState,
@@ -205,6 +241,6 @@ class CostModel:
 
         def rollout(s: CostModelState) -> CostModelState:
             costs = self.episode_cost(s, act, init_obs, horizon)
-            return s.replace(estimate=costs.mean(), spread=costs.mean(axis=1).std())
+            return s.replace(estimate=self.reading(costs), spread=costs.mean(axis=1).std())
 
         return jax.lax.cond(rounds_done % self.config.rollout_every == 0, rollout, lambda s: s, state)
