@@ -77,7 +77,16 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--md", type=Path, default=None)
     parser.add_argument("--rows", type=Path, default=None, help="write one JSON line per run and setting here")
+    parser.add_argument(
+        "--from-rows", type=Path, nargs="+", default=None, help="only write the page from rows written before"
+    )
     args = parser.parse_args()
+    if args.from_rows:
+        out = [json.loads(line) for f in args.from_rows for line in f.read_text().splitlines() if line.startswith("{")]
+        args.variants = list(dict.fromkeys(o["variant"] for o in out))
+        if args.md:
+            write_page(args.md, page(out, args))
+        return
     rows = [r for r in read_rows(args.results) if r.get("status") == "ok"]
     by_task: dict[str, list[dict[str, Any]]] = {}
     for r in rows:
@@ -119,7 +128,21 @@ def main() -> None:
     if args.rows:
         args.rows.write_text("".join(json.dumps(o) + "\n" for o in out))
     if args.md:
-        args.md.write_text(page(out, args))
+        write_page(args.md, page(out, args))
+
+
+BEGIN, END = "<!-- cost_model_calibration begin -->", "<!-- cost_model_calibration end -->"
+
+
+def write_page(path: Path, generated: str) -> None:
+    """Write the generated tables between the page's markers, keeping the text around them (a new page: the title
+    and the tables)."""
+    block = f"{BEGIN}\n{generated}{END}\n"
+    if path.exists() and BEGIN in (text := path.read_text()) and END in text:
+        head, _, rest = text.partition(BEGIN)
+        path.write_text(head + block + rest.partition(END)[2].lstrip("\n"))
+    else:
+        path.write_text("# Cost model calibration\n\n" + block)
 
 
 def _model_fields(saved: dict[str, Any]) -> dict[str, Any]:
@@ -145,10 +168,8 @@ def summary(items: list[dict[str, Any]]) -> dict[str, float]:
 
 def page(out: list[dict[str, Any]], args: argparse.Namespace) -> str:
     lines = [
-        "# Cost model calibration",
-        "",
         f"Command: `python benchmarks/cost_model_calibration.py {args.results} --variants {' '.join(args.variants)}"
-        f"{' --md ' + str(args.md) if args.md else ''}`  ",
+        f" --rows ROWS`, then `--from-rows ROWS --md {args.md}`  ",
         f"Machine: {platform.machine()} CPU, jax {jax.__version__}; date: {time.strftime('%Y-%m-%d')}",
         "",
         "Per setting (CostModelConfig fields over the runs' own) and task: the model's reading of each run's output "
@@ -160,7 +181,7 @@ def page(out: list[dict[str, Any]], args: argparse.Namespace) -> str:
     ]
     for variant in args.variants:
         tasks = sorted({o["task"] for o in out if o["variant"] == variant})
-        for task in [*tasks, "all"]:
+        for task in [*tasks, "all"] if len(tasks) > 1 else tasks:
             items = [o for o in out if o["variant"] == variant and (task == "all" or o["task"] == task)]
             s = summary(items)
             fit = max(o["fit_seconds"] for o in items)
@@ -179,8 +200,8 @@ def page(out: list[dict[str, Any]], args: argparse.Namespace) -> str:
     for cell in cells:
         vals = []
         for variant in args.variants:
-            o = next(o for o in out if o["cell_id"] == cell and o["variant"] == variant)
-            vals.append(f"{o['model_cost']:.1f} / {o['evaluated_cost']:.1f}")
+            o = next((o for o in out if o["cell_id"] == cell and o["variant"] == variant), None)
+            vals.append("–" if o is None else f"{o['model_cost']:.1f} / {o['evaluated_cost']:.1f}")
         lines.append(f"| {cell} | " + " | ".join(vals) + " |")
     return "\n".join(lines) + "\n"
 
