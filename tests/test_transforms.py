@@ -12,6 +12,7 @@ from o3srl.data.transforms import (
     make_budget,
     normalized_cost,
     normalized_reward,
+    safe_mask,
     shaped_reward,
     shaped_value,
 )
@@ -86,7 +87,8 @@ def test_normalisation_hand_values():
     # κ = 0: (C + 1) / (0 + 1)
     assert normalized_cost(0.0, 0.0) == 1.0
     assert normalized_cost(2.0, 0.0) == 3.0
-    assert is_safe(1.0) and not is_safe(1.0000001)
+    assert is_safe(1.0) and not is_safe(1.0000001) and not is_safe(float("nan"))
+    assert safe_mask([0.0, 1.0, 1.0000001, float("nan")]).tolist() == [True, True, False, False]
     with pytest.raises(ValueError):
         normalized_reward(1.0, 2.0, 2.0)
     assert math.isclose(normalized_cost(np.array([0.0, 10.0]), 10.0)[1], 1.0)

@@ -33,7 +33,7 @@ import numpy as np
 from tyro.conf import Positional
 from tyro.conf import arg as tyro_arg
 
-from o3srl.data.transforms import is_safe
+from o3srl.data.transforms import is_safe, safe_mask
 from o3srl.errors import O3SRLError
 from o3srl.rundir import RUN_INFO_NAME, TRACE_NAME, read_metrics, read_trace
 
@@ -299,7 +299,7 @@ def aggregate_section(results: Results, *, reps: int = 2000, seed: int = 0) -> s
         import warnings
 
         state = np.random.RandomState(seed)
-        safe = {a: (costs[a] <= 1.0).astype(np.float64) for a in costs}
+        safe = {a: safe_mask(costs[a]).astype(np.float64) for a in costs}
         iqm = lambda x: np.array([metrics.aggregate_iqm(x)])  # noqa: E731
         mean = lambda x: np.array([np.mean(x)])  # noqa: E731
         with warnings.catch_warnings():  # arch deprecates random_state, which rliable still passes on

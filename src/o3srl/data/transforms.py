@@ -6,7 +6,7 @@ against hand-computed values in ``tests/test_transforms.py``.
 
 from __future__ import annotations
 
-from typing import Literal, NamedTuple, TypeVar
+from typing import Any, Literal, NamedTuple, TypeVar
 
 import numpy as np
 
@@ -113,4 +113,9 @@ def normalized_cost(episode_cost: A, cost_limit: float) -> A:
 def is_safe(norm_cost: float) -> bool:
     """DSRL's safety criterion on a normalised cost (a NaN cost is not safe); the one rule tables and summaries
     apply."""
-    return bool(np.asarray(norm_cost) <= 1.0)
+    return bool(safe_mask(norm_cost))
+
+
+def safe_mask(norm_costs: Any) -> np.ndarray:
+    """:func:`is_safe` element-wise, for arrays of normalised costs (NaN: not safe)."""
+    return np.asarray(norm_costs, dtype=np.float64) <= 1.0
