@@ -14,9 +14,10 @@ from pathlib import Path
 
 import jax
 
-from o3srl.evaluate import evaluate
+from o3srl.evaluate import EvalResult
 from o3srl.policy import MixturePolicy, Policy
 from o3srl.report import show_markdown_table
+from o3srl.rundir import evaluate_policy, read_run
 from o3srl.train import load_finished_run
 
 HEADER = ("run", "κ", "tail mixture: reward / cost", "last iterate", "the other members (newest first)")
@@ -24,21 +25,16 @@ HEADER = ("run", "κ", "tail mixture: reward / cost", "last iterate", "the other
 
 def tail_row(run_dir: Path, episodes: int, member_episodes: int) -> tuple[str, ...]:
     run = load_finished_run(run_dir)
-    cfg, problem, learner, state, stats = run.cfg, run.problem, run.learner, run.state, run.stats
-    kw = dict(
-        cost_limit=cfg.cost_limit,
-        seed=cfg.eval_seed,
-        reward_range=problem.reward_range,
-        reference=problem.reference,
-        frontier=problem.frontier,
-    )
-    mixture = evaluate(
-        MixturePolicy(learner.act, state.tail, stats, seed=cfg.eval_seed), problem.env_id, episodes=episodes, **kw
-    )
+    cfg, learner, state, stats = run.cfg, run.learner, run.state, run.stats
+    _, info = read_run(run_dir)
+
+    def score(policy: Policy, n: int) -> EvalResult:  # as the run's own evaluation scores it
+        return evaluate_policy(policy, info, cfg, episodes=n, seed=cfg.eval_seed, envs=cfg.eval_envs)
+
+    mixture = score(MixturePolicy(learner.act, state.tail, stats, seed=cfg.eval_seed), episodes)
     members = []
     for i in range(learner.tail_members):
-        alone = Policy(learner.act, jax.tree.map(lambda x, i=i: x[i], state.tail), stats)
-        result = evaluate(alone, problem.env_id, episodes=member_episodes, **kw)
+        result = score(Policy(learner.act, jax.tree.map(lambda x, i=i: x[i], state.tail), stats), member_episodes)
         members.append(f"{result.reward:.0f} / {result.cost:.0f}")
     return (
         f"{run_dir.parent.name}/{run_dir.name}",
