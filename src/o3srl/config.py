@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from o3srl.algos.bc import BCConfig
 from o3srl.algos.cost_model import CostModelConfig
 from o3srl.algos.iql import IQLConfig
 from o3srl.algos.o3srl import O3SRLConfig
@@ -24,7 +25,10 @@ from o3srl.envs.registry import DEFAULT_TASK
 from o3srl.errors import ConfigError
 from o3srl.validation import check_fields
 
-Algo = Literal["o3srl", "td3bc", "iql"]
+Algo = Literal["o3srl", "td3bc", "iql", "bc-all", "bc-safe"]
+
+BC_ALGOS = ("bc-all", "bc-safe")
+"""The behaviour cloning baselines (:mod:`o3srl.algos.bc`)."""
 
 
 @dataclass(frozen=True)
@@ -32,7 +36,8 @@ class TrainConfig:
     """Train an offline safe-RL agent on a DSRL-format dataset and evaluate its last iterate in the simulator."""
 
     algo: Algo = "o3srl"
-    """o3srl: EXP3 over λ-arms around the oracle; td3bc / iql: the oracle alone at --fixed-lambda."""
+    """o3srl: EXP3 over λ-arms around the oracle; td3bc / iql: the oracle alone at --fixed-lambda; bc-all / bc-safe:
+    behaviour cloning of every transition / of the episodes whose cost is within --cost-limit (baselines)."""
     oracle: Literal["td3bc", "iql"] = "td3bc"
     """The offline-RL oracle used by o3srl."""
     variant: Literal["practical", "theory"] = "practical"
@@ -85,6 +90,8 @@ class TrainConfig:
     td3bc: TD3BCConfig = field(default_factory=TD3BCConfig)
     iql: IQLConfig = field(default_factory=IQLConfig)
     theory: TheoryConfig = field(default_factory=TheoryConfig)
+    bc: BCConfig = field(default_factory=BCConfig)
+    """Behaviour cloning (--algo bc-all / bc-safe)."""
     cost_model: CostModelConfig = field(default_factory=CostModelConfig)
     """The dynamics-and-cost model the adaptive λ-player reads the policy's episode cost from (o3srl.cost_estimate
     model)."""
@@ -223,7 +230,10 @@ def from_dict(data: dict[str, Any]) -> TrainConfig:
     if not isinstance(data, dict):
         raise ConfigError(f"a config must be a JSON object of fields, got {type(data).__name__}")
     data = dict(data)
-    nested = {name: data.pop(name, {}) for name in ("o3srl", "td3bc", "iql", "theory", "cost_model")}
+    sections = [
+        f.name for f in dataclasses.fields(TrainConfig) if dataclasses.is_dataclass(getattr(TrainConfig(), f.name))
+    ]
+    nested = {name: data.pop(name, {}) for name in sections}
     flat_overrides = {k: v for k, v in data.items()}
     for head, sub in nested.items():
         if not isinstance(sub, dict):

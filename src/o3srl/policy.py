@@ -87,9 +87,22 @@ class MixturePolicy(Policy):
         return action[0] if single else action
 
 
+def policy_network(cfg: Any, obs_dim: int, act_dim: int) -> tuple[Callable[[Any, jax.Array], jax.Array], Any]:
+    """The actor network a run of ``cfg`` (a :class:`~o3srl.config.TrainConfig`) trains: its action function and a
+    template of its parameters (what a saved policy is read into)."""
+    from o3srl.algos.o3srl import make_oracle
+    from o3srl.config import BC_ALGOS
+
+    if cfg.algo in BC_ALGOS:
+        from o3srl.algos.bc import actor_network
+
+        return actor_network(cfg.bc, obs_dim, act_dim)
+    oracle = make_oracle(cfg.oracle_name, cfg.td3bc, cfg.iql, obs_dim, act_dim)
+    return oracle.act, oracle.init(jax.random.PRNGKey(0)).actor
+
+
 def load_policy(run_dir: str | Path) -> Policy:
     """Load the final policy written by ``o3srl train`` into ``run_dir``."""
-    from o3srl.algos.o3srl import make_oracle
     from o3srl.config import from_dict
 
     run_dir = Path(run_dir)
@@ -109,14 +122,14 @@ def load_policy(run_dir: str | Path) -> Policy:
     except (KeyError, TypeError, ValueError) as exc:  # ConfigError is a ValueError
         what = str(exc) if isinstance(exc, ConfigError) else f"{type(exc).__name__}: {exc}"
         raise CheckpointError(f"{path} holds no usable config or normalisation ({what})") from None
-    oracle = make_oracle(cfg.oracle_name, cfg.td3bc, cfg.iql, stats.obs_mean.shape[0], stats.action_low.shape[0])
-    template = oracle.init(jax.random.PRNGKey(0)).actor
+    obs_dim, act_dim = stats.obs_mean.shape[0], stats.action_low.shape[0]
+    act_fn, template = policy_network(cfg, obs_dim, act_dim)
     if payload.get("kind") == "mixture":
         # The theory variant's iterates or the practical variant's tail members: the count is the stack's length.
         leaves = jax.tree.leaves(payload.get("actor"))
         members = int(np.shape(leaves[0])[0]) if leaves and np.ndim(leaves[0]) > 0 else cfg.theory.iterations
         stacked = jax.tree.map(lambda x: jnp.zeros((members, *x.shape), x.dtype), template)
         actors = restore(stacked, payload.get("actor"), str(path), "the actor of the config saved with it")
-        return MixturePolicy(oracle.act, actors, stats, seed=cfg.eval_seed)
+        return MixturePolicy(act_fn, actors, stats, seed=cfg.eval_seed)
     actor = restore(template, payload.get("actor"), str(path), "the actor of the config saved with it")
-    return Policy(oracle.act, actor, stats)
+    return Policy(act_fn, actor, stats)

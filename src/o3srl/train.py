@@ -23,7 +23,7 @@ import numpy as np
 from tyro.conf import Positional
 from tyro.conf import arg as tyro_arg
 
-from o3srl.config import TrainConfig, dumps, from_dict, read_config
+from o3srl.config import BC_ALGOS, TrainConfig, dumps, from_dict, read_config
 from o3srl.errors import ConfigError, O3SRLError
 from o3srl.io import file_sha256
 from o3srl.rundir import (
@@ -170,6 +170,8 @@ def build_learner(cfg: TrainConfig, problem: Problem) -> Learner:
     from o3srl.bandits import lambda_unit
 
     ds = problem.dataset
+    if cfg.algo in BC_ALGOS:
+        return _build_bc(cfg, problem)
     oracle = make_oracle(cfg.oracle_name, cfg.td3bc, cfg.iql, ds.obs_dim, ds.act_dim)
     setting = Setting(
         obs_dim=ds.obs_dim,
@@ -192,6 +194,28 @@ def build_learner(cfg: TrainConfig, problem: Problem) -> Learner:
 
     cost_model = CostModel(cfg.cost_model, ds.obs_dim, ds.act_dim)
     return O3SRL(cfg.o3srl, oracle, setting, fixed_lambda=fixed, cost_model=cost_model)
+
+
+def _build_bc(cfg: TrainConfig, problem: Problem) -> Learner:
+    """BC-All or BC-Safe (:mod:`o3srl.algos.bc`); BC-Safe imitates the episodes whose cost return is within κ."""
+    from o3srl.algos.base import Setting
+    from o3srl.algos.bc import BC, safe_transitions
+
+    ds = problem.dataset
+    setting = Setting(
+        obs_dim=ds.obs_dim,
+        act_dim=ds.act_dim,
+        cost_limit=cfg.cost_limit,
+        episode_length=problem.episode_length,
+        total_steps=cfg.steps,
+        reward_abs_max=float(np.abs(ds["rewards"]).max()),
+        cost_abs_max=float(np.abs(ds["costs"]).max()),
+    )
+    if cfg.algo == "bc-safe":
+        e = ds.episodes
+        selected = safe_transitions(e.start, e.length, e.cost_return, cfg.cost_limit)
+        return BC(cfg.bc, setting, "safe", cfg.o3srl.steps_per_round, selected)
+    return BC(cfg.bc, setting, "all", cfg.o3srl.steps_per_round)
 
 
 def make_policy(cfg: TrainConfig, learner: Learner, state: Any, stats: NormStats) -> Policy:
@@ -265,6 +289,8 @@ PACK_FREE_FIELDS = ("run_dir", "eval_episodes", "eval_seed", "eval_envs", "progr
 def _packed_fields(cfg: TrainConfig) -> tuple[str, ...]:
     from o3srl.algos.o3srl import resolve_player
 
+    if cfg.algo in BC_ALGOS:
+        return ()  # its runs train one at a time (only O3SRL's round loop trains in packs)
     if cfg.algo != "o3srl" and resolve_player(cfg.o3srl).feedback == "lagrangian":
         # That feedback scales by the largest arm as a number of the program, so fixed λs differ in code there.
         return tuple(f for f in PACKED_FIELDS if f != "fixed_lambda")

@@ -90,9 +90,6 @@ class Learner(Protocol):
     bandit history to plot are the learner's answers, so every learner follows the same path through
     :func:`o3srl.train.run`."""
 
-    @property
-    def oracle(self) -> Oracle: ...
-
     title: str
     """What the learner is, for messages (``"O3SRL"``, ``"the theory variant"``)."""
     steps_per_round: int
