@@ -207,6 +207,10 @@ def test_config_differences_accept_a_later_added_field_at_its_old_behaviour():
     assert config_differences(saved, turned_on) == ["td3bc.critic_layer_norm: None → True"]
     # an unknown new field is a difference
     assert config_differences(saved, {"steps": 100, "td3bc": {"hidden": [16, 16], "new": 1}}) == ["td3bc.new: None → 1"]
+    # a section added since (bc): each field at its old-behaviour value is no difference, another value is
+    bc = {"hidden": [256, 256], "learning_rate": 1e-3, "batch_size": 512}
+    assert config_differences(saved, {**saved, "bc": bc}) == []
+    assert config_differences(saved, {**saved, "bc": {**bc, "batch_size": 64}}) == ["bc.batch_size: None → 64"]
 
 
 def test_a_saved_config_without_a_later_field_reads_back_with_its_old_behaviour():

@@ -221,6 +221,12 @@ ADDED_FIELDS: dict[str, Any] = {
     "o3srl.hint_decay": 0.0,
     "o3srl.tail_members": 10,
     "o3srl.tail_fraction": 0.1,
+    # The cost model's head and aggregate, and the behaviour cloning section (2026-11-30).
+    "cost_model.cost_head": "regression",
+    "cost_model.aggregate": "mean",
+    "bc.hidden": [256, 256],
+    "bc.learning_rate": 1e-3,
+    "bc.batch_size": 512,
 }
 
 
@@ -385,6 +391,8 @@ def config_differences(saved: dict[str, Any], current: dict[str, Any], prefix: s
         if not prefix and key in UNCOMPARED:
             continue
         a, b = saved.get(key), current.get(key)
+        if key not in saved and isinstance(b, dict):
+            a = {}  # a section added since: each of its fields is compared as an added field
         if isinstance(a, dict) and isinstance(b, dict):
             out += config_differences(a, b, f"{prefix}{key}.")
         elif key not in saved and f"{prefix}{key}" in ADDED_FIELDS and b == ADDED_FIELDS[f"{prefix}{key}"]:
