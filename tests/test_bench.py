@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import time
@@ -211,6 +212,26 @@ def test_config_differences_accept_a_later_added_field_at_its_old_behaviour():
     bc = {"hidden": [256, 256], "learning_rate": 1e-3, "batch_size": 512}
     assert config_differences(saved, {**saved, "bc": bc}) == []
     assert config_differences(saved, {**saved, "bc": {**bc, "batch_size": 64}}) == ["bc.batch_size: None → 64"]
+
+
+def test_only_the_sections_a_run_reads_are_compared():
+    from o3srl.config import TrainConfig, config_json_dict, sections_read
+
+    earlier = TrainConfig()  # the earlier λ-player: no cost model
+    adaptive = TrainConfig(o3srl=dataclasses.replace(TrainConfig().o3srl, player="adaptive"))
+    fixed = TrainConfig(algo="td3bc", o3srl=adaptive.o3srl)  # a fixed λ takes the earlier player's knobs
+    assert sections_read(earlier) == {"o3srl", "td3bc"}
+    assert sections_read(adaptive) == {"o3srl", "td3bc", "cost_model"}
+    assert sections_read(fixed) == {"o3srl", "td3bc"}
+    assert sections_read(TrainConfig(oracle="iql")) == {"o3srl", "iql"}
+    assert sections_read(TrainConfig(variant="theory")) == {"o3srl", "theory", "td3bc"}
+    assert sections_read(TrainConfig(algo="bc-safe")) == {"bc", "o3srl"}
+    for cfg in (earlier, adaptive):
+        saved = config_json_dict(cfg)
+        changed = {**saved, "cost_model": {**saved["cost_model"], "fit_steps": 1}, "iql": {**saved["iql"], "tau": 0.5}}
+        diff = config_differences(saved, changed, sections=sections_read(cfg))
+        assert diff == ([] if cfg is earlier else ["cost_model.fit_steps: 5000 → 1"])
+        assert len(config_differences(saved, changed)) == 2  # without sections: every difference
 
 
 def test_a_saved_config_without_a_later_field_reads_back_with_its_old_behaviour():

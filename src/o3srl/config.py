@@ -383,12 +383,34 @@ def config_json_dict(cfg: TrainConfig) -> dict[str, Any]:
     return json.loads(json.dumps(to_dict(cfg)))
 
 
-def config_differences(saved: dict[str, Any], current: dict[str, Any], prefix: str = "") -> list[str]:
-    """Dotted keys whose values differ between two config dicts, ignoring machine-local fields; a field added
-    since ``saved`` was written counts as holding its old-behaviour value there (``config.ADDED_FIELDS``)."""
+def sections_read(cfg: TrainConfig) -> set[str]:
+    """The config sections (``td3bc``, ``cost_model``, ...) that a run of ``cfg`` reads; a value in any other
+    section cannot change what it computes (a fixed-λ TD3+BC run has no cost model, BC no critics)."""
+    if cfg.algo in BC_ALGOS:
+        return {"bc", "o3srl"}  # o3srl.steps_per_round is the training loop's round
+    resolved = cfg.resolved()
+    if resolved.algo == "o3srl" and resolved.variant == "theory":
+        return {"o3srl", "theory", resolved.oracle_name}
+    from o3srl.algos.o3srl import resolve_player
+
+    sections = {"o3srl", resolved.oracle_name}
+    if resolve_player(resolved.o3srl).cost_estimate == "model":
+        sections.add("cost_model")
+    return sections
+
+
+def config_differences(
+    saved: dict[str, Any], current: dict[str, Any], prefix: str = "", sections: set[str] | None = None
+) -> list[str]:
+    """Dotted keys whose values differ between two config dicts, ignoring machine-local fields and, when
+    ``sections`` is given (:func:`sections_read` of the current config), the sections the run does not read; a
+    field added since ``saved`` was written counts as holding its old-behaviour value there
+    (``config.ADDED_FIELDS``)."""
     out: list[str] = []
     for key in sorted(set(saved) | set(current)):
         if not prefix and key in UNCOMPARED:
+            continue
+        if not prefix and sections is not None and isinstance(current.get(key), dict) and key not in sections:
             continue
         a, b = saved.get(key), current.get(key)
         if key not in saved and isinstance(b, dict):
