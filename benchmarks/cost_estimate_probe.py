@@ -39,7 +39,9 @@ def probe(run_dir: Path, fitted: dict[str, tuple[CostModel, object]]) -> tuple[s
     else:
         key = problem.dataset_path
         if key not in fitted:
-            model = CostModel(cfg.cost_model, problem.dataset.obs_dim, problem.dataset.act_dim)
+            costs = np.asarray(problem.dataset["costs"])
+            unit = bool(((costs >= 0) & (costs <= 1)).all())
+            model = CostModel(cfg.cost_model, problem.dataset.obs_dim, problem.dataset.act_dim, unit_costs=unit)
             fitted[key] = (model, jax.jit(model.fit)(model.init(jax.random.PRNGKey(0)), data, jax.random.PRNGKey(1)))
         model, model_state = fitted[key]
     init = sample_init_obs(jax.random.PRNGKey(0), data, model.config.rollout_states)

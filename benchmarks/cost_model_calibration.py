@@ -27,6 +27,7 @@ import jax
 import numpy as np
 
 from o3srl.algos.cost_model import CostModel, CostModelConfig
+from o3srl.config import from_dict
 from o3srl.data import OfflineDataset
 from o3srl.data.dataset import data_dir
 from o3srl.data.sampler import sample_init_obs, to_device
@@ -35,7 +36,8 @@ from o3srl.results import read_rows
 
 
 def parse_variant(text: str) -> dict[str, Any]:
-    """``fit_steps=30000,rollout_states=64`` → the CostModelConfig fields it sets ("" or "default": none)."""
+    """``fit_steps=30000,rollout_states=64`` → the CostModelConfig fields it sets ("" or "default": none, i.e. the
+    runs' own settings)."""
     fields = {f.name: f for f in dataclasses.fields(CostModelConfig)}
     out: dict[str, Any] = {}
     for part in filter(None, text.replace("default", "").split(",")):
@@ -53,7 +55,6 @@ def member_costs(
     """The model's reading of each member of the run's output policy, and each model member's mean episode cost of
     it (policy members × model members)."""
     from o3srl.algos.o3srl import make_oracle
-    from o3srl.config import from_dict
 
     policy = load_policy(run_dir)
     cfg = from_dict(json.loads((Path(run_dir) / "config.json").read_text()))
@@ -98,9 +99,11 @@ def main() -> None:
             ds = OfflineDataset.load(data_dir() / f"{task}.hdf5")
             first = load_policy(task_rows[0]["run_dir"])
             data = to_device(ds, first.stats)
-            run_cfg = json.loads((Path(task_rows[0]["run_dir"]) / "config.json").read_text())
-            config = dataclasses.replace(CostModelConfig(**_model_fields(run_cfg["cost_model"])), **fields)
-            model = CostModel(config, ds.obs_dim, ds.act_dim)
+            # The runs' own model settings (a field added since they ran at its old behaviour), then the variant's.
+            run_cfg = from_dict(json.loads((Path(task_rows[0]["run_dir"]) / "config.json").read_text()))
+            config = dataclasses.replace(run_cfg.cost_model, **fields)
+            costs = np.asarray(ds["costs"])
+            model = CostModel(config, ds.obs_dim, ds.act_dim, unit_costs=bool(((costs >= 0) & (costs <= 1)).all()))
             t0 = time.time()
             state = jax.jit(model.fit)(
                 model.init(jax.random.PRNGKey(args.seed)), data, jax.random.PRNGKey(args.seed + 1)
@@ -143,11 +146,6 @@ def write_page(path: Path, generated: str) -> None:
         path.write_text(head + block + rest.partition(END)[2].lstrip("\n"))
     else:
         path.write_text("# Cost model calibration\n\n" + block)
-
-
-def _model_fields(saved: dict[str, Any]) -> dict[str, Any]:
-    names = {f.name for f in dataclasses.fields(CostModelConfig)}
-    return {k: tuple(v) if isinstance(v, list) else v for k, v in saved.items() if k in names}
 
 
 def summary(items: list[dict[str, Any]]) -> dict[str, float]:

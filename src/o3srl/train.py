@@ -192,7 +192,9 @@ def build_learner(cfg: TrainConfig, problem: Problem) -> Learner:
     fixed = None if cfg.algo == "o3srl" else cfg.fixed_lambda
     from o3srl.algos.cost_model import CostModel
 
-    cost_model = CostModel(cfg.cost_model, ds.obs_dim, ds.act_dim)
+    costs = np.asarray(ds["costs"])
+    unit_costs = bool(((costs >= 0) & (costs <= 1)).all())
+    cost_model = CostModel(cfg.cost_model, ds.obs_dim, ds.act_dim, unit_costs=unit_costs)
     return O3SRL(cfg.o3srl, oracle, setting, fixed_lambda=fixed, cost_model=cost_model)
 
 

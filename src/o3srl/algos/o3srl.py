@@ -361,13 +361,16 @@ class O3SRL:
         return state.oracle.actor, "single"
 
     def run_info(self) -> dict[str, Any]:
-        return {
+        info = {
             "budget_per_step": self.budget.per_step,
             "budget_value": self.budget.reported_value,
             "arms": self.arms.tolist(),
             "bandit_learning_rate": self.learning_rate,
             "bandit_exploration": self.exploration,
         }
+        if self.cost_model is not None:
+            info["cost_model_head"] = self.cost_model.head
+        return info
 
     def bandit_arms(self) -> list[float] | None:
         """The arms, for the bandit plot; ``None`` for an oracle at a fixed λ (no bandit to plot)."""
