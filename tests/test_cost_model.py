@@ -135,6 +135,15 @@ def test_adaptive_player_compares_the_models_episode_cost_with_kappa(toy_file, t
 
     finished = load_finished_run(tmp_path / "run")
     assert float(finished.state.model.fit_loss) == pytest.approx(rows[-1]["model/fit_loss"])
+    # The toy task's costs are in [0, 1]: the default head ("auto") predicts them as probabilities.
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["cost_model_head"] == "bernoulli"
+
+
+def test_the_auto_head_is_bernoulli_for_costs_in_the_unit_interval_else_regression():
+    assert CostModelConfig().cost_head == "auto"
+    assert CostModel(CostModelConfig(), 1, 1, unit_costs=True).head == "bernoulli"
+    assert CostModel(CostModelConfig(), 1, 1, unit_costs=False).head == "regression"
+    assert CostModel(CostModelConfig(cost_head="regression"), 1, 1, unit_costs=True).head == "regression"
 
 
 def test_the_earlier_player_has_no_model_and_draws_what_it_drew_before(toy_file):
