@@ -57,7 +57,12 @@ ADAPTIVE_DESIGNS: dict[str, dict] = {
     "default": dict(oracle_lambda="drawn", hint_decay=0.0, tail_members=10),
     "mean λ": dict(oracle_lambda="mean", hint_decay=0.0, tail_members=10),
     "mean λ, averaged hint": dict(oracle_lambda="mean", hint_decay=0.95, tail_members=10),
+    "mean λ, averaged hint, probability cost head": dict(oracle_lambda="mean", hint_decay=0.95, tail_members=10),
 }
+OLD_MODEL = CostModelConfig(cost_head="regression", fit_steps=5000)
+"""The cost model these results were measured with (its defaults before the probability head)."""
+DESIGN_MODELS: dict[str, CostModelConfig] = {"mean λ, averaged hint, probability cost head": CostModelConfig()}
+"""Designs measured with another cost model: the defaults since (cost_head auto, 20,000 fit steps)."""
 
 
 def adaptive_cells(seeds: list[int], kappas: list[float]) -> list[dict]:
@@ -69,6 +74,7 @@ def adaptive_cells(seeds: list[int], kappas: list[float]) -> list[dict]:
         ("exp3box", "lagrangian", "mean λ"),
         ("exp3box", "lagrangian", "mean λ, averaged hint"),
         ("hedgebox", "lagrangian", "mean λ, averaged hint"),
+        ("hedgebox", "lagrangian", "mean λ, averaged hint, probability cost head"),
         ("exp3", "shaped", "earlier"),
     ]
     out = []
@@ -168,8 +174,7 @@ def run_cell(cell: dict, dataset: Path, steps: int) -> dict:
                 **EARLIER,
             ),
             theory=TheoryConfig(iterations=10, fqe_steps=1000, budget_convention=cell["budget"]),
-            # The cost model as these results were measured (its defaults before the Bernoulli head).
-            cost_model=CostModelConfig(cost_head="regression", fit_steps=5000),
+            cost_model=DESIGN_MODELS.get(cell.get("design", ""), OLD_MODEL),
         )
         t0 = time.time()
         run(cfg)
