@@ -230,8 +230,25 @@ def test_only_the_sections_a_run_reads_are_compared():
         saved = config_json_dict(cfg)
         changed = {**saved, "cost_model": {**saved["cost_model"], "fit_steps": 1}, "iql": {**saved["iql"], "tau": 0.5}}
         diff = config_differences(saved, changed, sections=sections_read(cfg))
-        assert diff == ([] if cfg is earlier else ["cost_model.fit_steps: 5000 → 1"])
+        assert diff == ([] if cfg is earlier else ["cost_model.fit_steps: 20000 → 1"])
         assert len(config_differences(saved, changed)) == 2  # without sections: every difference
+
+
+def test_configs_compare_as_the_run_read_them_whatever_defaults_they_were_written_under():
+    from o3srl.config import TrainConfig, config_json_dict, effective_config, sections_read
+
+    now = config_json_dict(TrainConfig())  # the earlier player: its knobs None in the file, filled by the player
+    saved = json.loads(json.dumps(now))
+    saved["o3srl"].update(bandit="exp3", feedback="shaped")  # written when the knobs were explicit defaults
+    del saved["o3srl"]["tail_members"]  # written before the tail existed (irrelevant: the output is the last iterate)
+    read = sections_read(TrainConfig())
+    assert config_differences(saved, now, sections=read) != []  # raw: they look different
+    assert config_differences(effective_config(saved), effective_config(now), sections=read) == []
+    saved["o3srl"]["bandit"] = "hedge"  # a knob that really differs still counts
+    assert config_differences(effective_config(saved), effective_config(now), sections=read) == [
+        "o3srl.bandit: 'hedge' → 'exp3'"
+    ]
+    assert effective_config({"not": "a config"}) == {"not": "a config"}
 
 
 def test_a_saved_config_without_a_later_field_reads_back_with_its_old_behaviour():

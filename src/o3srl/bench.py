@@ -466,14 +466,18 @@ def cell_states(grid: Grid, rows: list[dict[str, Any]]) -> dict[str, str]:
 
 def check_consistency(grid: Grid, rows: list[dict[str, Any]], pending: list[Cell]) -> None:
     """Refuse to mix configs: finished rows and half-finished run directories must match the grid's cells."""
-    from o3srl.config import config_differences, config_json_dict, sections_read
+    from o3srl.config import config_differences, config_json_dict, effective_config, sections_read
 
     done = finished_rows(rows)
     problems: list[str] = []
     for cell in grid.cells:
         row = done.get(cell.cell_id)
         if row is not None and "config" in row:
-            diff = config_differences(row["config"], config_json_dict(cell.config), sections=sections_read(cell.config))
+            diff = config_differences(
+                effective_config(row["config"]),
+                effective_config(config_json_dict(cell.config)),
+                sections=sections_read(cell.config),
+            )
             if diff:
                 problems.append(f"{cell.cell_id} (finished row): {'; '.join(diff[:4])}")
     for cell in pending:
@@ -484,7 +488,11 @@ def check_consistency(grid: Grid, rows: list[dict[str, Any]], pending: list[Cell
             except json.JSONDecodeError:
                 problems.append(f"{cell.cell_id}: {saved} is not valid JSON")
                 continue
-            diff = config_differences(old, config_json_dict(cell.train_config()), sections=sections_read(cell.config))
+            diff = config_differences(
+                effective_config(old),
+                effective_config(config_json_dict(cell.train_config())),
+                sections=sections_read(cell.config),
+            )
             if diff:
                 problems.append(f"{cell.cell_id} (run directory {cell.run_dir}): {'; '.join(diff[:4])}")
     if problems:
@@ -534,7 +542,7 @@ def adoptable_rows(
     The adopted row gets the cell's id, grid, algorithm name and label, keeps the source's run directory and
     timings, and records where it came from in ``adopted_from``.
     """
-    from o3srl.config import config_differences, config_json_dict, sections_read
+    from o3srl.config import config_differences, config_json_dict, effective_config, sections_read
     from o3srl.io import file_sha256
 
     candidates: list[tuple[Path, dict[str, Any]]] = []
@@ -555,13 +563,13 @@ def adoptable_rows(
 
     adopted = []
     for cell in pending:
-        current, read = config_json_dict(cell.config), sections_read(cell.config)
+        current, read = effective_config(config_json_dict(cell.config)), sections_read(cell.config)
         for path, row in candidates:
             if (row.get("task"), row.get("cost_limit"), row.get("seed")) != (cell.task, cell.cost_limit, cell.seed):
                 continue
-            if config_differences(row["config"], current, sections=read) or row.get("dataset_sha256") != dataset_hash(
-                cell
-            ):
+            if config_differences(effective_config(row["config"]), current, sections=read):
+                continue
+            if row.get("dataset_sha256") != dataset_hash(cell):
                 continue
             adopted.append(
                 {

@@ -383,6 +383,25 @@ def config_json_dict(cfg: TrainConfig) -> dict[str, Any]:
     return json.loads(json.dumps(to_dict(cfg)))
 
 
+def effective_config(saved: dict[str, Any]) -> dict[str, Any]:
+    """A saved config dict as the run read it: fields added since at their old behaviour
+    (:data:`ADDED_FIELDS`), the λ-player's knobs that the config left to the player filled in, and the tail's knobs
+    dropped when the output is not the tail. Two configs that compute the same run then compare equal, whatever
+    defaults each was written under. A dict that is not a readable config is returned as it is."""
+    from o3srl.algos.o3srl import resolve_player
+
+    try:
+        cfg = from_dict(saved)
+        o3 = resolve_player(cfg.o3srl)
+    except (ConfigError, TypeError, ValueError, KeyError):
+        return saved
+    out = config_json_dict(dataclasses.replace(cfg, o3srl=o3))
+    if o3.output != "tail":
+        for knob in ("tail_members", "tail_fraction"):
+            out["o3srl"].pop(knob, None)
+    return out
+
+
 def sections_read(cfg: TrainConfig) -> set[str]:
     """The config sections (``td3bc``, ``cost_model``, ...) that a run of ``cfg`` reads; a value in any other
     section cannot change what it computes (a fixed-λ TD3+BC run has no cost model, BC no critics)."""
