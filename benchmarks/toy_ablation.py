@@ -191,6 +191,8 @@ def summarise(rows: list[dict], out: Path, command: str) -> None:
             "default": ", adaptive λ-player",
             "mean λ": ", adaptive λ-player, oracle on the mean λ",
             "mean λ, averaged hint": ", adaptive λ-player, oracle on the mean λ, averaged hint",
+            "mean λ, averaged hint, probability cost head": ", adaptive λ-player, oracle on the mean λ, averaged "
+            "hint, cost model's current defaults (probability head, 20k fit steps)",
         }.get(r.get("design", ""), "")
         groups.setdefault((r["kappa"], r["algo"], variant, r["bandit"], r["feedback"], r["budget"]), []).append(r)
     lines = [
