@@ -75,7 +75,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("results", type=Path, help="a grid's results file (its rows name the run directories)")
     parser.add_argument("--variants", nargs="+", default=["default"], help="cost model settings, key=value,...")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="the model's seed (rows of another seed than 0 say so)")
     parser.add_argument("--md", type=Path, default=None)
     parser.add_argument("--rows", type=Path, default=None, help="write one JSON line per run and setting here")
     parser.add_argument(
@@ -116,7 +116,7 @@ def main() -> None:
                 readings, by_member = member_costs(model, state, r["run_dir"], init, horizon)
                 out.append(
                     {
-                        "variant": variant,
+                        "variant": variant if args.seed == 0 else f"{variant} (model seed {args.seed})",
                         "task": task,
                         "cell_id": r["cell_id"],
                         "cost_limit": r["cost_limit"],
