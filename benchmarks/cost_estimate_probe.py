@@ -17,7 +17,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from o3srl.algos.cost_model import CostModel
+from o3srl.algos.cost_model import CostModel, unit_costs
 from o3srl.data.sampler import sample_init_obs, to_device
 from o3srl.report import show_markdown_table
 from o3srl.train import load_finished_run
@@ -39,9 +39,8 @@ def probe(run_dir: Path, fitted: dict[str, tuple[CostModel, object]]) -> tuple[s
     else:
         key = problem.dataset_path
         if key not in fitted:
-            costs = np.asarray(problem.dataset["costs"])
-            unit = bool(((costs >= 0) & (costs <= 1)).all())
-            model = CostModel(cfg.cost_model, problem.dataset.obs_dim, problem.dataset.act_dim, unit_costs=unit)
+            ds = problem.dataset
+            model = CostModel(cfg.cost_model, ds.obs_dim, ds.act_dim, unit_costs=unit_costs(ds["costs"]))
             fitted[key] = (model, jax.jit(model.fit)(model.init(jax.random.PRNGKey(0)), data, jax.random.PRNGKey(1)))
         model, model_state = fitted[key]
     init = sample_init_obs(jax.random.PRNGKey(0), data, model.config.rollout_states)

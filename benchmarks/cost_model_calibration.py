@@ -26,7 +26,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from o3srl.algos.cost_model import CostModel, CostModelConfig
+from o3srl.algos.cost_model import CostModel, CostModelConfig, unit_costs
 from o3srl.config import from_dict
 from o3srl.data import OfflineDataset
 from o3srl.data.dataset import data_dir
@@ -102,8 +102,7 @@ def main() -> None:
             # The runs' own model settings (a field added since they ran at its old behaviour), then the variant's.
             run_cfg = from_dict(json.loads((Path(task_rows[0]["run_dir"]) / "config.json").read_text()))
             config = dataclasses.replace(run_cfg.cost_model, **fields)
-            costs = np.asarray(ds["costs"])
-            model = CostModel(config, ds.obs_dim, ds.act_dim, unit_costs=bool(((costs >= 0) & (costs <= 1)).all()))
+            model = CostModel(config, ds.obs_dim, ds.act_dim, unit_costs=unit_costs(ds["costs"]))
             t0 = time.time()
             state = jax.jit(model.fit)(
                 model.init(jax.random.PRNGKey(args.seed)), data, jax.random.PRNGKey(args.seed + 1)

@@ -47,7 +47,7 @@ from o3srl.rundir import (
 )
 
 if TYPE_CHECKING:  # pragma: no cover
-    from o3srl.algos.base import Learner
+    from o3srl.algos.base import Learner, Setting
     from o3srl.algos.o3srl import O3SRL
     from o3srl.data.dataset import OfflineDataset
     from o3srl.data.sampler import NormStats
@@ -164,8 +164,8 @@ def load_problem(cfg: TrainConfig) -> Problem:
 
 
 def build_learner(cfg: TrainConfig, problem: Problem) -> Learner:
-    """The learner ``cfg`` names (O3SRL, its theory variant, or an oracle alone at a fixed λ) for ``problem``."""
-    from o3srl.algos.base import Setting
+    """The learner ``cfg`` names (O3SRL, its theory variant, an oracle alone at a fixed λ, or behaviour cloning) for
+    ``problem``."""
     from o3srl.algos.o3srl import O3SRL, make_oracle
     from o3srl.bandits import lambda_unit
 
@@ -173,38 +173,27 @@ def build_learner(cfg: TrainConfig, problem: Problem) -> Learner:
     if cfg.algo in BC_ALGOS:
         return _build_bc(cfg, problem)
     oracle = make_oracle(cfg.oracle_name, cfg.td3bc, cfg.iql, ds.obs_dim, ds.act_dim)
-    setting = Setting(
-        obs_dim=ds.obs_dim,
-        act_dim=ds.act_dim,
-        cost_limit=cfg.cost_limit,
-        episode_length=problem.episode_length,
-        total_steps=cfg.steps,
-        reward_abs_max=float(np.abs(ds["rewards"]).max()),
-        cost_abs_max=float(np.abs(ds["costs"]).max()),
-        lambda_unit=lambda_unit(
-            ds.episodes.reward_return, ds.episodes.cost_return, oracle.config.reward_scale, oracle.config.cost_scale
-        ),
+    unit = lambda_unit(
+        ds.episodes.reward_return, ds.episodes.cost_return, oracle.config.reward_scale, oracle.config.cost_scale
     )
+    setting = _setting(cfg, problem, lambda_unit=unit)
     if cfg.algo == "o3srl" and cfg.variant == "theory":
         from o3srl.algos.o3srl_theory import O3SRLTheory
 
         return O3SRLTheory(cfg.theory, oracle, setting)
     fixed = None if cfg.algo == "o3srl" else cfg.fixed_lambda
-    from o3srl.algos.cost_model import CostModel
+    from o3srl.algos.cost_model import CostModel, unit_costs
 
-    costs = np.asarray(ds["costs"])
-    unit_costs = bool(((costs >= 0) & (costs <= 1)).all())
-    cost_model = CostModel(cfg.cost_model, ds.obs_dim, ds.act_dim, unit_costs=unit_costs)
+    cost_model = CostModel(cfg.cost_model, ds.obs_dim, ds.act_dim, unit_costs=unit_costs(ds["costs"]))
     return O3SRL(cfg.o3srl, oracle, setting, fixed_lambda=fixed, cost_model=cost_model)
 
 
-def _build_bc(cfg: TrainConfig, problem: Problem) -> Learner:
-    """BC-All or BC-Safe (:mod:`o3srl.algos.bc`); BC-Safe imitates the episodes whose cost return is within κ."""
+def _setting(cfg: TrainConfig, problem: Problem, lambda_unit: float = 1.0) -> Setting:
+    """The facts of ``problem`` a learner of ``cfg`` is built for (:class:`~o3srl.algos.base.Setting`)."""
     from o3srl.algos.base import Setting
-    from o3srl.algos.bc import BC, safe_transitions
 
     ds = problem.dataset
-    setting = Setting(
+    return Setting(
         obs_dim=ds.obs_dim,
         act_dim=ds.act_dim,
         cost_limit=cfg.cost_limit,
@@ -212,7 +201,16 @@ def _build_bc(cfg: TrainConfig, problem: Problem) -> Learner:
         total_steps=cfg.steps,
         reward_abs_max=float(np.abs(ds["rewards"]).max()),
         cost_abs_max=float(np.abs(ds["costs"]).max()),
+        lambda_unit=lambda_unit,
     )
+
+
+def _build_bc(cfg: TrainConfig, problem: Problem) -> Learner:
+    """BC-All or BC-Safe (:mod:`o3srl.algos.bc`); BC-Safe imitates the episodes whose cost return is within κ."""
+    from o3srl.algos.bc import BC, safe_transitions
+
+    ds = problem.dataset
+    setting = _setting(cfg, problem)
     if cfg.algo == "bc-safe":
         e = ds.episodes
         selected = safe_transitions(e.start, e.length, e.cost_return, cfg.cost_limit)

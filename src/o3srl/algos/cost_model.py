@@ -29,6 +29,7 @@ import flax.linen as nn
 import flax.struct
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from o3srl.data.sampler import DeviceData
@@ -74,6 +75,12 @@ AGGREGATES = ("mean", "median")
 MIN_SCALE = 0.01
 """Floor of the target scales, in normalised-observation (and cost) units: a dimension that barely changes in the data
 (a clock, a constant) would otherwise be divided by ≈ 0 and its few outliers would swamp the fit."""
+
+
+def unit_costs(costs: Any) -> bool:
+    """Whether every cost of the data is in [0, 1] (``cost_head="auto"`` then predicts them as probabilities)."""
+    costs = np.asarray(costs)
+    return bool(((costs >= 0) & (costs <= 1)).all())
 
 
 class CostModelState(flax.struct.PyTreeNode):
