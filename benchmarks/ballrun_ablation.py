@@ -30,7 +30,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "o3srl shaped": {"o3srl.feedback": "shaped"},
     "o3srl hedge": {"o3srl.bandit": "hedge"},
     "o3srl batch-states": {"o3srl.feedback_states": "batch"},
-    "o3srl average-budget": {"o3srl.budget_convention": "average"},
+    "o3srl average-budget": {"budget_convention": "average"},
     "o3srl cost-max": {"td3bc.cost_target": "max"},
     "o3srl floor": {"td3bc.cost_floor": True},
     "o3srl floor hedge": {"td3bc.cost_floor": True, "o3srl.bandit": "hedge"},

@@ -153,6 +153,7 @@ def run_cell(cell: dict, dataset: Path, steps: int) -> dict:
             env_id="o3srl.envs.toy:ToyRunEnv",
             dataset=str(dataset),
             cost_limit=cell["kappa"],
+            budget_convention=cell["budget"],
             seed=cell["seed"],
             steps=steps,
             log_every=1000,
@@ -169,11 +170,10 @@ def run_cell(cell: dict, dataset: Path, steps: int) -> dict:
             else O3SRLConfig(
                 feedback=cell["feedback"] if cell["feedback"] in ("lagrangian", "shaped") else "lagrangian",
                 bandit=cell["bandit"] if cell["bandit"] != "-" else "exp3",
-                budget_convention=cell["budget"],
                 feedback_batch=64,
                 **EARLIER,
             ),
-            theory=TheoryConfig(iterations=10, fqe_steps=1000, budget_convention=cell["budget"]),
+            theory=TheoryConfig(iterations=10, fqe_steps=1000),
             cost_model=DESIGN_MODELS.get(cell.get("design", ""), OLD_MODEL),
         )
         t0 = time.time()

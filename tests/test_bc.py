@@ -7,12 +7,12 @@ import dataclasses
 
 import numpy as np
 import pytest
-from tests.test_train import _actions, _flatten, _rows, small_config
+from tests.contract import check_contract
+from tests.test_train import _actions, small_config
 
 from o3srl.algos.bc import BCConfig, safe_transitions
 from o3srl.config import TrainConfig
 from o3srl.errors import ConfigError
-from o3srl.logger import read_metrics
 
 
 def test_safe_transitions_are_the_episodes_within_the_limit():
@@ -29,70 +29,16 @@ def _bc(toy_file, run_dir, algo, **kw) -> TrainConfig:
 
 @pytest.mark.parametrize("algo", ["bc-all", "bc-safe"])
 def test_contract(toy_file, tmp_path, algo):
-    """Finite metrics, actions in bounds, save → load → the in-memory policy's actions, same seed → same numbers,
-    a killed run resumes to the same result, and the run records what it imitated."""
-    import jax
-
-    from o3srl import logger
-    from o3srl.checkpoint import load_checkpoint
-    from o3srl.policy import Policy
-    from o3srl.rundir import read_run
-    from o3srl.train import build_learner, load_problem, run
-
-    cfg = _bc(toy_file, tmp_path / "a", algo, cost_limit=40.0)
-    run(cfg)
-    rows = read_metrics(tmp_path / "a" / "metrics.jsonl")
-    assert [r["step"] for r in rows] == [100, 200, 300, 400]
-    assert all(np.isfinite(r["loss/actor"]) for r in rows)
-    actions = _actions(tmp_path / "a")
-    assert actions.shape == (7, 1) and np.all(np.abs(actions) <= 1.0)
-
-    resolved = cfg.resolved()
-    learner = build_learner(resolved, load_problem(resolved))
-    _, state, stats, _ = load_checkpoint(tmp_path / "a" / "checkpoint.msgpack", learner.init(jax.random.PRNGKey(0)))
-    actor, kind = learner.output(state)
-    assert kind == "single"
-    np.testing.assert_array_equal(
-        Policy(learner.act, actor, stats)(np.linspace(0, 1, 7, dtype=np.float32)[:, None]), actions
-    )
-    _, info = read_run(tmp_path / "a")
+    """The learners' contract (tests/contract.py), and the run records what it imitated."""
+    info = check_contract(lambda d, **kw: _bc(toy_file, d, algo, cost_limit=40.0, **kw), tmp_path, "loss/actor")
     assert info["bc_mode"] == algo.removeprefix("bc-") and "arms" not in info
     assert ("bc_transitions" in info) == (algo == "bc-safe")
 
-    run(_bc(toy_file, tmp_path / "b", algo, cost_limit=40.0))
-    assert _rows(tmp_path / "a") == _rows(tmp_path / "b")
-    run(_bc(toy_file, tmp_path / "c", algo, cost_limit=40.0, seed=1))
-    assert _rows(tmp_path / "a") != _rows(tmp_path / "c")
 
-    original = logger.JsonlSink.write
-
-    def dying_write(self, step, metrics):
-        if step == 300:
-            raise KeyboardInterrupt
-        original(self, step, metrics)
-
-    logger.JsonlSink.write = dying_write
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            run(_bc(toy_file, tmp_path / "killed", algo, cost_limit=40.0))
-    finally:
-        logger.JsonlSink.write = original
-    run(TrainConfig(), resume_dir=str(tmp_path / "killed"))
-    assert _rows(tmp_path / "a") == _rows(tmp_path / "killed")
-    from flax import serialization
-
-    a = dict(_flatten(serialization.msgpack_restore((tmp_path / "a" / "checkpoint.msgpack").read_bytes())["state"]))
-    b = dict(
-        _flatten(serialization.msgpack_restore((tmp_path / "killed" / "checkpoint.msgpack").read_bytes())["state"])
-    )
-    assert a.keys() == b.keys()
-    for key in a:
-        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
-
-
-def _two_behaviours(tmp_path, all_unsafe=False):
+def _two_behaviours(tmp_path, all_unsafe=False, unsafe_reward=0.0):
     """Episodes of 10 steps from observations in [0, 1]: the safe ones (cost 0) act +0.5, the unsafe ones (cost 1 per
-    step, 10 per episode) act −0.5, in equal numbers. BC-Safe at κ = 5 imitates +0.5; BC-All the mean, 0."""
+    step, 10 per episode; reward ``unsafe_reward`` per step) act −0.5, in equal numbers. BC-Safe at κ = 5 imitates
+    +0.5; BC-All the mean, 0."""
     from o3srl.data import OfflineDataset
 
     rng = np.random.default_rng(0)
@@ -105,7 +51,7 @@ def _two_behaviours(tmp_path, all_unsafe=False):
             "observations": obs,
             "next_observations": obs,
             "actions": np.where(safe, 0.5, -0.5)[:, None].astype(np.float32),
-            "rewards": np.zeros(n_ep * T, np.float32),
+            "rewards": np.where(safe, 0.0, unsafe_reward).astype(np.float32),
             "costs": np.where(safe & (not all_unsafe), 0.0, 1.0).astype(np.float32),
             "terminals": np.zeros(n_ep * T, bool),
             "timeouts": np.arange(n_ep * T) % T == T - 1,

@@ -262,6 +262,31 @@ def test_a_saved_config_without_a_later_field_reads_back_with_its_old_behaviour(
         assert from_dict(saved).td3bc.critic_layer_norm is value
 
 
+def test_the_budget_convention_moved_beside_the_cost_limit():
+    from o3srl.algos.base import Setting
+    from o3srl.algos.td3bc import TD3BCConfig
+    from o3srl.config import TrainConfig, apply_overrides, config_json_dict, effective_config, from_dict
+
+    saved = config_json_dict(TrainConfig())
+    del saved["budget_convention"]  # a run directory written while each learner's section held the convention
+    saved["o3srl"]["budget_convention"] = "average"
+    saved["theory"] = {**saved["theory"], "budget_convention": "discounted"}
+    assert from_dict(saved).budget_convention == "average"  # the practical run read o3srl's
+    assert from_dict({**saved, "variant": "theory"}).budget_convention == "discounted"  # the theory run, theory's
+    now = config_json_dict(TrainConfig(budget_convention="average"))
+    assert config_differences(effective_config(saved), effective_config(now)) == []
+    assert config_differences(effective_config(saved), effective_config(config_json_dict(TrainConfig()))) == [
+        "budget_convention: 'average' → 'osrl'"
+    ]
+    with pytest.raises(ConfigError, match="'o3srl.budget_convention' has moved: write 'budget_convention'"):
+        apply_overrides(TrainConfig(), {"o3srl.budget_convention": "average"})
+    # the Setting carries it to the budget: κ = 5, T = 100, γ = 0.99, cost scale 1
+    oracle = TD3BCConfig(gamma=0.99, cost_scale=1.0)
+    for convention, per_step in (("average", 0.05), ("discounted", 0.05), ("osrl", 5 * (1 - 0.99**100) / 100)):
+        setting = Setting(3, 2, 5.0, 100, 1000, 1.0, 1.0, budget_convention=convention)
+        assert setting.budget(oracle).per_step == pytest.approx(per_step)
+
+
 # ---------------------------------------------------------------------------------------------------- results file
 def test_results_file_survives_a_torn_last_line_and_is_locked(tmp_path):
     path = tmp_path / "r.jsonl"

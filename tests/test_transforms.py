@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from o3srl.data.transforms import (
+from o3srl.transforms import (
     budget_per_step,
     budget_value,
     is_safe,

@@ -17,18 +17,22 @@ from typing import Any, Literal
 
 from o3srl.algos.bc import BCConfig
 from o3srl.algos.cost_model import CostModelConfig
+from o3srl.algos.cpq import CPQConfig
 from o3srl.algos.iql import IQLConfig
 from o3srl.algos.o3srl import O3SRLConfig
 from o3srl.algos.o3srl_theory import TheoryConfig
 from o3srl.algos.td3bc import TD3BCConfig
 from o3srl.envs.registry import DEFAULT_TASK
 from o3srl.errors import ConfigError
+from o3srl.transforms import BudgetConvention
 from o3srl.validation import check_fields
 
-Algo = Literal["o3srl", "td3bc", "iql", "bc-all", "bc-safe"]
+Algo = Literal["o3srl", "td3bc", "iql", "bc-all", "bc-safe", "cpq"]
 
 BC_ALGOS = ("bc-all", "bc-safe")
 """The behaviour cloning baselines (:mod:`o3srl.algos.bc`)."""
+BASELINE_ALGOS = (*BC_ALGOS, "cpq")
+"""The baselines: learners of their own (not O3SRL's round loop around an oracle), trained one run per program."""
 
 
 @dataclass(frozen=True)
@@ -37,7 +41,8 @@ class TrainConfig:
 
     algo: Algo = "o3srl"
     """o3srl: EXP3 over λ-arms around the oracle; td3bc / iql: the oracle alone at --fixed-lambda; bc-all / bc-safe:
-    behaviour cloning of every transition / of the episodes whose cost is within --cost-limit (baselines)."""
+    behaviour cloning of every transition / of the episodes whose cost is within --cost-limit; cpq: Constraints
+    Penalized Q-learning (baselines)."""
     oracle: Literal["td3bc", "iql"] = "td3bc"
     """The offline-RL oracle used by o3srl."""
     variant: Literal["practical", "theory"] = "practical"
@@ -52,6 +57,10 @@ class TrainConfig:
     """Environment used for evaluation (any gymnasium id or module:Class whose info has 'cost'); default: task."""
     cost_limit: float = 5.0
     """κ: the limit on the expected undiscounted episode cost."""
+    budget_convention: BudgetConvention = "osrl"
+    """How κ becomes the per-step budget b of the shaped reward r − λ (c − b): osrl, κ (1 − γ^T) / T (OSRL's: κ
+    spread evenly over the T steps, discounted as the critics are); average, κ / T; discounted, (1 − γ) κ
+    (o3srl.transforms.budget_per_step)."""
     fixed_lambda: float = 0.0
     """λ for --algo td3bc / iql (0: unconstrained)."""
     seed: int = 0
@@ -92,6 +101,8 @@ class TrainConfig:
     theory: TheoryConfig = field(default_factory=TheoryConfig)
     bc: BCConfig = field(default_factory=BCConfig)
     """Behaviour cloning (--algo bc-all / bc-safe)."""
+    cpq: CPQConfig = field(default_factory=CPQConfig)
+    """Constraints Penalized Q-learning (--algo cpq)."""
     cost_model: CostModelConfig = field(default_factory=CostModelConfig)
     """The dynamics-and-cost model the adaptive λ-player reads the policy's episode cost from (o3srl.cost_estimate
     model)."""
@@ -172,6 +183,9 @@ def preset(task: str) -> TrainConfig:
 
 def apply_overrides(cfg: Any, overrides: dict[str, Any]) -> Any:
     """``dataclasses.replace`` with dotted keys for nested configs (``{"o3srl.num_arms": 10}``)."""
+    moved = [key for key in overrides if key in MOVED_FIELDS]
+    if moved and isinstance(cfg, TrainConfig):
+        raise ConfigError("; ".join(f"config field {key!r} has moved: write {MOVED_FIELDS[key]!r}" for key in moved))
     nested: dict[str, dict[str, Any]] = {}
     flat: dict[str, Any] = {}
     for key, value in overrides.items():
@@ -230,6 +244,27 @@ ADDED_FIELDS: dict[str, Any] = {
 }
 
 
+# Config fields moved since runs were first saved: old dotted key → today's. A saved config is read with the value
+# moved (from the section its run read); a grid or command line that still names the old key gets one error naming
+# the new one.
+MOVED_FIELDS: dict[str, str] = {
+    # The cost limit's reading sat in each learner's section until 2026-11-30.
+    "o3srl.budget_convention": "budget_convention",
+    "theory.budget_convention": "budget_convention",
+}
+
+
+def _move_fields(flat: dict[str, Any]) -> dict[str, Any]:
+    """Saved dotted keys → today's (:data:`MOVED_FIELDS`); where several old keys move to one field, the one of the
+    section the run read wins (the theory variant read ``theory.*``, every other run ``o3srl.*``)."""
+    theory = flat.get("algo", "o3srl") == "o3srl" and flat.get("variant") == "theory"
+    out = dict(flat)
+    for old in sorted(MOVED_FIELDS, key=lambda k: k.startswith("theory.") != theory):
+        if old in out:
+            out.setdefault(MOVED_FIELDS[old], out.pop(old))
+    return out
+
+
 def from_dict(data: dict[str, Any]) -> TrainConfig:
     """Rebuild a :class:`TrainConfig` from its JSON form (as saved in a run directory); the values are checked by
     :meth:`TrainConfig.resolved` (or :func:`read_config`), not here."""
@@ -248,7 +283,7 @@ def from_dict(data: dict[str, Any]) -> TrainConfig:
             flat_overrides[f"{head}.{k}"] = v
     for key, old_value in ADDED_FIELDS.items():
         flat_overrides.setdefault(key, old_value)
-    return apply_overrides(TrainConfig(), flat_overrides)
+    return apply_overrides(TrainConfig(), _move_fields(flat_overrides))
 
 
 def dumps(cfg: Any) -> str:
@@ -407,6 +442,8 @@ def sections_read(cfg: TrainConfig) -> set[str]:
     section cannot change what it computes (a fixed-λ TD3+BC run has no cost model, BC no critics)."""
     if cfg.algo in BC_ALGOS:
         return {"bc", "o3srl"}  # o3srl.steps_per_round is the training loop's round
+    if cfg.algo == "cpq":
+        return {"cpq", "o3srl"}
     resolved = cfg.resolved()
     if resolved.algo == "o3srl" and resolved.variant == "theory":
         return {"o3srl", "theory", resolved.oracle_name}

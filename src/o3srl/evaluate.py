@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from o3srl.data.transforms import is_safe, normalized_cost, normalized_reward
+from o3srl.transforms import is_safe, normalized_cost, normalized_reward
 
 
 @dataclass(frozen=True)

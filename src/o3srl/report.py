@@ -33,9 +33,9 @@ import numpy as np
 from tyro.conf import Positional
 from tyro.conf import arg as tyro_arg
 
-from o3srl.data.transforms import is_safe, safe_mask
 from o3srl.errors import O3SRLError
 from o3srl.rundir import RUN_INFO_NAME, TRACE_NAME, read_metrics, read_trace
+from o3srl.transforms import is_safe, safe_mask
 
 Mark = Literal["best", "safe", "unsafe", "missing"]
 SAFE, UNSAFE = "✓", "✗"

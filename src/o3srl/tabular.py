@@ -11,7 +11,7 @@ every number an O3SRL run produces can be compared with the exact answer. This m
 * offline datasets drawn from a behaviour policy, in DSRL's keys, and the empirical model estimated from them;
 * tabular O3SRL, practical (EXP3 over λ-arms, M warm-started oracle steps per round, last iterate) and theoretical
   (projected OGD on λ with exact evaluation on the empirical model, uniform mixture of iterates), reusing the
-  project's own λ-player (:mod:`o3srl.bandits`) and transforms (:mod:`o3srl.data.transforms`).
+  project's own λ-player (:mod:`o3srl.bandits`) and transforms (:mod:`o3srl.transforms`).
 
 Which objective the LP solves
     The deep critics bootstrap through timeouts, so they estimate the values of the *stationary discounted* problem
@@ -46,7 +46,7 @@ import scipy.optimize
 import scipy.sparse
 
 from o3srl import bandits
-from o3srl.data.transforms import BudgetConvention, budget_per_step, budget_value, shaped_value
+from o3srl.transforms import BudgetConvention, budget_per_step, budget_value, shaped_value
 
 # ----------------------------------------------------------------------------------------------------------- type
 

@@ -23,7 +23,7 @@ import numpy as np
 from tyro.conf import Positional
 from tyro.conf import arg as tyro_arg
 
-from o3srl.config import BC_ALGOS, TrainConfig, dumps, from_dict, read_config
+from o3srl.config import BASELINE_ALGOS, BC_ALGOS, TrainConfig, dumps, from_dict, read_config
 from o3srl.errors import ConfigError, O3SRLError
 from o3srl.io import file_sha256
 from o3srl.rundir import (
@@ -172,6 +172,10 @@ def build_learner(cfg: TrainConfig, problem: Problem) -> Learner:
     ds = problem.dataset
     if cfg.algo in BC_ALGOS:
         return _build_bc(cfg, problem)
+    if cfg.algo == "cpq":
+        from o3srl.algos.cpq import CPQ
+
+        return CPQ(cfg.cpq, _setting(cfg, problem), cfg.o3srl.steps_per_round)
     oracle = make_oracle(cfg.oracle_name, cfg.td3bc, cfg.iql, ds.obs_dim, ds.act_dim)
     unit = lambda_unit(
         ds.episodes.reward_return, ds.episodes.cost_return, oracle.config.reward_scale, oracle.config.cost_scale
@@ -202,6 +206,7 @@ def _setting(cfg: TrainConfig, problem: Problem, lambda_unit: float = 1.0) -> Se
         reward_abs_max=float(np.abs(ds["rewards"]).max()),
         cost_abs_max=float(np.abs(ds["costs"]).max()),
         lambda_unit=lambda_unit,
+        budget_convention=cfg.budget_convention,
     )
 
 
@@ -289,7 +294,7 @@ PACK_FREE_FIELDS = ("run_dir", "eval_episodes", "eval_seed", "eval_envs", "progr
 def _packed_fields(cfg: TrainConfig) -> tuple[str, ...]:
     from o3srl.algos.o3srl import resolve_player
 
-    if cfg.algo in BC_ALGOS:
+    if cfg.algo in BASELINE_ALGOS:
         return ()  # its runs train one at a time (only O3SRL's round loop trains in packs)
     if cfg.algo != "o3srl" and resolve_player(cfg.o3srl).feedback == "lagrangian":
         # That feedback scales by the largest arm as a number of the program, so fixed λs differ in code there.
@@ -807,7 +812,7 @@ def print_summary(summary: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from o3srl.data.transforms import is_safe
+    from o3srl.transforms import is_safe
 
     table = Table(
         title=f"{summary['algo']} on {summary['task']}  (κ = {summary['cost_limit']:g}, seed {summary['seed']})"

@@ -14,7 +14,7 @@ from typing import Any, Literal, Protocol
 
 import jax
 
-from o3srl.data.transforms import Budget, BudgetConvention, make_budget
+from o3srl.transforms import Budget, BudgetConvention, make_budget
 
 Metrics = dict[str, jax.Array]
 """Flat, namespaced scalars (``loss/critic``, ``q/cost``, ``bandit/lambda``, ...)."""
@@ -37,11 +37,15 @@ class Setting:
     cost_abs_max: float
     lambda_unit: float = 1.0
     """The data's unit of λ in the critics' units (o3srl.bandits.lambda_unit); scales the arm grid."""
+    budget_convention: BudgetConvention = "osrl"
+    """How the episodic cost limit becomes the per-step budget (``TrainConfig.budget_convention``)."""
 
-    def budget(self, oracle: OracleConfig, convention: BudgetConvention) -> Budget:
-        """The cost limit as the budget of critics configured by ``oracle`` (their γ and ``cost_scale``), under the
-        learner's reading of κ (:func:`o3srl.data.transforms.make_budget`)."""
-        return make_budget(self.cost_limit, oracle.gamma, self.episode_length, convention, oracle.cost_scale)
+    def budget(self, oracle: OracleConfig) -> Budget:
+        """The cost limit as the budget of critics configured by ``oracle`` (their γ and ``cost_scale``)
+        (:func:`o3srl.transforms.make_budget`)."""
+        return make_budget(
+            self.cost_limit, oracle.gamma, self.episode_length, self.budget_convention, oracle.cost_scale
+        )
 
 
 class OracleConfig(Protocol):

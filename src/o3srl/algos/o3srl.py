@@ -15,6 +15,7 @@ logging. A whole chunk of rounds is one compiled call: no host round-trip per ro
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -30,7 +31,6 @@ from o3srl.algos.cost_model import CostModel, CostModelConfig
 from o3srl.algos.iql import IQL, IQLConfig
 from o3srl.algos.td3bc import TD3BC, TD3BCConfig
 from o3srl.data.sampler import DeviceData, sample_batch, sample_init_obs
-from o3srl.data.transforms import BudgetConvention
 from o3srl.errors import ConfigError
 
 
@@ -109,8 +109,6 @@ class O3SRLConfig:
     dynamics-and-cost model fit to the dataset (o3srl.algos.cost_model; the section --cost-model), compared with κ
     itself; the actor is not trained against it, so it cannot exploit it as it does the cost critic. mean (None,
     earlier player) / max: the twin cost critics' mean / larger value at the feedback states, compared with B."""
-    budget_convention: BudgetConvention = "osrl"
-    """How the episodic cost limit becomes the per-step budget (see o3srl.data.transforms.budget_per_step)."""
     feedback_states: Literal["initial", "batch"] = "initial"
     """Where the cost critic is read: dataset episodes' initial states (V_c(s0), what the budget B bounds; the
     default) or the training batch's states (the policy's cost rate over the data's states, including states the
@@ -161,12 +159,38 @@ PLAYERS: dict[str, dict[str, Any]] = {
 
 def resolve_player(config: O3SRLConfig) -> O3SRLConfig:
     """The config with every knob left at None set by its player (explicit values are kept)."""
-    import dataclasses
-
     if config.player not in PLAYERS:
         raise ConfigError(f"unknown o3srl.player {config.player!r}; choose one of {', '.join(PLAYERS)}")
     fills = {k: v for k, v in PLAYERS[config.player].items() if getattr(config, k) is None and v is not None}
     return dataclasses.replace(config, **fills)
+
+
+@dataclass(frozen=True)
+class Player:
+    """The λ-player's knobs as a run reads them: :class:`O3SRLConfig`'s, each one left at None set by the player
+    (:data:`PLAYERS`, :func:`player_of`)."""
+
+    bandit: bandits.BanditKind
+    feedback: bandits.FeedbackKind
+    optimism: float
+    margin: float
+    lambda_scale: float | None
+    """None: the data's unit (the adaptive player)."""
+    cost_estimate: Literal["mean", "max", "model"]
+    max_violation: float
+    output: Literal["last", "tail"]
+    oracle_lambda: Literal["drawn", "mean"]
+    hint_decay: float
+
+
+def player_of(config: O3SRLConfig) -> Player:
+    """The knobs of ``config``'s λ-player with the player's defaults filled in."""
+    resolved = resolve_player(config)
+    knobs = {f.name: getattr(resolved, f.name) for f in dataclasses.fields(Player)}
+    unset = [k for k, v in knobs.items() if v is None and k != "lambda_scale"]
+    if unset:
+        raise ConfigError(f"o3srl.player {config.player!r} leaves {', '.join(unset)} unset; give them explicitly")
+    return Player(**knobs)
 
 
 class CellParams(flax.struct.PyTreeNode):
@@ -212,14 +236,14 @@ class O3SRL:
         fixed_lambda: float | None = None,
         cost_model: CostModel | None = None,
     ):
-        config = resolve_player(config)
-        self.config = config
+        self.config = resolve_player(config)  # the config as the run reads it
+        self.player = player = player_of(config)  # its λ-player's knobs, typed as filled in
         self.oracle = oracle
         self.setting = setting
         self.cost_model = None
-        if config.cost_estimate == "model":
+        if player.cost_estimate == "model":
             self.cost_model = cost_model or CostModel(CostModelConfig(), setting.obs_dim, setting.act_dim)
-            if config.feedback == "shaped":
+            if player.feedback == "shaped":
                 raise ConfigError(
                     "o3srl.cost_estimate 'model' gives an episode cost, which the shaped feedback (a "
                     "discounted Lagrangian value) cannot use; use feedback 'lagrangian' with it"
@@ -229,7 +253,7 @@ class O3SRL:
         elif config.arms:
             arms = [float(a) for a in config.arms]
         else:
-            unit = setting.lambda_unit if config.lambda_scale is None else config.lambda_scale  # None: adaptive
+            unit = setting.lambda_unit if player.lambda_scale is None else player.lambda_scale  # None: adaptive
             if not (math.isfinite(unit) and unit > 0):
                 raise ConfigError(f"o3srl.lambda_scale must be a finite number > 0, got {unit}")
             arms = bandits.arm_grid(config.num_arms, config.max_lambda * unit)
@@ -238,21 +262,21 @@ class O3SRL:
         if config.steps_per_round < 1:
             raise ConfigError(f"steps_per_round (M) must be ≥ 1, got {config.steps_per_round}")
         self.fixed = fixed_lambda is not None
-        if not 0.0 <= config.margin < 1.0:
-            raise ConfigError(f"o3srl.margin must be in [0, 1), got {config.margin}")
-        if not 0.0 <= config.hint_decay < 1.0:
-            raise ConfigError(f"o3srl.hint_decay must be in [0, 1), got {config.hint_decay}")
-        if not (math.isfinite(config.optimism) and config.optimism >= 0):
-            raise ConfigError(f"o3srl.optimism must be a finite number ≥ 0, got {config.optimism}")
+        if not 0.0 <= player.margin < 1.0:
+            raise ConfigError(f"o3srl.margin must be in [0, 1), got {player.margin}")
+        if not 0.0 <= player.hint_decay < 1.0:
+            raise ConfigError(f"o3srl.hint_decay must be in [0, 1), got {player.hint_decay}")
+        if not (math.isfinite(player.optimism) and player.optimism >= 0):
+            raise ConfigError(f"o3srl.optimism must be a finite number ≥ 0, got {player.optimism}")
         self.steps_per_round = config.steps_per_round
         self.arms = np.asarray(arms, np.float32)
         self.max_lambda = float(max(self.arms.max(), 1e-12))
         self.num_rounds = max(1, setting.total_steps // config.steps_per_round)
         k = len(arms)
         self.learning_rate, self.exploration = bandits.default_rates(
-            config.bandit, k, self.num_rounds, config.learning_rate, config.exploration
+            player.bandit, k, self.num_rounds, config.learning_rate, config.exploration
         )
-        self.optimism = config.optimism
+        self.optimism = player.optimism
         if config.tail_members < 1 or not 0.0 < config.tail_fraction <= 1.0:
             raise ConfigError(
                 f"o3srl.tail_members must be ≥ 1 and o3srl.tail_fraction in (0, 1], got {config.tail_members} and "
@@ -264,7 +288,7 @@ class O3SRL:
         gamma = oracle.config.gamma
         cost_scale = oracle.config.cost_scale
         # Everything the feedback compares lives in the critics' units (scaled cost, discounted value).
-        self.budget = setting.budget(oracle.config, config.budget_convention)
+        self.budget = setting.budget(oracle.config)
         self.value_scale = (
             oracle.config.reward_scale * setting.reward_abs_max + self.max_lambda * cost_scale * setting.cost_abs_max
         ) / (1.0 - gamma)
@@ -356,7 +380,7 @@ class O3SRL:
     def output(self, state: LearnerState) -> tuple[Any, OutputKind]:
         """The last iterate (``single``), or the tail members (``mixture``) with ``o3srl.output tail``; an oracle at
         a fixed λ (``--algo td3bc`` / ``iql``) always outputs its last iterate."""
-        if self.config.output == "tail" and not self.fixed:
+        if self.player.output == "tail" and not self.fixed:
             return state.tail, "mixture"
         return state.oracle.actor, "single"
 
@@ -380,13 +404,13 @@ class O3SRL:
     def _round(
         self, state: LearnerState, data: DeviceData, cell: CellParams | None = None
     ) -> tuple[LearnerState, dict[str, jax.Array]]:
-        cfg = self.config
+        cfg, player = self.config, self.player
         c = self.cell_constants() if cell is None else cell
         key, k_arm, k_steps, k_fb = jax.random.split(state.key, 4)
         arms = jnp.asarray(c.arms)
-        probs = bandits.arm_probabilities(state.bandit, cfg.bandit, self.exploration, self.optimism)
+        probs = bandits.arm_probabilities(state.bandit, player.bandit, self.exploration, self.optimism)
         arm = bandits.draw_arm(k_arm, probs)
-        lam = bandits.played_lambda(arms, probs, arm, cfg.oracle_lambda)
+        lam = bandits.played_lambda(arms, probs, arm, player.oracle_lambda)
 
         def oracle_step(oracle_state: Any, step_key: jax.Array) -> tuple[Any, dict[str, jax.Array]]:
             k_batch, k_update = jax.random.split(step_key)
@@ -417,7 +441,7 @@ class O3SRL:
         else:
             model = state.model
             fb_obs = sample_batch(k_fb, data, cfg.feedback_batch).obs
-        critic_reduce = "mean" if cfg.cost_estimate == "model" else cfg.cost_estimate
+        critic_reduce = "mean" if player.cost_estimate == "model" else player.cost_estimate
         q_r, q_c = self.oracle.policy_values(oracle_state, fb_obs, critic_reduce)
         reward_estimate = q_r.mean()
         if self.cost_model is not None:
@@ -427,15 +451,21 @@ class O3SRL:
             budget, unit = c.cost_limit, 1.0
         else:
             cost_estimate, budget, unit = q_c.mean(), c.budget_value, self.oracle.config.cost_scale
-        if cfg.feedback == "lagrangian":
+        if player.feedback == "lagrangian":
             losses = bandits.lagrangian_feedback(
-                arms, c.max_lambda, cost_estimate, budget, cfg.min_scale, cfg.margin, max_violation=cfg.max_violation
+                arms,
+                c.max_lambda,
+                cost_estimate,
+                budget,
+                cfg.min_scale,
+                player.margin,
+                max_violation=player.max_violation,
             )
         else:
             losses = bandits.shaped_feedback(arms, reward_estimate, cost_estimate, c.budget_value, c.value_scale)
         bandit_state = bandits.update_bandit(
             state.bandit,
-            cfg.bandit,
+            player.bandit,
             arm,
             losses,
             probs,
@@ -443,7 +473,7 @@ class O3SRL:
             self.exploration,
             self.optimism,
             max_gap=cfg.max_gap,
-            hint_decay=cfg.hint_decay,
+            hint_decay=player.hint_decay,
         )
         metrics = {k: jnp.nanmean(v) for k, v in step_metrics.items()}
         metrics.update(

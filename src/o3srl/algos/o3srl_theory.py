@@ -28,7 +28,6 @@ from o3srl.algos.iql import IQL
 from o3srl.algos.td3bc import TD3BC
 from o3srl.bandits import ogd_lambda_step
 from o3srl.data.sampler import DeviceData, sample_batch, sample_init_obs
-from o3srl.data.transforms import BudgetConvention
 from o3srl.errors import ConfigError
 from o3srl.nets import Critics
 
@@ -51,7 +50,6 @@ class TheoryConfig:
     fqe_batch: int = 256
     eval_batch: int = 1_024
     """Initial states used to read V̂_r and V̂_c off the FQE critics."""
-    budget_convention: BudgetConvention = "osrl"
 
 
 class TheoryState(flax.struct.PyTreeNode):
@@ -85,7 +83,7 @@ class O3SRLTheory:
         self.steps_per_round = setting.total_steps // config.iterations
         gamma = oracle.config.gamma
         self.gamma = gamma
-        self.budget = setting.budget(oracle.config, config.budget_convention)
+        self.budget = setting.budget(oracle.config)
         budget = self.budget.value  # the critics' units
         spread = max(oracle.config.cost_scale * setting.cost_abs_max / (1.0 - gamma) - budget, budget, 1e-6)
         self.lambda_lr = (

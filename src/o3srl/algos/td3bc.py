@@ -1,7 +1,7 @@
 """TD3+BC (Fujimoto & Gu, 2021) with twin reward critics and twin cost critics.
 
 The oracle of O3SRL. It learns Q_r and Q_c separately, so the Q-function of the shaped reward
-``r − λ (c − b)`` is available for every λ by linearity (``o3srl.data.transforms.shaped_value``); λ is an input of
+``r − λ (c − b)`` is available for every λ by linearity (``o3srl.transforms.shaped_value``); λ is an input of
 the update, so one network set is warm-started across λ-arms.
 
 Losses (normalised observations, actions in [−1, 1], rewards scaled by ``reward_scale``, costs by ``cost_scale``):
@@ -31,8 +31,8 @@ import optax
 
 from o3srl.algos.base import Metrics
 from o3srl.data.sampler import Batch
-from o3srl.data.transforms import shaped_value
 from o3srl.nets import Actor, Critics
+from o3srl.transforms import shaped_value
 
 
 @dataclass(frozen=True)

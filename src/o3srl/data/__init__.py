@@ -1,4 +1,4 @@
-"""Datasets in DSRL's format: the validated dataset type, IO, sampling and the method's pure transforms."""
+"""Datasets in DSRL's format: the validated dataset type, IO and sampling."""
 
 from o3srl.data.dataset import KEYS, DatasetError, Episodes, OfflineDataset, safe_frontier, write_dsrl_hdf5
 
