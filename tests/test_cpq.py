@@ -11,9 +11,10 @@ import pytest
 from tests.contract import check_contract
 from tests.test_train import _actions, small_config
 
-from o3srl.algos.cpq import CPQConfig, gaussian_kl, ood_cost
+from o3srl.algos.cpq import CPQConfig, ood_cost
 from o3srl.config import TrainConfig
 from o3srl.errors import ConfigError
+from o3srl.nets import gaussian_kl
 
 
 def test_gaussian_kl_by_hand():

@@ -111,7 +111,10 @@ def test_every_numeric_field_refuses_non_finite_values(name, tp):
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        ({"algo": "ppo"}, "algo must be one of 'o3srl', 'td3bc', 'iql', 'bc-all', 'bc-safe', 'cpq', got 'ppo'"),
+        (
+            {"algo": "ppo"},
+            "algo must be one of 'o3srl', 'td3bc', 'iql', 'bc-all', 'bc-safe', 'bcq-lag', 'cpq', got 'ppo'",
+        ),
         ({"o3srl.bandit": "ucb"}, "o3srl.bandit must be one of"),
         ({"steps": "100"}, "steps must be an integer ≥ 1, got '100'"),
         ({"normalize_obs": 1}, "normalize_obs must be true or false, got 1"),

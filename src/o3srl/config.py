@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from o3srl.algos.bc import BCConfig
+from o3srl.algos.bcql import BCQLConfig
 from o3srl.algos.cost_model import CostModelConfig
 from o3srl.algos.cpq import CPQConfig
 from o3srl.algos.iql import IQLConfig
@@ -27,11 +28,11 @@ from o3srl.errors import ConfigError
 from o3srl.transforms import BudgetConvention
 from o3srl.validation import check_fields
 
-Algo = Literal["o3srl", "td3bc", "iql", "bc-all", "bc-safe", "cpq"]
+Algo = Literal["o3srl", "td3bc", "iql", "bc-all", "bc-safe", "bcq-lag", "cpq"]
 
 BC_ALGOS = ("bc-all", "bc-safe")
 """The behaviour cloning baselines (:mod:`o3srl.algos.bc`)."""
-BASELINE_ALGOS = (*BC_ALGOS, "cpq")
+BASELINE_ALGOS = (*BC_ALGOS, "bcq-lag", "cpq")
 """The baselines: learners of their own (not O3SRL's round loop around an oracle), trained one run per program."""
 
 
@@ -41,8 +42,8 @@ class TrainConfig:
 
     algo: Algo = "o3srl"
     """o3srl: EXP3 over λ-arms around the oracle; td3bc / iql: the oracle alone at --fixed-lambda; bc-all / bc-safe:
-    behaviour cloning of every transition / of the episodes whose cost is within --cost-limit; cpq: Constraints
-    Penalized Q-learning (baselines)."""
+    behaviour cloning of every transition / of the episodes whose cost is within --cost-limit; bcq-lag: BCQ with a
+    PID-Lagrangian cost penalty; cpq: Constraints Penalized Q-learning (baselines)."""
     oracle: Literal["td3bc", "iql"] = "td3bc"
     """The offline-RL oracle used by o3srl."""
     variant: Literal["practical", "theory"] = "practical"
@@ -101,6 +102,8 @@ class TrainConfig:
     theory: TheoryConfig = field(default_factory=TheoryConfig)
     bc: BCConfig = field(default_factory=BCConfig)
     """Behaviour cloning (--algo bc-all / bc-safe)."""
+    bcql: BCQLConfig = field(default_factory=BCQLConfig)
+    """BCQ-Lag (--algo bcq-lag)."""
     cpq: CPQConfig = field(default_factory=CPQConfig)
     """Constraints Penalized Q-learning (--algo cpq)."""
     cost_model: CostModelConfig = field(default_factory=CostModelConfig)
@@ -442,8 +445,8 @@ def sections_read(cfg: TrainConfig) -> set[str]:
     section cannot change what it computes (a fixed-λ TD3+BC run has no cost model, BC no critics)."""
     if cfg.algo in BC_ALGOS:
         return {"bc", "o3srl"}  # o3srl.steps_per_round is the training loop's round
-    if cfg.algo == "cpq":
-        return {"cpq", "o3srl"}
+    if cfg.algo in ("cpq", "bcq-lag"):
+        return {cfg.algo.replace("bcq-lag", "bcql"), "o3srl"}
     resolved = cfg.resolved()
     if resolved.algo == "o3srl" and resolved.variant == "theory":
         return {"o3srl", "theory", resolved.oracle_name}

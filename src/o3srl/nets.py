@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -10,12 +11,14 @@ import jax.numpy as jnp
 
 
 class MLP(nn.Module):
-    """A ReLU multilayer perceptron with a linear output layer (optionally LayerNorm before each ReLU, as ReBRAC's
-    critics: it bounds the features, which keeps a critic from extrapolating without limit)."""
+    """A multilayer perceptron (ReLU unless ``activation`` says otherwise) with a linear output layer (optionally
+    LayerNorm before each activation, as ReBRAC's critics: it bounds the features, which keeps a critic from
+    extrapolating without limit)."""
 
     hidden: Sequence[int]
     out_dim: int
     layer_norm: bool = False
+    activation: Callable[[jax.Array], jax.Array] = nn.relu
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -23,7 +26,7 @@ class MLP(nn.Module):
             x = nn.Dense(width)(x)
             if self.layer_norm:
                 x = nn.LayerNorm()(x)
-            x = nn.relu(x)
+            x = self.activation(x)
         return nn.Dense(self.out_dim)(x)
 
 
@@ -81,3 +84,39 @@ class ValueNet(nn.Module):
     @nn.compact
     def __call__(self, obs: jax.Array) -> jax.Array:
         return MLP(self.hidden, 1)(obs)[..., 0]
+
+
+class VAE(nn.Module):
+    """The conditional VAE of BCQ / CPQ: q(z | s, a) and a decoder D(s, z) with actions in [−1, 1]."""
+
+    hidden: int
+    act_dim: int
+    latent_dim: int
+
+    def setup(self) -> None:
+        self.encoder = MLP((self.hidden, self.hidden), 2 * self.latent_dim)
+        self.decoder = MLP((self.hidden, self.hidden), self.act_dim)
+
+    def encode(self, obs: jax.Array, act: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Mean and standard deviation of q(z | s, a) (log std clipped to [−4, 15], as OSRL's)."""
+        mean, log_std = jnp.split(self.encoder(jnp.concatenate([obs, act], axis=-1)), 2, axis=-1)
+        return mean, jnp.exp(jnp.clip(log_std, -4.0, 15.0))
+
+    def decode(self, obs: jax.Array, z: jax.Array) -> jax.Array:
+        return jnp.tanh(self.decoder(jnp.concatenate([obs, z], axis=-1)))
+
+    def __call__(self, obs: jax.Array, act: jax.Array, key: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+        mean, std = self.encode(obs, act)
+        z = mean + std * jax.random.normal(key, mean.shape)
+        return self.decode(obs, z), mean, std
+
+
+def gaussian_kl(mean: jax.Array, std: jax.Array) -> jax.Array:
+    """KL(N(mean, std²) ‖ N(0, I)) per latent dimension, averaged over the last axis (OSRL's ``KL_loss``)."""
+    return -0.5 * (1.0 + jnp.log(std**2) - mean**2 - std**2).mean(axis=-1)
+
+
+def vae_loss(params: Any, vae: VAE, obs: jax.Array, actions: jax.Array, key: jax.Array, beta: float) -> jax.Array:
+    """The VAE's loss: reconstruction error (the mean over batch and action) + β KL(q(z | s, a) ‖ N(0, I))."""
+    recon, mean, std = vae.apply(params, obs, actions, key)
+    return ((recon - actions) ** 2).mean() + beta * gaussian_kl(mean, std).mean()

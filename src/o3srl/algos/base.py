@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 import jax
+import optax
 
 from o3srl.transforms import Budget, BudgetConvention, make_budget
 
@@ -133,3 +134,39 @@ class Learner(Protocol):
     def upgrade_state_dict(state_dict: dict[str, Any], template: Any) -> dict[str, Any]:
         """A checkpointed state written by an earlier layout of the learner, brought to today's layout."""
         ...
+
+
+class StepLearner:
+    """What the baselines share as learners: a learner whose round is ``steps_per_round`` calls of its own
+    ``update(state, data) -> (state, metrics)`` (one gradient step each), logged as the round's means; no bandit, no
+    preparation, and one state layout so far."""
+
+    steps_per_round: int
+
+    def update(self, state: Any, data: Any) -> tuple[Any, Metrics]:
+        raise NotImplementedError
+
+    def prepare(self, state: Any, data: Any) -> Any:
+        return state
+
+    def run_rounds(self, state: Any, data: Any, num_rounds: int) -> tuple[Any, Metrics]:
+        """``num_rounds`` rounds in one compiled scan; each metric is its round's mean."""
+
+        def round_(s: Any, _: None) -> tuple[Any, Metrics]:
+            s, metrics = jax.lax.scan(lambda c, _: self.update(c, data), s, None, length=self.steps_per_round)
+            return s, {k: v.mean() for k, v in metrics.items()}
+
+        return jax.lax.scan(round_, state, None, length=num_rounds)
+
+    def bandit_arms(self) -> list[float] | None:
+        return None
+
+    @staticmethod
+    def upgrade_state_dict(state_dict: dict[str, Any], template: Any) -> dict[str, Any]:
+        return state_dict
+
+
+def adam_step(tx: Any, params: Any, opt: Any, grads: Any) -> tuple[Any, Any]:
+    """One optimiser update: (new parameters, new optimiser state)."""
+    updates, opt = tx.update(grads, opt, params)
+    return optax.apply_updates(params, updates), opt

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from o3srl.algos.base import Metrics, OutputKind, Setting
+from o3srl.algos.base import Metrics, OutputKind, Setting, StepLearner, adam_step
 from o3srl.errors import ConfigError
 from o3srl.nets import Actor
 
@@ -65,7 +65,7 @@ def actor_network(config: BCConfig, obs_dim: int, act_dim: int) -> tuple[Callabl
     return net.apply, net.init(jax.random.PRNGKey(0), jnp.zeros((1, obs_dim)))
 
 
-class BC:
+class BC(StepLearner):
     """Behaviour cloning as a learner of the training loop (:class:`o3srl.algos.base.Learner`): one round is
     ``steps_per_round`` gradient steps, so its runs log, checkpoint and resume like O3SRL's."""
 
@@ -99,16 +99,13 @@ class BC:
         actor = self.net.init(k_net, jnp.zeros((1, self.setting.obs_dim)))
         return BCState(actor=actor, opt=self.tx.init(actor), key=k_state)
 
-    def prepare(self, state: BCState, data: Any) -> BCState:
-        return state
-
     def act(self, actor_params: Any, obs: jax.Array) -> jax.Array:
         return self.net.apply(actor_params, obs)
 
     def loss(self, actor: Any, obs: jax.Array, actions: jax.Array) -> jax.Array:
         return ((self.act(actor, obs) - actions) ** 2).mean()  # OSRL's F.mse_loss: the mean over batch and action
 
-    def update(self, state: BCState, data: Any) -> tuple[BCState, jax.Array]:
+    def update(self, state: BCState, data: Any) -> tuple[BCState, Metrics]:
         """One Adam step on a uniform minibatch of the imitated transitions."""
         key, k = jax.random.split(state.key)
         if self.selected is None:
@@ -117,15 +114,8 @@ class BC:
             pool = jnp.asarray(self.selected)
             idx = pool[jax.random.randint(k, (self.config.batch_size,), 0, pool.shape[0])]
         value, grads = jax.value_and_grad(self.loss)(state.actor, data.obs[idx], data.actions[idx])
-        updates, opt = self.tx.update(grads, state.opt, state.actor)
-        return state.replace(actor=optax.apply_updates(state.actor, updates), opt=opt, key=key), value
-
-    def run_rounds(self, state: BCState, data: Any, num_rounds: int) -> tuple[BCState, Metrics]:
-        def round_(s: BCState, _: None) -> tuple[BCState, Metrics]:
-            s, losses = jax.lax.scan(lambda c, _: self.update(c, data), s, None, length=self.steps_per_round)
-            return s, {"loss/actor": losses.mean()}
-
-        return jax.lax.scan(round_, state, None, length=num_rounds)
+        actor, opt = adam_step(self.tx, state.actor, state.opt, grads)
+        return state.replace(actor=actor, opt=opt, key=key), {"loss/actor": value}
 
     def output(self, state: BCState) -> tuple[Any, OutputKind]:
         return state.actor, "single"
@@ -135,10 +125,3 @@ class BC:
         if self.selected is not None:
             info["bc_transitions"] = int(self.selected.size)
         return info
-
-    def bandit_arms(self) -> list[float] | None:
-        return None
-
-    @staticmethod
-    def upgrade_state_dict(state_dict: dict[str, Any], template: Any) -> dict[str, Any]:
-        return state_dict

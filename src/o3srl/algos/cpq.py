@@ -44,10 +44,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from o3srl.algos.base import Metrics, OutputKind, Setting
+from o3srl.algos.base import Metrics, OutputKind, Setting, StepLearner, adam_step
 from o3srl.data.sampler import Batch, DeviceData, sample_batch
 from o3srl.errors import ConfigError
-from o3srl.nets import MLP, Critics
+from o3srl.nets import MLP, VAE, Critics, gaussian_kl, vae_loss
 
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
 """The Gaussian policy's log standard deviation is clipped to this range (OSRL's, SAC's)."""
@@ -95,36 +95,6 @@ class SquashedGaussianActor(nn.Module):
         return mean, jnp.clip(log_std, LOG_STD_MIN, LOG_STD_MAX)
 
 
-class VAE(nn.Module):
-    """The conditional VAE of BCQ / CPQ: q(z | s, a) and a decoder D(s, z) with actions in [−1, 1]."""
-
-    hidden: int
-    act_dim: int
-    latent_dim: int
-
-    def setup(self) -> None:
-        self.encoder = MLP((self.hidden, self.hidden), 2 * self.latent_dim)
-        self.decoder = MLP((self.hidden, self.hidden), self.act_dim)
-
-    def encode(self, obs: jax.Array, act: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """Mean and standard deviation of q(z | s, a) (log std clipped to [−4, 15], as OSRL's)."""
-        mean, log_std = jnp.split(self.encoder(jnp.concatenate([obs, act], axis=-1)), 2, axis=-1)
-        return mean, jnp.exp(jnp.clip(log_std, -4.0, 15.0))
-
-    def decode(self, obs: jax.Array, z: jax.Array) -> jax.Array:
-        return jnp.tanh(self.decoder(jnp.concatenate([obs, z], axis=-1)))
-
-    def __call__(self, obs: jax.Array, act: jax.Array, key: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-        mean, std = self.encode(obs, act)
-        z = mean + std * jax.random.normal(key, mean.shape)
-        return self.decode(obs, z), mean, std
-
-
-def gaussian_kl(mean: jax.Array, std: jax.Array) -> jax.Array:
-    """KL(N(mean, std²) ‖ N(0, I)) per latent dimension, averaged over the last axis (OSRL's ``KL_loss``)."""
-    return -0.5 * (1.0 + jnp.log(std**2) - mean**2 - std**2).mean(axis=-1)
-
-
 def ood_cost(kl: jax.Array, q_c: jax.Array, quantile: float = OOD_QUANTILE) -> jax.Array:
     """E_ν Q_c: the mean over all draws of 1[KL ≥ the draws' ``quantile``] Q_c (arrays of one shape)."""
     return (jnp.where(kl >= jnp.quantile(kl, quantile), 1.0, 0.0) * q_c).mean()
@@ -152,7 +122,7 @@ class CPQState(flax.struct.PyTreeNode):
     key: jax.Array
 
 
-class CPQ:
+class CPQ(StepLearner):
     """CPQ as a learner of the training loop (:class:`o3srl.algos.base.Learner`): one round is ``steps_per_round``
     gradient steps, so its runs log, checkpoint and resume like O3SRL's."""
 
@@ -199,9 +169,6 @@ class CPQ:
             key=k_state,
         )
 
-    def prepare(self, state: CPQState, data: Any) -> CPQState:
-        return state
-
     def act(self, actor_params: Any, obs: jax.Array) -> jax.Array:
         """The evaluated policy: the mean action tanh(μ(s))."""
         return self._act(actor_params, obs)
@@ -214,10 +181,6 @@ class CPQ:
         return jnp.tanh(mean + jnp.exp(log_std) * jax.random.normal(key, shape))
 
     # ------------------------------------------------------------------ losses
-    def vae_loss(self, vae: Any, batch: Batch, key: jax.Array) -> jax.Array:
-        recon, mean, std = self.vae.apply(vae, batch.obs, batch.actions, key)
-        return ((recon - batch.actions) ** 2).mean() + self.config.beta * gaussian_kl(mean, std).mean()
-
     def critic_loss(
         self, critic: Any, state: CPQState, vae: Any, batch: Batch, key: jax.Array
     ) -> tuple[jax.Array, Metrics]:
@@ -264,15 +227,15 @@ class CPQ:
         cfg = self.config
         key, k_batch, k_vae, k_critic, k_actor = jax.random.split(state.key, 5)
         batch = sample_batch(k_batch, data, cfg.batch_size)
-        vae_value, vae_grads = jax.value_and_grad(self.vae_loss)(state.vae, batch, k_vae)
-        vae_updates, vae_opt = self.vae_tx.update(vae_grads, state.vae_opt, state.vae)
-        vae = optax.apply_updates(state.vae, vae_updates)
+        vae_value, vae_grads = jax.value_and_grad(vae_loss)(
+            state.vae, self.vae, batch.obs, batch.actions, k_vae, cfg.beta
+        )
+        vae, vae_opt = adam_step(self.vae_tx, state.vae, state.vae_opt, vae_grads)
 
         (_, c_metrics), c_grads = jax.value_and_grad(self.critic_loss, has_aux=True)(
             state.critic, state, vae, batch, k_critic
         )
-        c_updates, critic_opt = self.critic_tx.update(c_grads, state.critic_opt, state.critic)
-        critic = optax.apply_updates(state.critic, c_updates)
+        critic, critic_opt = adam_step(self.critic_tx, state.critic, state.critic_opt, c_grads)
         alpha = jnp.exp(state.log_alpha)
         log_alpha = jnp.clip(
             state.log_alpha + cfg.alpha_lr * alpha * (cfg.qc_scalar * self.threshold - c_metrics["cpq/ood_cost"]),
@@ -283,8 +246,7 @@ class CPQ:
         (a_value, a_metrics), a_grads = jax.value_and_grad(self.actor_loss, has_aux=True)(
             state.actor, critic, batch, k_actor
         )
-        a_updates, actor_opt = self.actor_tx.update(a_grads, state.actor_opt, state.actor)
-        actor = optax.apply_updates(state.actor, a_updates)
+        actor, actor_opt = adam_step(self.actor_tx, state.actor, state.actor_opt, a_grads)
         state = state.replace(
             actor=actor,
             critic=critic,
@@ -299,13 +261,6 @@ class CPQ:
         metrics = {**c_metrics, **a_metrics, "loss/vae": vae_value, "loss/actor": a_value, "cpq/alpha": alpha}
         return state, metrics
 
-    def run_rounds(self, state: CPQState, data: Any, num_rounds: int) -> tuple[CPQState, Metrics]:
-        def round_(s: CPQState, _: None) -> tuple[CPQState, Metrics]:
-            s, metrics = jax.lax.scan(lambda c, _: self.update(c, data), s, None, length=self.steps_per_round)
-            return s, {k: v.mean() for k, v in metrics.items()}
-
-        return jax.lax.scan(round_, state, None, length=num_rounds)
-
     def output(self, state: CPQState) -> tuple[Any, OutputKind]:
         return state.actor, "single"
 
@@ -315,10 +270,3 @@ class CPQ:
             "budget_value": self.budget.reported_value,
             "cpq_threshold": self.threshold,
         }
-
-    def bandit_arms(self) -> list[float] | None:
-        return None
-
-    @staticmethod
-    def upgrade_state_dict(state_dict: dict[str, Any], template: Any) -> dict[str, Any]:
-        return state_dict
