@@ -226,6 +226,8 @@ def test_only_the_sections_a_run_reads_are_compared():
     assert sections_read(TrainConfig(oracle="iql")) == {"o3srl", "iql"}
     assert sections_read(TrainConfig(variant="theory")) == {"o3srl", "theory", "td3bc"}
     assert sections_read(TrainConfig(algo="bc-safe")) == {"bc", "o3srl"}
+    assert sections_read(TrainConfig(algo="cpq")) == {"cpq", "o3srl"}
+    assert sections_read(TrainConfig(algo="bcq-lag")) == {"bcql", "o3srl"}
     for cfg in (earlier, adaptive):
         saved = config_json_dict(cfg)
         changed = {**saved, "cost_model": {**saved["cost_model"], "fit_steps": 1}, "iql": {**saved["iql"], "tau": 0.5}}

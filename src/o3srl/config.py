@@ -32,8 +32,10 @@ Algo = Literal["o3srl", "td3bc", "iql", "bc-all", "bc-safe", "bcq-lag", "cpq"]
 
 BC_ALGOS = ("bc-all", "bc-safe")
 """The behaviour cloning baselines (:mod:`o3srl.algos.bc`)."""
-BASELINE_ALGOS = (*BC_ALGOS, "bcq-lag", "cpq")
-"""The baselines: learners of their own (not O3SRL's round loop around an oracle), trained one run per program."""
+BASELINE_SECTIONS: dict[str, str] = {"bc-all": "bc", "bc-safe": "bc", "bcq-lag": "bcql", "cpq": "cpq"}
+"""The baselines, each with the config section of its hyperparameters: learners of their own (not O3SRL's round
+loop around an oracle), trained one run per program."""
+BASELINE_ALGOS = tuple(BASELINE_SECTIONS)
 
 
 @dataclass(frozen=True)
@@ -443,10 +445,8 @@ def effective_config(saved: dict[str, Any]) -> dict[str, Any]:
 def sections_read(cfg: TrainConfig) -> set[str]:
     """The config sections (``td3bc``, ``cost_model``, ...) that a run of ``cfg`` reads; a value in any other
     section cannot change what it computes (a fixed-λ TD3+BC run has no cost model, BC no critics)."""
-    if cfg.algo in BC_ALGOS:
-        return {"bc", "o3srl"}  # o3srl.steps_per_round is the training loop's round
-    if cfg.algo in ("cpq", "bcq-lag"):
-        return {cfg.algo.replace("bcq-lag", "bcql"), "o3srl"}
+    if cfg.algo in BASELINE_SECTIONS:
+        return {BASELINE_SECTIONS[cfg.algo], "o3srl"}  # o3srl.steps_per_round is the training loop's round
     resolved = cfg.resolved()
     if resolved.algo == "o3srl" and resolved.variant == "theory":
         return {"o3srl", "theory", resolved.oracle_name}
