@@ -84,6 +84,7 @@ class COptiDICEConfig:
     """COptiDICE hyperparameters (OSRL's COptiDICE defaults for the Bullet tasks)."""
 
     actor_hidden: tuple[int, ...] = (256, 256)
+    """Hidden widths of the policy (ReLU units)."""
     critic_hidden: tuple[int, ...] = (256, 256)
     """Hidden widths of the ν and χ networks (state values)."""
     num_nu: int = 2
