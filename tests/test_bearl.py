@@ -33,9 +33,7 @@ def test_mmd_by_hand():
     # |·| over the dimensions (3), the gaussian the squares (5); MMD² = 1 + 1 − 2 k
     x2 = jnp.array([[[0.0, 0.0]], [[0.0, 0.0]]])
     y2 = jnp.array([[[1.0, 2.0]], [[0.0, 0.0]]])
-    np.testing.assert_allclose(
-        mmd(x2, y2, 1.0, "laplacian"), np.sqrt([2 - 2 * math.exp(-1.5) + 1e-6, 1e-6]), rtol=1e-4
-    )
+    np.testing.assert_allclose(mmd(x2, y2, 1.0, "laplacian"), np.sqrt([2 - 2 * math.exp(-1.5) + 1e-6, 1e-6]), rtol=1e-4)
     np.testing.assert_allclose(mmd(x2, y2, 1.0, "gaussian"), np.sqrt([2 - 2 * math.exp(-2.5) + 1e-6, 1e-6]), rtol=1e-4)
 
 
@@ -98,3 +96,45 @@ def _run(data, run_dir, bearl: BEARLConfig, **kw):
     cfg = dataclasses.replace(_bearl(data, run_dir, bearl, **kw), normalize_obs=False, reward_min=0.0, reward_max=1.0)
     run(cfg)
     return read_metrics(run_dir / "metrics.jsonl")
+
+
+def _costly_support(tmp_path):
+    """One-step episodes whose actions lie in [−0.6, −0.4], with reward 10 (a + 1), increasing in the action (so the
+    reward critic's slope pulls the actor up, out of the data's support), and cost 1 for every action."""
+    n = 400
+    actions = np.random.default_rng(1).uniform(-0.6, -0.4, n)
+    return _one_step(tmp_path, "support", actions, 10.0 * (actions + 1.0), np.ones(n))
+
+
+def test_the_mmd_constraint_and_the_cost_multiplier_on_a_one_step_problem(tmp_path):
+    """Two runs of 1,000 steps with OSRL's defaults but small networks and the laplacian kernel at σ = 0.2 (the MMD
+    then sees a move of a tenth of the action range; OSRL's gaussian σ = 50 hardly does, see docs/algorithms/bearl.md):
+    - ε = 0.05, κ = 0.5: the MMD stays above ε, α rises above 1 and holds the actor's mean action inside the data's
+      support although the reward critic pulls it up; every action's cost value (≈ 1) exceeds B = 0.5, so the PID
+      integral grows by ≈ 0.5 a step and ν with it;
+    - ε = 10 (above any MMD), κ = 400: α decays towards 0 and the actor leaves the support, up the reward; B is far
+      above every cost value, so the integral stays 0 and ν ≈ 0.
+    The two knobs answer to different things: the cost is 1 on every action of the data, so the cost critic barely
+    pulls the action, and B = 400 is above every cost value inside the support or out of it."""
+    data = _costly_support(tmp_path)
+    tight = BEARLConfig(
+        actor_hidden=(32, 32),
+        critic_hidden=(32, 32),
+        vae_hidden=32,
+        batch_size=64,
+        kernel="laplacian",
+        mmd_sigma=0.2,
+    )
+    runs = {"tight": (tight, 0.5), "loose": (dataclasses.replace(tight, mmd_threshold=10.0), 400.0)}
+    rows, actions = {}, {}
+    for name, (bearl, kappa) in runs.items():
+        rows[name] = _run(data, tmp_path / name, bearl, cost_limit=kappa, steps=1000)
+        actions[name] = _actions(tmp_path / name).ravel()
+    last = {name: r[-1] for name, r in rows.items()}
+    summary = {name: (np.round(actions[name], 3).tolist(), last[name]) for name in runs}
+
+    assert np.all(np.abs(actions["tight"] + 0.5) < 0.1), summary  # inside [−0.6, −0.4]
+    assert last["tight"]["bearl/alpha"] > 1.0 and last["tight"]["bearl/mmd"] > 0.05, summary
+    assert last["tight"]["q/policy_cost"] > 0.5 and last["tight"]["bearl/multiplier"] > 1.0, summary
+    assert last["loose"]["bearl/alpha"] < 0.2 and actions["loose"].max() > -0.3, summary
+    assert max(r["bearl/multiplier"] for r in rows["loose"]) < 1e-3, summary
