@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from o3srl.algos.bc import BCConfig
 from o3srl.algos.bcql import BCQLConfig
+from o3srl.algos.bearl import BEARLConfig
 from o3srl.algos.coptidice import COptiDICEConfig
 from o3srl.algos.cost_model import CostModelConfig
 from o3srl.algos.cpq import CPQConfig
@@ -29,7 +30,7 @@ from o3srl.errors import ConfigError
 from o3srl.transforms import BudgetConvention
 from o3srl.validation import check_fields
 
-Algo = Literal["o3srl", "td3bc", "iql", "bc-all", "bc-safe", "bcq-lag", "cpq", "coptidice"]
+Algo = Literal["o3srl", "td3bc", "iql", "bc-all", "bc-safe", "bcq-lag", "bear-lag", "cpq", "coptidice"]
 
 BC_ALGOS = ("bc-all", "bc-safe")
 """The behaviour cloning baselines (:mod:`o3srl.algos.bc`)."""
@@ -37,6 +38,7 @@ BASELINE_SECTIONS: dict[str, str] = {
     "bc-all": "bc",
     "bc-safe": "bc",
     "bcq-lag": "bcql",
+    "bear-lag": "bearl",
     "cpq": "cpq",
     "coptidice": "coptidice",
 }
@@ -51,9 +53,9 @@ class TrainConfig:
 
     algo: Algo = "o3srl"
     """o3srl: EXP3 over λ-arms around the oracle; td3bc / iql: the oracle alone at --fixed-lambda; bc-all / bc-safe:
-    behaviour cloning of every transition / of the episodes whose cost is within --cost-limit; bcq-lag: BCQ with a
-    PID-Lagrangian cost penalty; cpq: Constraints Penalized Q-learning; coptidice: COptiDICE, stationary distribution
-    correction estimation (baselines)."""
+    behaviour cloning of every transition / of the episodes whose cost is within --cost-limit; bcq-lag / bear-lag:
+    BCQ / BEAR with a PID-Lagrangian cost penalty; cpq: Constraints Penalized Q-learning; coptidice: COptiDICE,
+    stationary distribution correction estimation (baselines)."""
     oracle: Literal["td3bc", "iql"] = "td3bc"
     """The offline-RL oracle used by o3srl."""
     variant: Literal["practical", "theory"] = "practical"
@@ -114,6 +116,8 @@ class TrainConfig:
     """Behaviour cloning (--algo bc-all / bc-safe)."""
     bcql: BCQLConfig = field(default_factory=BCQLConfig)
     """BCQ-Lag (--algo bcq-lag)."""
+    bearl: BEARLConfig = field(default_factory=BEARLConfig)
+    """BEAR-Lag (--algo bear-lag)."""
     cpq: CPQConfig = field(default_factory=CPQConfig)
     """Constraints Penalized Q-learning (--algo cpq)."""
     coptidice: COptiDICEConfig = field(default_factory=COptiDICEConfig)

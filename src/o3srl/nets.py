@@ -103,7 +103,11 @@ class VAE(nn.Module):
         return mean, jnp.exp(jnp.clip(log_std, -4.0, 15.0))
 
     def decode(self, obs: jax.Array, z: jax.Array) -> jax.Array:
-        return jnp.tanh(self.decoder(jnp.concatenate([obs, z], axis=-1)))
+        return jnp.tanh(self.decode_pretanh(obs, z))
+
+    def decode_pretanh(self, obs: jax.Array, z: jax.Array) -> jax.Array:
+        """The decoder's output before its tanh (BEAR's MMD compares actions there)."""
+        return self.decoder(jnp.concatenate([obs, z], axis=-1))
 
     def __call__(self, obs: jax.Array, act: jax.Array, key: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
         mean, std = self.encode(obs, act)

@@ -184,6 +184,10 @@ def build_learner(cfg: TrainConfig, problem: Problem) -> Learner:
         from o3srl.algos.coptidice import COptiDICE
 
         return COptiDICE(cfg.coptidice, _setting(cfg, problem), cfg.o3srl.steps_per_round)
+    if cfg.algo == "bear-lag":
+        from o3srl.algos.bearl import BEARL
+
+        return BEARL(cfg.bearl, _setting(cfg, problem), cfg.o3srl.steps_per_round)
     oracle = make_oracle(cfg.oracle_name, cfg.td3bc, cfg.iql, ds.obs_dim, ds.act_dim)
     unit = lambda_unit(
         ds.episodes.reward_return, ds.episodes.cost_return, oracle.config.reward_scale, oracle.config.cost_scale
