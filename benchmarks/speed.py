@@ -91,7 +91,11 @@ def synthetic(n: int = 50_000, T: int = 200) -> Any:
     )
 
 
-def learner(oracle: str, fixed: float | None, ds: Any, hidden: tuple[int, ...], batch: int) -> Any:
+def learner(
+    oracle: str, fixed: float | None, ds: Any, hidden: tuple[int, ...], batch: int, player: str = "earlier"
+) -> Any:
+    """O3SRL (``fixed`` None) or its oracle at a fixed λ; ``player``: the λ-player. The adaptive one reads its cost
+    model every round (T = 200 steps from 16 initial states by 5 members); its fit is a one-off and not timed."""
     from o3srl.algos.iql import IQLConfig
     from o3srl.algos.o3srl import O3SRL, O3SRLConfig, Setting, make_oracle
     from o3srl.algos.td3bc import TD3BCConfig
@@ -104,7 +108,7 @@ def learner(oracle: str, fixed: float | None, ds: Any, hidden: tuple[int, ...], 
         ds.obs_dim,
         ds.act_dim,
     )
-    return O3SRL(O3SRLConfig(), orc, setting, fixed_lambda=fixed)
+    return O3SRL(O3SRLConfig(player=player), orc, setting, fixed_lambda=fixed)
 
 
 def best_rate(call: Callable[[], Any], work: float, repeats: int) -> float:
@@ -120,11 +124,13 @@ def best_rate(call: Callable[[], Any], work: float, repeats: int) -> float:
     return best
 
 
-def alone(oracle: str, fixed: float | None, data: Any, ds: Any, args: argparse.Namespace) -> float:
+def alone(
+    oracle: str, fixed: float | None, data: Any, ds: Any, args: argparse.Namespace, player: str = "earlier"
+) -> float:
     """Gradient steps per second of one run: the oracle at a fixed λ, or inside O3SRL (``fixed`` None)."""
     import jax
 
-    lrn = learner(oracle, fixed, ds, tuple(args.hidden), args.batch)
+    lrn = learner(oracle, fixed, ds, tuple(args.hidden), args.batch, player)
     rounds = max(1, args.steps // lrn.steps_per_round)
     fn = jax.jit(lrn.run_rounds, static_argnums=2)
     box = [lrn.init(jax.random.PRNGKey(0))]
@@ -335,15 +341,22 @@ def main(argv: list[str] | None = None) -> list[str]:
         say(lines[-1], flush=True)
 
     rates: dict[str, float] = {}
-    for name, oracle, fixed in (
-        ("TD3+BC alone (fixed λ)", "td3bc", 1.0),
-        ("TD3+BC inside O3SRL", "td3bc", None),
-        ("IQL alone (fixed λ)", "iql", 1.0),
-        ("IQL inside O3SRL", "iql", None),
+    for name, oracle, fixed, player in (
+        ("TD3+BC alone (fixed λ)", "td3bc", 1.0, "earlier"),
+        ("TD3+BC inside O3SRL", "td3bc", None, "earlier"),
+        ("TD3+BC inside O3SRL, adaptive λ-player (cost model read every round)", "td3bc", None, "adaptive"),
+        ("IQL alone (fixed λ)", "iql", 1.0, "earlier"),
+        ("IQL inside O3SRL", "iql", None, "earlier"),
     ):
-        rates[name] = alone(oracle, fixed, data, ds, args)
+        rates[name] = alone(oracle, fixed, data, ds, args, player)
         row(name, rates[name])
     row("O3SRL / oracle alone, TD3+BC", rates["TD3+BC inside O3SRL"] / rates["TD3+BC alone (fixed λ)"], "{:.2f}")
+    row(
+        "O3SRL, adaptive λ-player / oracle alone, TD3+BC",
+        rates["TD3+BC inside O3SRL, adaptive λ-player (cost model read every round)"]
+        / rates["TD3+BC alone (fixed λ)"],
+        "{:.2f}",
+    )
     row("O3SRL / oracle alone, IQL", rates["IQL inside O3SRL"] / rates["IQL alone (fixed λ)"], "{:.2f}")
     diffs = {}
     for n in args.packs:

@@ -49,6 +49,8 @@ def test_speed_benchmark_runs_at_a_tiny_size(tmp_path, monkeypatch):
     for what in (
         "TD3+BC alone",
         "IQL inside O3SRL",
+        "adaptive λ-player (cost model read every round)",
+        "O3SRL, adaptive λ-player / oracle alone",
         "packed, 2 runs",
         "eager PyTorch",
         "matmul peak",
