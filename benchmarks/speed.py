@@ -353,8 +353,7 @@ def main(argv: list[str] | None = None) -> list[str]:
     row("O3SRL / oracle alone, TD3+BC", rates["TD3+BC inside O3SRL"] / rates["TD3+BC alone (fixed λ)"], "{:.2f}")
     row(
         "O3SRL, adaptive λ-player / oracle alone, TD3+BC",
-        rates["TD3+BC inside O3SRL, adaptive λ-player (cost model read every round)"]
-        / rates["TD3+BC alone (fixed λ)"],
+        rates["TD3+BC inside O3SRL, adaptive λ-player (cost model read every round)"] / rates["TD3+BC alone (fixed λ)"],
         "{:.2f}",
     )
     row("O3SRL / oracle alone, IQL", rates["IQL inside O3SRL"] / rates["IQL alone (fixed λ)"], "{:.2f}")
