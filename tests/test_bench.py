@@ -13,7 +13,7 @@ import pytest
 from o3srl.bench import run_grid
 from o3srl.config import config_differences
 from o3srl.errors import ConfigError, O3SRLError
-from o3srl.grid import load_grid, parse_grid, select_tasks
+from o3srl.grid import load_grid, parse_grid, select_algorithms, select_tasks
 from o3srl.results import ResultsWriter, finished_rows, read_rows
 
 TOY = "o3srl.envs.toy:ToyRunEnv"
@@ -139,6 +139,14 @@ def test_cells_layers_and_ids(tmp_path, monkeypatch):
     assert [c.cell_id for c in both.cells[8:]] == [c.cell_id for c in ball.cells]
     with pytest.raises(ConfigError, match="'OfflineAntRun-v0' are not in grid 'g'"):
         select_tasks(grid, ["OfflineAntRun-v0"])
+
+    fixed = select_algorithms(grid, ["fixed"])
+    assert [c.cell_id for c in fixed.cells] == [c.cell_id for c in grid.cells if c.algorithm == "fixed"]
+    assert len(fixed.cells) == 8 and fixed.results == grid.results
+    order = select_tasks(select_algorithms(grid, ["fixed", "o3srl"]), ["OfflineBallRun-v0"])
+    assert [c.algorithm for c in order.cells] == ["fixed"] * 4 + ["o3srl"] * 4
+    with pytest.raises(ConfigError, match="'cpq' are not in grid 'g' \\(its algorithms: o3srl, fixed\\)"):
+        select_algorithms(grid, ["cpq"])
 
 
 BAD_GRIDS = [

@@ -49,7 +49,7 @@ from tyro.conf import Positional
 from tyro.conf import arg as tyro_arg
 
 from o3srl.errors import ConfigError, O3SRLError
-from o3srl.grid import Cell, Grid, load_grid, select_tasks
+from o3srl.grid import Cell, Grid, load_grid, select_algorithms, select_tasks
 from o3srl.results import SCHEMA_VERSION, ResultsWriter, finished_rows, read_rows, write_csv
 from o3srl.rundir import CONFIG_NAME
 
@@ -771,6 +771,7 @@ def cli_bench(
     dry_run: bool = False,
     csv: bool = True,
     tasks: tuple[str, ...] = (),
+    algorithms: tuple[str, ...] = (),
     adopt: tuple[str, ...] = (),
     pack: int | None = None,
     stage: Stage = "all",
@@ -788,6 +789,8 @@ def cli_bench(
         dry_run: validate the grid and list the cells with their state, without running anything.
         csv: also write RESULTS.csv next to the JSONL file.
         tasks: run only the cells of these tasks, in this order (default: all of the grid's tasks); other rows stay.
+        algorithms: run only the cells of these algorithm keys (the grid's [algorithms.KEY] tables), in this order
+            (default: all); with --tasks, tasks first, then these algorithms within each. Other rows stay.
         adopt: results files of other grids: a finished row there with the same task, cost limit, seed, config and
             dataset as a cell here is copied in (marked ``adopted_from``) instead of training the cell again.
         pack: cells on one dataset that differ only in seed, cost limit or fixed λ are trained as one vmapped
@@ -796,8 +799,10 @@ def cli_bench(
             evaluate: only evaluate the cells whose training is finished, from their run directories.
     """
     loaded = load_grid(grid, results=results, runs_dir=runs_dir)
+    if algorithms:
+        loaded = select_algorithms(loaded, algorithms)
     if tasks:
-        loaded = select_tasks(loaded, tasks)
+        loaded = select_tasks(loaded, tasks)  # a stable sort: the algorithms' order holds within each task
     if dry_run:
         states = cell_states(loaded, read_rows(loaded.results))
         for cell in loaded.cells:

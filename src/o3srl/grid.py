@@ -410,3 +410,19 @@ def select_tasks(grid: Grid, tasks: Sequence[str]) -> Grid:
     rank = {t: i for i, t in enumerate(dict.fromkeys(tasks))}
     chosen = sorted((c for c in grid.cells if c.task in rank), key=lambda c: rank[c.task])  # stable within a task
     return dataclasses.replace(grid, cells=tuple(chosen))
+
+
+def select_algorithms(grid: Grid, algorithms: Sequence[str]) -> Grid:
+    """The part of ``grid`` of the given algorithm keys only (its ``[algorithms.KEY]`` tables), run in the order the
+    keys are given: run the cheap baselines of a large grid first, or one method at a time. As with
+    :func:`select_tasks`, the report's layout follows the grid file's order."""
+    known = list(dict.fromkeys(c.algorithm for c in grid.cells))
+    unknown = [a for a in algorithms if a not in known]
+    if unknown:
+        raise ConfigError(
+            f"algorithm(s) {', '.join(map(repr, unknown))} are not in grid {grid.name!r} (its algorithms: "
+            f"{', '.join(known)})"
+        )
+    rank = {a: i for i, a in enumerate(dict.fromkeys(algorithms))}
+    chosen = sorted((c for c in grid.cells if c.algorithm in rank), key=lambda c: rank[c.algorithm])
+    return dataclasses.replace(grid, cells=tuple(chosen))
