@@ -175,27 +175,22 @@ def _cdt(data, run_dir, cdt=SMALL, **kw) -> TrainConfig:
 
 
 def test_contract(toy_file, tmp_path):
-    info = check_contract(lambda d, **kw: _cdt(toy_file, d, cost_limit=5.0, **kw), tmp_path, "loss/actor", "sequence")
+    """The learners' contract; and ``learner.act`` (the action at an episode's first step) agrees with the saved
+    sequence policy's first call."""
+    import o3srl
+    from o3srl.checkpoint import load_checkpoint
+    from o3srl.data.sampler import denormalize_action, normalize_obs
+    from o3srl.train import build_learner, load_problem
+
+    make = lambda d, **kw: _cdt(toy_file, d, cost_limit=5.0, **kw)
+    info = check_contract(make, tmp_path, "loss/actor", "sequence")
     assert info["cdt_target_reward_source"] == "frontier" and info["cdt_target_cost"] == 5.0
     assert info["cdt_augmented"] > 0 and "arms" not in info
 
-
-def test_the_first_step_action_is_the_sequence_policys(toy_file, tmp_path):
-    """``learner.act`` (the first step's action) agrees with the saved sequence policy's first call."""
-    import jax
-
-    import o3srl
-    from o3srl.checkpoint import load_checkpoint
-    from o3srl.train import build_learner, load_problem, run
-
-    cfg = _cdt(toy_file, tmp_path / "a", steps=100, checkpoint_every=100)
-    run(cfg)
-    resolved = cfg.resolved()
+    resolved = make(tmp_path / "a").resolved()
     learner = build_learner(resolved, load_problem(resolved))
     _, state, stats, _ = load_checkpoint(tmp_path / "a" / "checkpoint.msgpack", learner.init(jax.random.PRNGKey(0)))
     obs = np.linspace(0, 1, 7, dtype=np.float32)[:, None]
-    from o3srl.data.sampler import denormalize_action, normalize_obs
-
     params, _ = learner.output(state)
     first = denormalize_action(np.asarray(learner.act(params, jnp.asarray(normalize_obs(obs, stats)))), stats)
     np.testing.assert_allclose(o3srl.load_policy(tmp_path / "a")(obs), first, atol=1e-6)
