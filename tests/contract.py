@@ -16,9 +16,13 @@ from o3srl.config import TrainConfig
 from o3srl.logger import read_metrics
 
 
-def check_contract(make: Callable[..., TrainConfig], tmp_path: Path, metric: str) -> dict[str, Any]:
+def check_contract(
+    make: Callable[..., TrainConfig], tmp_path: Path, metric: str, kind: str = "single"
+) -> dict[str, Any]:
     """``make(run_dir, **overrides)`` gives the config of a 400-step run logged every 100 steps; ``metric`` is a loss
-    every row holds. Returns the run's ``run.json`` for the caller's own checks."""
+    every row holds; ``kind`` the learner's output kind (a sequence policy's in-memory policy is built as the
+    training loop builds it, :func:`o3srl.train.make_policy`). Returns the run's ``run.json`` for the caller's own
+    checks."""
     import jax
     from flax import serialization
 
@@ -26,7 +30,7 @@ def check_contract(make: Callable[..., TrainConfig], tmp_path: Path, metric: str
     from o3srl.checkpoint import load_checkpoint
     from o3srl.policy import Policy
     from o3srl.rundir import read_run
-    from o3srl.train import build_learner, load_problem, run
+    from o3srl.train import build_learner, load_problem, make_policy, run
 
     cfg = make(tmp_path / "a")
     run(cfg)
@@ -39,11 +43,10 @@ def check_contract(make: Callable[..., TrainConfig], tmp_path: Path, metric: str
     resolved = cfg.resolved()
     learner = build_learner(resolved, load_problem(resolved))
     _, state, stats, _ = load_checkpoint(tmp_path / "a" / "checkpoint.msgpack", learner.init(jax.random.PRNGKey(0)))
-    actor, kind = learner.output(state)
-    assert kind == "single"
-    np.testing.assert_array_equal(
-        Policy(learner.act, actor, stats)(np.linspace(0, 1, 7, dtype=np.float32)[:, None]), actions
-    )
+    actor, output_kind = learner.output(state)
+    assert output_kind == kind
+    policy = Policy(learner.act, actor, stats) if kind == "single" else make_policy(resolved, learner, state, stats)
+    np.testing.assert_array_equal(policy(np.linspace(0, 1, 7, dtype=np.float32)[:, None]), actions)
 
     run(make(tmp_path / "b"))
     assert _rows(tmp_path / "a") == _rows(tmp_path / "b")

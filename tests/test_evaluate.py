@@ -70,6 +70,28 @@ def test_mixture_policies_are_told_when_episodes_start():
     assert len(starts) == 5 and set(starts) == {0, 1}
 
 
+def test_sequence_policies_are_told_each_steps_reward_and_cost():
+    """A sequence policy acting 0.75 on the toy task (reward 0.875 and cost 0.5 a step, 20 steps) from targets
+    (20, 12) ends its episode with (20 − 17.5, 12 − 10) to go, after 20 steps."""
+    import jax.numpy as jnp
+
+    from o3srl.data.sampler import NormStats
+    from o3srl.policy import SequencePolicy
+
+    def window_fn(params, obs, actions, rtg, ctg, timesteps, length):
+        return jnp.full((obs.shape[0], 1), 0.75)
+
+    stats = NormStats(np.zeros(1, np.float32), np.ones(1, np.float32), -np.ones(1, np.float32), np.ones(1, np.float32))
+    policy = SequencePolicy(window_fn, {"targets": jnp.asarray([20.0, 12.0])}, stats, seq_len=4)
+    res = evaluate(policy, TOY, episodes=1, cost_limit=5.0, reward_range=(0, 20), num_envs=1)
+    np.testing.assert_allclose(res.episode_rewards, 17.5)
+    ctx = policy.context(0)
+    assert ctx.step == 20 and ctx.length == 4
+    np.testing.assert_allclose(ctx.to_go, [2.5, 2.0], atol=1e-9)
+    np.testing.assert_allclose(ctx.reward_to_go, 20 - 0.875 * np.arange(16, 20), rtol=1e-6)
+    np.testing.assert_array_equal(ctx.timesteps, [16, 17, 18, 19])
+
+
 def test_errors():
     with pytest.raises(O3SRLError, match="no reference scores"):
         evaluate(const(0.0), TOY, episodes=1, cost_limit=1.0)

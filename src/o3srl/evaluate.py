@@ -108,8 +108,9 @@ def evaluate(
 ) -> EvalResult:
     """Run ``episodes`` episodes of ``policy`` (batched: (B, obs) → (B, act)) and score them.
 
-    A policy with a ``begin_episode(slot)`` method (a mixture) is told when environment copy ``slot`` starts an
-    episode. ``max_episode_steps`` caps episodes of environments without their own time limit.
+    A policy with a ``begin_episode(slot)`` method (a mixture, a sequence policy) is told when environment copy
+    ``slot`` starts an episode, and one with an ``observe(slot, reward, cost)`` method (a sequence policy) what each
+    of its steps brought. ``max_episode_steps`` caps episodes of environments without their own time limit.
     """
     from o3srl.envs import make_env
     from o3srl.envs.registry import TASKS
@@ -130,6 +131,7 @@ def evaluate(
     next_episode = 0
     slot_episode = [-1] * n_envs
     obs: list[np.ndarray | None] = [None] * n_envs
+    observe = getattr(policy, "observe", None)
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -164,6 +166,8 @@ def evaluate(
                     raise O3SRLError(f"environment {env_id!r} does not report info['cost']; it cannot be evaluated")
                 rewards[ep] += float(r)
                 costs[ep] += float(info["cost"])
+                if observe is not None:
+                    observe(s, float(r), float(info["cost"]))
                 lengths[ep] += 1
                 obs[s] = np.asarray(o, np.float32).reshape(-1)
                 if terminated or truncated or (max_episode_steps is not None and lengths[ep] >= max_episode_steps):

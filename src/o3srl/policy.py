@@ -1,8 +1,16 @@
-"""A trained policy as a plain callable ``obs -> action`` on raw (environment-scale) numpy arrays."""
+"""A trained policy as a plain callable ``obs -> action`` on raw (environment-scale) numpy arrays.
+
+A policy that conditions on more than the observation keeps what it needs itself, per environment copy (``slot``,
+row ``slot`` of a batch): :class:`MixturePolicy` the member drawn for the episode, :class:`SequencePolicy` the episode
+so far. Both are told by ``begin_episode(slot)`` when an episode starts; a :class:`SequencePolicy` is also told by
+``observe(slot, reward, cost)`` what each step brought (:func:`o3srl.evaluate.evaluate` calls whichever of the two
+a policy has).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +95,122 @@ class MixturePolicy(Policy):
         return action[0] if single else action
 
 
+@dataclass
+class Context:
+    """The last K steps of one episode, oldest first, as a sequence policy reads them: the first ``length`` rows of
+    each array are filled (normalised observations, actions in [−1, 1], reward- and cost-to-go in the data's
+    units, timesteps)."""
+
+    obs: np.ndarray
+    actions: np.ndarray
+    reward_to_go: np.ndarray
+    cost_to_go: np.ndarray
+    timesteps: np.ndarray
+    length: int = 0
+    step: int = 0
+    """Steps taken in the episode so far."""
+    to_go: list[float] = field(default_factory=list)
+    """[R̂, Ĉ]: the reward still to earn and the cost still to spend (the targets less what has been received)."""
+
+    def push(self, obs: np.ndarray) -> None:
+        """A new step: ``obs`` at the current to-go values, its action not yet taken (zeros)."""
+        k = self.obs.shape[0]
+        if self.length == k:
+            for a in (self.obs, self.actions, self.reward_to_go, self.cost_to_go, self.timesteps):
+                a[:-1] = a[1:].copy()
+        else:
+            self.length += 1
+        i = self.length - 1
+        self.obs[i], self.actions[i] = obs, 0.0
+        self.reward_to_go[i], self.cost_to_go[i] = self.to_go
+        self.timesteps[i] = self.step
+
+
+_WINDOW = ("obs", "actions", "reward_to_go", "cost_to_go", "timesteps")
+"""The context's arrays in the order a window function takes them (:data:`o3srl.algos.cdt.WindowFn`)."""
+
+
+class SequencePolicy(Policy):
+    """A policy that conditions on the episode so far and on targets set at its start (CDT's).
+
+    ``begin_episode(slot)`` starts environment copy ``slot``'s episode at the targets ``(R̂_0, Ĉ_0)``; each call is
+    one step of every row's episode (a row with no episode yet starts one): the row's observation joins its context
+    (the last ``seq_len`` steps), the network acts on the context, and the action joins it too.
+    ``observe(slot, reward, cost)`` subtracts what the step brought from the slot's to-go values; a caller that never
+    calls it leaves the targets where they started.
+    """
+
+    def __init__(
+        self,
+        window_fn: Callable[..., jax.Array],
+        params: Any,
+        stats: NormStats,
+        seq_len: int,
+        targets: tuple[float, float] | None = None,
+    ) -> None:
+        self.actor_params = params
+        self.stats = stats
+        self._window = jax.jit(window_fn)
+        self.seq_len = seq_len
+        self.act_dim = int(stats.action_low.shape[0])
+        saved = np.asarray(params["targets"], np.float64)
+        self.targets = targets if targets is not None else (float(saved[0]), float(saved[1]))
+        """(R̂_0, Ĉ_0) of the episodes begun from now on (by default the ones saved with the policy)."""
+        self._contexts: dict[int, Context] = {}
+
+    def begin_episode(self, slot: int = 0) -> Context:
+        k = self.seq_len
+        self._contexts[slot] = Context(
+            obs=np.zeros((k, self.obs_dim), np.float32),
+            actions=np.zeros((k, self.act_dim), np.float32),
+            reward_to_go=np.zeros(k, np.float32),
+            cost_to_go=np.zeros(k, np.float32),
+            timesteps=np.zeros(k, np.int32),
+            to_go=[float(self.targets[0]), float(self.targets[1])],
+        )
+        return self._contexts[slot]
+
+    def context(self, slot: int = 0) -> Context:
+        """Slot ``slot``'s context (for inspection)."""
+        return self._contexts[slot]
+
+    def observe(self, slot: int, reward: float, cost: float) -> None:
+        ctx = self._contexts[slot]
+        ctx.to_go[0] -= float(reward)
+        ctx.to_go[1] -= float(cost)
+
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        obs = np.asarray(obs, np.float32)
+        single = obs.ndim == 1
+        batch = obs[None] if single else obs
+        if batch.shape[-1] != self.obs_dim:
+            raise O3SRLError(f"policy expects observations of dim {self.obs_dim}, got shape {obs.shape}")
+        normalised = np.asarray(normalize_obs(batch, self.stats), np.float32)
+        contexts = [self._contexts[i] if i in self._contexts else self.begin_episode(i) for i in range(len(batch))]
+        for ctx, o in zip(contexts, normalised):
+            ctx.push(o)
+        action = np.asarray(
+            self._window(
+                self.actor_params,
+                *(jnp.asarray(np.stack([getattr(c, name) for c in contexts])) for name in _WINDOW),
+                jnp.asarray([c.length for c in contexts], jnp.int32),
+            )
+        )
+        for ctx, a in zip(contexts, action):
+            ctx.actions[ctx.length - 1] = a
+            ctx.step += 1
+        action = np.asarray(denormalize_action(action, self.stats), np.float32)
+        return action[0] if single else action
+
+
+def sequence_policy(cfg: Any, params: Any, stats: NormStats) -> SequencePolicy:
+    """The sequence policy of a run of ``cfg`` (CDT) with output parameters ``params``."""
+    from o3srl.algos.cdt import actor_network
+
+    window_fn, _ = actor_network(cfg.cdt, int(stats.obs_mean.shape[0]), int(stats.action_low.shape[0]))
+    return SequencePolicy(window_fn, params, stats, cfg.cdt.seq_len)
+
+
 def policy_network(cfg: Any, obs_dim: int, act_dim: int) -> tuple[Callable[[Any, jax.Array], jax.Array], Any]:
     """The actor network a run of ``cfg`` (a :class:`~o3srl.config.TrainConfig`) trains: its action function and a
     template of its parameters (what a saved policy is read into)."""
@@ -113,6 +237,16 @@ def policy_network(cfg: Any, obs_dim: int, act_dim: int) -> tuple[Callable[[Any,
         from o3srl.algos.bearl import actor_network as bearl_actor
 
         return bearl_actor(cfg.bearl, obs_dim, act_dim)
+    if cfg.algo == "cdt":
+        from o3srl.algos.cdt import actor_network as cdt_actor
+        from o3srl.algos.cdt import first_window
+
+        window_fn, template = cdt_actor(cfg.cdt, obs_dim, act_dim)
+
+        def first_step(params: Any, obs: jax.Array) -> jax.Array:  # the action at an episode's first step
+            return window_fn(params, *first_window(obs, params["targets"], cfg.cdt.seq_len, act_dim))
+
+        return first_step, template
     oracle = make_oracle(cfg.oracle_name, cfg.td3bc, cfg.iql, obs_dim, act_dim)
     return oracle.act, oracle.init(jax.random.PRNGKey(0)).actor
 
@@ -148,4 +282,6 @@ def load_policy(run_dir: str | Path) -> Policy:
         actors = restore(stacked, payload.get("actor"), str(path), "the actor of the config saved with it")
         return MixturePolicy(act_fn, actors, stats, seed=cfg.eval_seed)
     actor = restore(template, payload.get("actor"), str(path), "the actor of the config saved with it")
+    if payload.get("kind") == "sequence":
+        return sequence_policy(cfg, actor, stats)
     return Policy(act_fn, actor, stats)

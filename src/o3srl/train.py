@@ -188,6 +188,20 @@ def build_learner(cfg: TrainConfig, problem: Problem) -> Learner:
         from o3srl.algos.bearl import BEARL
 
         return BEARL(cfg.bearl, _setting(cfg, problem), cfg.o3srl.steps_per_round)
+    if cfg.algo == "cdt":
+        from o3srl.algos.cdt import CDT
+
+        return CDT(
+            cfg.cdt,
+            _setting(cfg, problem),
+            cfg.o3srl.steps_per_round,
+            task=cfg.task,
+            rewards=ds["rewards"],
+            costs=ds["costs"],
+            episode_start=ds.episodes.start,
+            episode_length=ds.episodes.length,
+            seed=cfg.seed,
+        )
     oracle = make_oracle(cfg.oracle_name, cfg.td3bc, cfg.iql, ds.obs_dim, ds.act_dim)
     unit = lambda_unit(
         ds.episodes.reward_return, ds.episodes.cost_return, oracle.config.reward_scale, oracle.config.cost_scale
@@ -238,11 +252,13 @@ def _build_bc(cfg: TrainConfig, problem: Problem) -> Learner:
 def make_policy(cfg: TrainConfig, learner: Learner, state: Any, stats: NormStats) -> Policy:
     """The learner's output policy (:meth:`~o3srl.algos.base.Learner.output`) in ``state`` as a callable, as
     ``o3srl.load_policy`` would load it."""
-    from o3srl.policy import MixturePolicy, Policy
+    from o3srl.policy import MixturePolicy, Policy, sequence_policy
 
     params, kind = learner.output(state)
     if kind == "mixture":
         return MixturePolicy(learner.act, params, stats, seed=cfg.eval_seed)
+    if kind == "sequence":
+        return sequence_policy(cfg, params, stats)
     return Policy(learner.act, params, stats)
 
 

@@ -21,8 +21,9 @@ Metrics = dict[str, jax.Array]
 """Flat, namespaced scalars (``loss/critic``, ``q/cost``, ``bandit/lambda``, ...)."""
 
 
-OutputKind = Literal["single", "mixture"]
-"""How a run's output is followed: ``single``, one actor; ``mixture``, a stack of actors, one drawn per episode."""
+OutputKind = Literal["single", "mixture", "sequence"]
+"""How a run's output is followed: ``single``, one actor; ``mixture``, a stack of actors, one drawn per episode;
+``sequence``, a model that conditions on the episode so far (:class:`o3srl.policy.SequencePolicy`)."""
 
 
 @dataclass(frozen=True)
