@@ -148,6 +148,11 @@ def verdict(ours: list[float], theirs: list[float]) -> tuple[str, str]:
     return f"{delta:+.3f} ({abs(delta) / se:.1f} SE)", "within spread" if abs(delta) <= 2 * se else "beyond spread"
 
 
+def seconds(row: dict[str, Any] | None) -> str:
+    value = row.get("train_seconds") if row else None
+    return f"{value:.0f}" if isinstance(value, (int, float)) else "–"
+
+
 def date_range(rows: list[dict[str, Any]]) -> str:
     starts = sorted(r["started_at"] for r in rows if r.get("started_at"))
     ends = sorted(r["finished_at"] for r in rows if r.get("finished_at"))
@@ -205,8 +210,12 @@ def write_page(grid_path: Path, ours_path: Path, osrl_path: Path, out: Path) -> 
                 for r in osrl.values()
             }
         )
+        policies = sorted(
+            {f"{LABELS.get(r['algorithm'], r['algorithm'])}: {r.get('eval_policy')}" for r in osrl.values()}
+        )
         lines += [
-            f"- OSRL's side: {'; '.join(machines) or '–'}; {'; '.join(versions) or '–'}; runs {date_range(list(osrl.values()))}."
+            f"- OSRL's side: {'; '.join(machines) or '–'}; {'; '.join(versions) or '–'}; runs {date_range(list(osrl.values()))}.",
+            f"- OSRL's evaluated policies: {'; '.join(policies)}.",
         ]
     else:
         lines += ["- OSRL's side: no rows yet."]
@@ -220,7 +229,7 @@ def write_page(grid_path: Path, ours_path: Path, osrl_path: Path, out: Path) -> 
         lines += ["- Our side: no rows yet."]
     lines += ["", "## Summary (mean ± standard deviation over seeds)", ""]
     lines += [
-        "| task | algorithm | κ | seeds (ours / OSRL) | reward, ours | reward, OSRL | Δ reward | | cost, ours | cost, OSRL | Δ cost | |",
+        "| task | algorithm | κ | seeds (ours / OSRL) | reward, ours | reward, OSRL | Δ reward | vs seeds | cost, ours | cost, OSRL | Δ cost | vs seeds |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for (task, alg, kappa), cells in pairs.items():
@@ -252,7 +261,7 @@ def write_page(grid_path: Path, ours_path: Path, osrl_path: Path, out: Path) -> 
                 f"| {task} | {LABELS.get(alg, alg)} | {seed} | "
                 f"{fmt(o['metrics'][NR]) if o else '–'} | {fmt(r['metrics'][NR]) if r else '–'} | "
                 f"{fmt(o['metrics'][NC]) if o else '–'} | {fmt(r['metrics'][NC]) if r else '–'} | "
-                f"{o.get('train_seconds', '–') if o else '–'} | {r.get('train_seconds', '–') if r else '–'} |"
+                f"{seconds(o)} | {seconds(r)} |"
             )
     if mismatched:
         lines += ["", "## Pairs left out (settings differ)", ""] + [f"- {m}" for m in mismatched]
