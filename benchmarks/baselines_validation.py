@@ -50,13 +50,13 @@ Python 3.11: `torch~=1.13.0` resolves to an 887 MB CUDA build and `wandb~=0.14.0
 wheel; `dsrl` and `fast-safe-rl` would pull in MuJoCo, MetaDrive and tianshou, none of which training needs):
 
 ```bash
-python3.11 -m venv /work/osrl-venv
-/work/osrl-venv/bin/pip install --upgrade pip
-/work/osrl-venv/bin/pip install -r benchmarks/osrl_requirements.txt   # torch==2.13.0 (CPU), numpy, scipy, ...
-/work/osrl-venv/bin/pip install -e .                                  # o3srl: loader, environments, evaluator
-/work/osrl-venv/bin/pip install --no-deps osrl-lib==0.1.0
-/work/osrl-venv/bin/python benchmarks/osrl_reference.py check-configs --osrl-repo PATH/TO/OSRL   # optional
-/work/osrl-venv/bin/python benchmarks/osrl_reference.py grid benchmarks/grids/baselines_validation.toml
+python3.11 -m venv .venv-osrl
+.venv-osrl/bin/pip install --upgrade pip
+.venv-osrl/bin/pip install -r benchmarks/osrl_requirements.txt   # torch==2.13.0 (CPU), numpy, scipy, ...
+.venv-osrl/bin/pip install -e .                                  # o3srl: loader, environments, evaluator
+.venv-osrl/bin/pip install --no-deps osrl-lib==0.1.0
+.venv-osrl/bin/python benchmarks/osrl_reference.py check-configs --osrl-repo PATH/TO/OSRL   # optional
+.venv-osrl/bin/python benchmarks/osrl_reference.py grid benchmarks/grids/baselines_validation.toml
 ```
 
 Both are resumable (a finished cell is skipped); OSRL's side can be split over processes with `--tasks`,

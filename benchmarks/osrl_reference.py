@@ -11,11 +11,11 @@ transcribed below with OSRL's ``examples/configs/*_configs.py`` in a checkout of
 It runs in its own virtual environment, not the project's (torch, and osrl-lib's pins, which do not install on
 Python 3.11)::
 
-    python3.11 -m venv /work/osrl-venv
-    /work/osrl-venv/bin/pip install --upgrade pip
-    /work/osrl-venv/bin/pip install -r benchmarks/osrl_requirements.txt   # torch==2.13.0 (the CPU wheel), numpy, ...
-    /work/osrl-venv/bin/pip install -e .                                  # o3srl: its loader, environments, evaluator
-    /work/osrl-venv/bin/pip install --no-deps osrl-lib==0.1.0             # OSRL itself, without its pins
+    python3.11 -m venv .venv-osrl
+    .venv-osrl/bin/pip install --upgrade pip
+    .venv-osrl/bin/pip install -r benchmarks/osrl_requirements.txt   # torch==2.13.0 (the CPU wheel), numpy, ...
+    .venv-osrl/bin/pip install -e .                                  # o3srl: its loader, environments, evaluator
+    .venv-osrl/bin/pip install --no-deps osrl-lib==0.1.0             # OSRL itself, without its pins
 
 osrl-lib 0.1.0 requires ``torch~=1.13.0`` (on Python 3.11: torch 1.13.1's 887 MB CUDA wheel), ``scipy~=1.10.1``,
 ``protobuf~=3.19.0``, ``wandb~=0.14.0`` (which needs ``pathtools``, an sdist only: ``pip install osrl-lib`` with
@@ -27,10 +27,10 @@ and ``fsrl.utils`` (for its loggers), which is replaced here by a stub before ``
 
 Usage (from the repository root)::
 
-    /work/osrl-venv/bin/python benchmarks/osrl_reference.py train --algo bcq-lag --task OfflineBallRun-v0 \\
+    .venv-osrl/bin/python benchmarks/osrl_reference.py train --algo bcq-lag --task OfflineBallRun-v0 \\
         --cost-limit 5 --seed 0 --steps 100000
-    /work/osrl-venv/bin/python benchmarks/osrl_reference.py grid benchmarks/grids/baselines_validation.toml
-    /work/osrl-venv/bin/python benchmarks/osrl_reference.py check-configs --osrl-repo PATH/TO/OSRL
+    .venv-osrl/bin/python benchmarks/osrl_reference.py grid benchmarks/grids/baselines_validation.toml
+    .venv-osrl/bin/python benchmarks/osrl_reference.py check-configs --osrl-repo PATH/TO/OSRL
 
 What is OSRL's and what is ours, per cell:
 
