@@ -21,6 +21,7 @@ from o3srl.algos.bearl import BEARLConfig
 from o3srl.algos.coptidice import COptiDICEConfig
 from o3srl.algos.cost_model import CostModelConfig
 from o3srl.algos.cpq import CPQConfig
+from o3srl.algos.fisor import FISORConfig
 from o3srl.algos.iql import IQLConfig
 from o3srl.algos.o3srl import O3SRLConfig
 from o3srl.algos.o3srl_theory import TheoryConfig
@@ -30,7 +31,7 @@ from o3srl.errors import ConfigError
 from o3srl.transforms import BudgetConvention
 from o3srl.validation import check_fields
 
-Algo = Literal["o3srl", "td3bc", "iql", "bc-all", "bc-safe", "bcq-lag", "bear-lag", "cpq", "coptidice"]
+Algo = Literal["o3srl", "td3bc", "iql", "bc-all", "bc-safe", "bcq-lag", "bear-lag", "cpq", "coptidice", "fisor"]
 
 BC_ALGOS = ("bc-all", "bc-safe")
 """The behaviour cloning baselines (:mod:`o3srl.algos.bc`)."""
@@ -41,6 +42,7 @@ BASELINE_SECTIONS: dict[str, str] = {
     "bear-lag": "bearl",
     "cpq": "cpq",
     "coptidice": "coptidice",
+    "fisor": "fisor",
 }
 """The baselines, each with the config section of its hyperparameters: learners of their own (not O3SRL's round
 loop around an oracle), trained one run per program."""
@@ -55,7 +57,7 @@ class TrainConfig:
     """o3srl: EXP3 over λ-arms around the oracle; td3bc / iql: the oracle alone at --fixed-lambda; bc-all / bc-safe:
     behaviour cloning of every transition / of the episodes whose cost is within --cost-limit; bcq-lag / bear-lag:
     BCQ / BEAR with a PID-Lagrangian cost penalty; cpq: Constraints Penalized Q-learning; coptidice: COptiDICE,
-    stationary distribution correction estimation (baselines)."""
+    stationary distribution correction estimation; fisor: FISOR, feasibility-guided diffusion (baselines)."""
     oracle: Literal["td3bc", "iql"] = "td3bc"
     """The offline-RL oracle used by o3srl."""
     variant: Literal["practical", "theory"] = "practical"
@@ -122,6 +124,8 @@ class TrainConfig:
     """Constraints Penalized Q-learning (--algo cpq)."""
     coptidice: COptiDICEConfig = field(default_factory=COptiDICEConfig)
     """COptiDICE (--algo coptidice)."""
+    fisor: FISORConfig = field(default_factory=FISORConfig)
+    """FISOR (--algo fisor)."""
     cost_model: CostModelConfig = field(default_factory=CostModelConfig)
     """The dynamics-and-cost model the adaptive λ-player reads the policy's episode cost from (o3srl.cost_estimate
     model)."""

@@ -113,6 +113,10 @@ def policy_network(cfg: Any, obs_dim: int, act_dim: int) -> tuple[Callable[[Any,
         from o3srl.algos.bearl import actor_network as bearl_actor
 
         return bearl_actor(cfg.bearl, obs_dim, act_dim)
+    if cfg.algo == "fisor":
+        from o3srl.algos.fisor import actor_network as fisor_actor
+
+        return fisor_actor(cfg.fisor, obs_dim, act_dim)
     oracle = make_oracle(cfg.oracle_name, cfg.td3bc, cfg.iql, obs_dim, act_dim)
     return oracle.act, oracle.init(jax.random.PRNGKey(0)).actor
 
