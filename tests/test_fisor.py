@@ -193,10 +193,13 @@ def _two_clusters(tmp_path, unsafe_cost: float):
 
 @pytest.mark.parametrize("unsafe_cost, cluster", [(1.0, -0.6), (0.0, 0.6)])
 def test_the_weighting_selects_the_feasible_cluster(tmp_path, unsafe_cost, cluster):
-    """Every action the diffusion policy draws (one candidate, so no pick by Q_h helps) lies in a data cluster, and
-    in the one FISOR's weights ask for: the cost-free cluster when the other costs 1 (its h = 25 puts it outside the
-    feasible region, weight 0), the rewarding one when neither costs (weights exp(3 (Q_r − V_r)) ≈ e^0.3 against
-    e^−2.7)."""
+    """The diffusion policy (one candidate, so no pick by Q_h helps) draws its actions from one data cluster: the
+    cost-free one when the other costs 1, the rewarding one when neither costs.
+
+    With the cost, Q_h is 25 or −1 and V_h, the 0.1-expectile of the two, solves 0.1 (25 − v) = 0.9 (v + 1):
+    v = 1.6 > 0, so the states count as infeasible and the weights are exp(5 (V_h − Q_h)): e^13 (clipped to 150)
+    for the cost-free cluster against e^−117. Without it, Q_h = V_h = −1 (feasible) and the weights are
+    exp(3 (Q_r − V_r)), V_r = 0.9 (the 0.9-expectile of rewards 0 and 1): e^0.3 against e^−2.7, 20 to 1."""
     import o3srl
     from o3srl.train import run
 
@@ -206,12 +209,15 @@ def test_the_weighting_selects_the_feasible_cluster(tmp_path, unsafe_cost, clust
     run_dir = tmp_path / "run"
     run(
         _fisor(
-            _two_clusters(tmp_path, unsafe_cost), run_dir, fisor=cfg, steps=1500, log_every=500, checkpoint_every=500
+            _two_clusters(tmp_path, unsafe_cost), run_dir, fisor=cfg, steps=1000, log_every=500, checkpoint_every=500
         )
     )
-    rows = read_metrics(run_dir / "metrics.jsonl")
-    assert rows[-1]["fisor/feasible"] == 1.0, rows[-1]
+    last = read_metrics(run_dir / "metrics.jsonl")[-1]
+    if unsafe_cost > 0:
+        assert last["v/cost"] > 0.5 and last["fisor/feasible"] < 0.5, last
+    else:
+        assert last["v/cost"] < -0.8 and last["fisor/feasible"] == 1.0, last
     obs = np.random.default_rng(1).uniform(0, 1, (200, 1)).astype(np.float32)
     actions = o3srl.load_policy(run_dir)(obs)[:, 0]
-    near = np.abs(actions - cluster) < 0.2
-    assert near.mean() >= 0.9, (near.mean(), np.round(actions[:20], 2))
+    assert np.mean(np.abs(actions - cluster) < 0.2) >= 0.75, np.round(actions[:20], 2)
+    assert np.mean(np.abs(actions + cluster) < 0.2) <= 0.05, np.round(actions[:20], 2)

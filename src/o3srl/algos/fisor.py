@@ -15,9 +15,9 @@ and ``jaxrl5/data/dsrl_datasets.py``), with h(s, a) the per-step constraint valu
     actor         min  E [ w ‖ε_θ(s, a_t, t) − ε‖² ]      (twice, on the two halves of the minibatch)
     EMA actor     θ̄ ← (1 − τ_a) θ̄ + τ_a θ   (after each actor step)
     V_r           min  E L2_τ(Q̄_r(s, a) − V_r(s)),      L2_τ(u) = |τ − 1(u < 0)| u²
-    Q_r           min  Σ_i E (Q_r,i(s, a) − r − γ (1 − terminal) V_r(s'))²
+    Q_r           min  mean_i E (Q_r,i(s, a) − r − γ (1 − terminal) V_r(s'))²
     V_h           min  E L2_{1−τ_h}(Q̄_h(s, a) − V_h(s))       (a low expectile: V_h ≈ min_a Q_h, the best action)
-    Q_h           min  Σ_i E (Q_h,i(s, a) − y_h)²,   y_h = (1 − γ) h + γ max(h, V_h(s'))   (h at a terminal)
+    Q_h           min  mean_i E (Q_h,i(s, a) − y_h)²,   y_h = (1 − γ) h + γ max(h, V_h(s'))   (h at a terminal)
     targets       Polyak averaging of both critics at rate τ
 
 Q_r and Q̄_r are the minimum over ``num_q`` networks, Q_h and Q̄_h the maximum (the pessimistic value of each); a bar
@@ -87,7 +87,7 @@ from o3srl.algos.base import Metrics, OutputKind, Setting, StepLearner, adam_ste
 from o3srl.algos.iql import expectile_loss
 from o3srl.data.sampler import Batch, DeviceData, sample_batch
 from o3srl.errors import ConfigError
-from o3srl.nets import MLP, Critics, ValueNet
+from o3srl.nets import Critics, ValueNet
 
 BetaSchedule = Literal["vp", "linear", "cosine"]
 Extract = Literal["minqc", "maxq"]
@@ -98,6 +98,8 @@ ACTION_CLIP = 1.0 - 1e-5
 """The data's actions are clipped to ±ACTION_CLIP (the authors' ``clip_to_eps``)."""
 EVAL_KEY = 0
 """The seed of the fixed key the evaluation's noise is derived from (folded with the observation's bits)."""
+XAVIER = nn.initializers.xavier_uniform()
+"""The authors' ``default_init``: their MLPs' and the ResNet's outer layers' kernels (the blocks keep Flax's)."""
 
 
 @dataclass(frozen=True)
@@ -331,12 +333,14 @@ class NoisePredictor(nn.Module):
     @nn.compact
     def __call__(self, obs: jax.Array, x: jax.Array, t: jax.Array, training: bool = False) -> jax.Array:
         t_emb = FourierFeatures(self.time_dim)(t.reshape(x.shape[0], -1))
-        t_emb = MLP(self.time_hidden[:-1], self.time_hidden[-1], activation=mish)(t_emb)
+        for i, width in enumerate(self.time_hidden):
+            t_emb = nn.Dense(width, kernel_init=XAVIER)(t_emb)
+            t_emb = mish(t_emb) if i + 1 < len(self.time_hidden) else t_emb
         h = jnp.concatenate([x, obs, t_emb], axis=-1)
-        h = nn.Dense(self.width, kernel_init=nn.initializers.xavier_uniform())(h)
+        h = nn.Dense(self.width, kernel_init=XAVIER)(h)
         for _ in range(self.blocks):
             h = ResNetBlock(self.width, self.dropout, self.layer_norm)(h, training)
-        return nn.Dense(self.act_dim, kernel_init=nn.initializers.xavier_uniform())(mish(h))
+        return nn.Dense(self.act_dim, kernel_init=XAVIER)(mish(h))
 
 
 def noise_predictor(config: FISORConfig, act_dim: int) -> NoisePredictor:
@@ -477,8 +481,9 @@ class FISOR(StepLearner):
         y_h = hj_target(hj_cost(batch.costs, cfg.cost_scale), next_vh, batch.terminals, cfg.gamma)
         q = self.critics.apply(critic["reward"], batch.obs, batch.actions)
         qh = self.critics.apply(critic["cost"], batch.obs, batch.actions)
-        loss_r = ((q - jax.lax.stop_gradient(y)) ** 2).mean(axis=1).sum()
-        loss_h = ((qh - jax.lax.stop_gradient(y_h)) ** 2).mean(axis=1).sum()
+        # The mean over the networks too, as the authors' (the sum would only rescale Adam's input).
+        loss_r = ((q - jax.lax.stop_gradient(y)) ** 2).mean()
+        loss_h = ((qh - jax.lax.stop_gradient(y_h)) ** 2).mean()
         return loss_r + loss_h, {
             "loss/critic_reward": loss_r,
             "loss/critic_cost": loss_h,
