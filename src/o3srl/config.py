@@ -22,6 +22,7 @@ from o3srl.algos.cdt import CDTConfig
 from o3srl.algos.coptidice import COptiDICEConfig
 from o3srl.algos.cost_model import CostModelConfig
 from o3srl.algos.cpq import CPQConfig
+from o3srl.algos.fisor import FISORConfig
 from o3srl.algos.iql import IQLConfig
 from o3srl.algos.o3srl import O3SRLConfig
 from o3srl.algos.o3srl_theory import TheoryConfig
@@ -31,7 +32,7 @@ from o3srl.errors import ConfigError
 from o3srl.transforms import BudgetConvention
 from o3srl.validation import check_fields
 
-Algo = Literal["o3srl", "td3bc", "iql", "bc-all", "bc-safe", "bcq-lag", "bear-lag", "cpq", "coptidice", "cdt"]
+Algo = Literal["o3srl", "td3bc", "iql", "bc-all", "bc-safe", "bcq-lag", "bear-lag", "cpq", "coptidice", "cdt", "fisor"]
 
 BC_ALGOS = ("bc-all", "bc-safe")
 """The behaviour cloning baselines (:mod:`o3srl.algos.bc`)."""
@@ -43,6 +44,7 @@ BASELINE_SECTIONS: dict[str, str] = {
     "cpq": "cpq",
     "coptidice": "coptidice",
     "cdt": "cdt",
+    "fisor": "fisor",
 }
 """The baselines, each with the config section of its hyperparameters: learners of their own (not O3SRL's round
 loop around an oracle), trained one run per program."""
@@ -57,7 +59,10 @@ class TrainConfig:
     """o3srl: EXP3 over λ-arms around the oracle; td3bc / iql: the oracle alone at --fixed-lambda; bc-all / bc-safe:
     behaviour cloning of every transition / of the episodes whose cost is within --cost-limit; bcq-lag / bear-lag:
     BCQ / BEAR with a PID-Lagrangian cost penalty; cpq: Constraints Penalized Q-learning; coptidice: COptiDICE,
-    stationary distribution correction estimation; cdt: the Constrained Decision Transformer (baselines)."""
+    behaviour cloning of every transition / of the episodes whose cost is within --cost-limit; bcq-lag / bear-lag:
+    BCQ / BEAR with a PID-Lagrangian cost penalty; cpq: Constraints Penalized Q-learning; coptidice: COptiDICE,
+    stationary distribution correction estimation; cdt: the Constrained Decision Transformer; fisor: FISOR,
+    feasibility-guided diffusion (baselines)."""
     oracle: Literal["td3bc", "iql"] = "td3bc"
     """The offline-RL oracle used by o3srl."""
     variant: Literal["practical", "theory"] = "practical"
@@ -126,6 +131,8 @@ class TrainConfig:
     """COptiDICE (--algo coptidice)."""
     cdt: CDTConfig = field(default_factory=CDTConfig)
     """The Constrained Decision Transformer (--algo cdt)."""
+    fisor: FISORConfig = field(default_factory=FISORConfig)
+    """FISOR (--algo fisor)."""
     cost_model: CostModelConfig = field(default_factory=CostModelConfig)
     """The dynamics-and-cost model the adaptive λ-player reads the policy's episode cost from (o3srl.cost_estimate
     model)."""

@@ -247,6 +247,10 @@ def policy_network(cfg: Any, obs_dim: int, act_dim: int) -> tuple[Callable[[Any,
             return window_fn(params, *first_window(obs, params["targets"], cfg.cdt.seq_len, act_dim))
 
         return first_step, template
+    if cfg.algo == "fisor":
+        from o3srl.algos.fisor import actor_network as fisor_actor
+
+        return fisor_actor(cfg.fisor, obs_dim, act_dim)
     oracle = make_oracle(cfg.oracle_name, cfg.td3bc, cfg.iql, obs_dim, act_dim)
     return oracle.act, oracle.init(jax.random.PRNGKey(0)).actor
 

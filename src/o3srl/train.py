@@ -202,6 +202,10 @@ def build_learner(cfg: TrainConfig, problem: Problem) -> Learner:
             episode_length=ds.episodes.length,
             seed=cfg.seed,
         )
+    if cfg.algo == "fisor":
+        from o3srl.algos.fisor import FISOR
+
+        return FISOR(cfg.fisor, _setting(cfg, problem), cfg.o3srl.steps_per_round)
     oracle = make_oracle(cfg.oracle_name, cfg.td3bc, cfg.iql, ds.obs_dim, ds.act_dim)
     unit = lambda_unit(
         ds.episodes.reward_return, ds.episodes.cost_return, oracle.config.reward_scale, oracle.config.cost_scale
@@ -233,6 +237,7 @@ def _setting(cfg: TrainConfig, problem: Problem, lambda_unit: float = 1.0) -> Se
         cost_abs_max=float(np.abs(ds["costs"]).max()),
         lambda_unit=lambda_unit,
         budget_convention=cfg.budget_convention,
+        reward_range=problem.reward_range,
     )
 
 

@@ -41,6 +41,9 @@ class Setting:
     """The data's unit of λ in the critics' units (o3srl.bandits.lambda_unit); scales the arm grid."""
     budget_convention: BudgetConvention = "osrl"
     """How the episodic cost limit becomes the per-step budget (``TrainConfig.budget_convention``)."""
+    reward_range: tuple[float, float] | None = None
+    """The reference (min, max) episode reward of the run's normalised reward (DSRL's, or the data's); FISOR scales
+    its rewards by T / (max − min)."""
 
     def budget(self, oracle: OracleConfig) -> Budget:
         """The cost limit as the budget of critics configured by ``oracle`` (their γ and ``cost_scale``)
