@@ -240,6 +240,7 @@ def test_only_the_sections_a_run_reads_are_compared():
     assert sections_read(TrainConfig(algo="bear-lag")) == {"bearl", "o3srl"}
     assert sections_read(TrainConfig(algo="cdt")) == {"cdt", "o3srl"}
     assert sections_read(TrainConfig(algo="fisor")) == {"fisor", "o3srl"}
+    assert sections_read(TrainConfig(algo="caps")) == {"caps", "o3srl"}
     for cfg in (earlier, adaptive):
         saved = config_json_dict(cfg)
         changed = {**saved, "cost_model": {**saved["cost_model"], "fit_steps": 1}, "iql": {**saved["iql"], "tau": 0.5}}

@@ -18,6 +18,7 @@ from typing import Any, Literal
 from o3srl.algos.bc import BCConfig
 from o3srl.algos.bcql import BCQLConfig
 from o3srl.algos.bearl import BEARLConfig
+from o3srl.algos.caps import CAPSConfig
 from o3srl.algos.cdt import CDTConfig
 from o3srl.algos.coptidice import COptiDICEConfig
 from o3srl.algos.cost_model import CostModelConfig
@@ -32,7 +33,9 @@ from o3srl.errors import ConfigError
 from o3srl.transforms import BudgetConvention
 from o3srl.validation import check_fields
 
-Algo = Literal["o3srl", "td3bc", "iql", "bc-all", "bc-safe", "bcq-lag", "bear-lag", "cpq", "coptidice", "cdt", "fisor"]
+Algo = Literal[
+    "o3srl", "td3bc", "iql", "bc-all", "bc-safe", "bcq-lag", "bear-lag", "cpq", "coptidice", "cdt", "fisor", "caps"
+]
 
 BC_ALGOS = ("bc-all", "bc-safe")
 """The behaviour cloning baselines (:mod:`o3srl.algos.bc`)."""
@@ -45,6 +48,7 @@ BASELINE_SECTIONS: dict[str, str] = {
     "coptidice": "coptidice",
     "cdt": "cdt",
     "fisor": "fisor",
+    "caps": "caps",
 }
 """The baselines, each with the config section of its hyperparameters: learners of their own (not O3SRL's round
 loop around an oracle), trained one run per program."""
@@ -59,10 +63,8 @@ class TrainConfig:
     """o3srl: EXP3 over λ-arms around the oracle; td3bc / iql: the oracle alone at --fixed-lambda; bc-all / bc-safe:
     behaviour cloning of every transition / of the episodes whose cost is within --cost-limit; bcq-lag / bear-lag:
     BCQ / BEAR with a PID-Lagrangian cost penalty; cpq: Constraints Penalized Q-learning; coptidice: COptiDICE,
-    behaviour cloning of every transition / of the episodes whose cost is within --cost-limit; bcq-lag / bear-lag:
-    BCQ / BEAR with a PID-Lagrangian cost penalty; cpq: Constraints Penalized Q-learning; coptidice: COptiDICE,
     stationary distribution correction estimation; cdt: the Constrained Decision Transformer; fisor: FISOR,
-    feasibility-guided diffusion (baselines)."""
+    feasibility-guided diffusion; caps: Constraint-Adaptive Policy Switching (baselines)."""
     oracle: Literal["td3bc", "iql"] = "td3bc"
     """The offline-RL oracle used by o3srl."""
     variant: Literal["practical", "theory"] = "practical"
@@ -133,6 +135,8 @@ class TrainConfig:
     """The Constrained Decision Transformer (--algo cdt)."""
     fisor: FISORConfig = field(default_factory=FISORConfig)
     """FISOR (--algo fisor)."""
+    caps: CAPSConfig = field(default_factory=CAPSConfig)
+    """Constraint-Adaptive Policy Switching (--algo caps)."""
     cost_model: CostModelConfig = field(default_factory=CostModelConfig)
     """The dynamics-and-cost model the adaptive λ-player reads the policy's episode cost from (o3srl.cost_estimate
     model)."""

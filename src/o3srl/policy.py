@@ -203,8 +203,14 @@ class SequencePolicy(Policy):
         return action[0] if single else action
 
 
-def sequence_policy(cfg: Any, params: Any, stats: NormStats) -> SequencePolicy:
-    """The sequence policy of a run of ``cfg`` (CDT) with output parameters ``params``."""
+def sequence_policy(cfg: Any, params: Any, stats: NormStats) -> Policy:
+    """The sequence policy of a run of ``cfg`` with output parameters ``params``: CDT's :class:`SequencePolicy`, or
+    CAPS's switching policy (:class:`o3srl.algos.caps.SwitchingPolicy`), which conditions on the cost received so
+    far."""
+    if cfg.algo == "caps":
+        from o3srl.algos.caps import switching_policy
+
+        return switching_policy(cfg.caps, params, stats)
     from o3srl.algos.cdt import actor_network
 
     window_fn, _ = actor_network(cfg.cdt, int(stats.obs_mean.shape[0]), int(stats.action_low.shape[0]))
@@ -251,6 +257,12 @@ def policy_network(cfg: Any, obs_dim: int, act_dim: int) -> tuple[Callable[[Any,
         from o3srl.algos.fisor import actor_network as fisor_actor
 
         return fisor_actor(cfg.fisor, obs_dim, act_dim)
+    if cfg.algo == "caps":
+        from o3srl.algos.caps import actor_network as caps_network
+        from o3srl.algos.caps import first_step_fn
+
+        switch_fn, template = caps_network(cfg.caps, obs_dim, act_dim)
+        return first_step_fn(cfg.caps, switch_fn), template
     oracle = make_oracle(cfg.oracle_name, cfg.td3bc, cfg.iql, obs_dim, act_dim)
     return oracle.act, oracle.init(jax.random.PRNGKey(0)).actor
 

@@ -206,6 +206,10 @@ def build_learner(cfg: TrainConfig, problem: Problem) -> Learner:
         from o3srl.algos.fisor import FISOR
 
         return FISOR(cfg.fisor, _setting(cfg, problem), cfg.o3srl.steps_per_round)
+    if cfg.algo == "caps":
+        from o3srl.algos.caps import CAPS
+
+        return CAPS(cfg.caps, _setting(cfg, problem), cfg.o3srl.steps_per_round)
     oracle = make_oracle(cfg.oracle_name, cfg.td3bc, cfg.iql, ds.obs_dim, ds.act_dim)
     unit = lambda_unit(
         ds.episodes.reward_return, ds.episodes.cost_return, oracle.config.reward_scale, oracle.config.cost_scale

@@ -23,7 +23,8 @@ Metrics = dict[str, jax.Array]
 
 OutputKind = Literal["single", "mixture", "sequence"]
 """How a run's output is followed: ``single``, one actor; ``mixture``, a stack of actors, one drawn per episode;
-``sequence``, a model that conditions on the episode so far (:class:`o3srl.policy.SequencePolicy`)."""
+``sequence``, a model that conditions on the episode so far (CDT's :class:`o3srl.policy.SequencePolicy`, CAPS's
+:class:`o3srl.algos.caps.SwitchingPolicy`)."""
 
 
 @dataclass(frozen=True)
