@@ -19,7 +19,7 @@ step (the authors compute V(s') and the advantages before updating V):
     advantages         A_r = Q_r − V_r(s)   (the reward gained over V_r),   A_c = V_c(s) − Q_c   (the cost saved)
     weights            w_r = min(exp(β A_r), 100),   w_c = min(exp(β_c A_c), 100)
                        head 0: w_r;   head K − 1: w_c;   head k between: w_r + k / ((K − 1) / 2) · w_c
-    actor              L_π = (1 / K) Σ_k −E[ w_k log π_k(a | s) ]
+    actor              L_π = (1 / K) Σ_k −E[ w_k log π_k(a | s) ],   π_k(· | s) = N(μ_k(s), I)
     targets            Polyak averaging of both critics at rate τ
 
 where ``L2_τ(u) = |τ − 1(u < 0)| u²`` (IQL's expectile loss), r̃ = ``reward_scale`` · r and c̃ = ``cost_scale`` · c.
@@ -39,8 +39,10 @@ evenly over the remaining steps and discounted (at t = 0, OSRL's threshold κ (1
 The authors' defaults for the Bullet tasks (one config for all of them but the episode length, which comes from the
 task here): K = 2 heads, 2 × 512 hidden units in every network, learning rates 3e-4 (the actor's on a cosine decay
 over 1M steps), batch 512, τ = τc = 0.7, β = β_c = 3, γ = 0.99, Polyak rate 0.005, reward × 0.1, cost × 1, 100k
-steps, and a Gaussian actor with a tanh-squashed mean and one state-independent log std per head, clipped to
-[−20, 2].
+steps, and a Gaussian actor with a tanh-squashed mean per head whose standard deviation stays 1: the authors keep
+the heads' log stds in a plain Python list, which PyTorch neither registers nor trains, so log π_k(a | s) is
+−½ ‖a − μ_k(s)‖² − (dim(a) / 2) log 2π and the actor's loss is advantage-weighted regression of the data's actions.
+It is implemented here as it runs there (a fixed unit variance), not as the class reads.
 
 Where this differs from the authors' code, on purpose (docs/algorithms/caps.md):
 - Terminals, not timeouts, end bootstrapping (OSRL's ``TransitionDataset`` ends it at either), as in every
@@ -71,9 +73,6 @@ from o3srl.data.sampler import Batch, DeviceData, NormStats, denormalize_action,
 from o3srl.errors import ConfigError, O3SRLError
 from o3srl.nets import Critics, ValueNet
 from o3srl.policy import Policy
-
-LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
-"""The authors' bounds on the heads' log standard deviations."""
 
 
 @dataclass(frozen=True)
@@ -108,23 +107,21 @@ class CAPSConfig:
 
 
 class MultiHeadActor(nn.Module):
-    """K Gaussian policies on one trunk (the authors' ``MHGaussianPolicy``): the trunk's hidden layers, each followed
-    by a ReLU, then one tanh-squashed mean per head and a state-independent log std per head. Returns the means
-    (K, ..., dim(a)) and the log stds (K, dim(a))."""
+    """The means of K Gaussian policies on one trunk (the authors' ``MHGaussianPolicy``, whose standard deviations
+    stay 1): the trunk's hidden layers, each followed by a ReLU, then one tanh-squashed mean per head. Returns the
+    means, (K, ..., dim(a))."""
 
     hidden: tuple[int, ...]
     act_dim: int
     heads: int
 
     @nn.compact
-    def __call__(self, obs: jax.Array) -> tuple[jax.Array, jax.Array]:
+    def __call__(self, obs: jax.Array) -> jax.Array:
         x = obs
         for width in self.hidden:
             x = nn.relu(nn.Dense(width)(x))
         out = nn.Dense(self.heads * self.act_dim)(x).reshape(*x.shape[:-1], self.heads, self.act_dim)
-        means = jnp.moveaxis(jnp.tanh(out), -2, 0)
-        log_std = self.param("log_std", nn.initializers.zeros, (self.heads, self.act_dim))
-        return means, jnp.clip(log_std, LOG_STD_MIN, LOG_STD_MAX)
+        return jnp.moveaxis(jnp.tanh(out), -2, 0)
 
 
 # ---------------------------------------------------------------------- the switching rule
@@ -164,7 +161,7 @@ def actor_network(config: CAPSConfig, obs_dim: int, act_dim: int) -> tuple[Switc
 
     def policy(params: Any, o: jax.Array, budget: jax.Array) -> tuple[jax.Array, jax.Array]:
         k = config.num_policies
-        proposals, _ = actor.apply(params["actor"], o)  # (K, B, dim(a))
+        proposals = actor.apply(params["actor"], o)  # (K, B, dim(a))
         flat_obs = jnp.broadcast_to(o, (k, *o.shape)).reshape(-1, o.shape[-1])
         flat_act = proposals.reshape(-1, act_dim)
         q_r = critics.apply(params["critic"]["reward"], flat_obs, flat_act).min(axis=0).reshape(k, -1)
@@ -400,9 +397,8 @@ class CAPS(StepLearner):
         w_r = jnp.minimum(jnp.exp(cfg.beta * adv_r), cfg.max_weight)
         w_c = jnp.minimum(jnp.exp(cfg.beta_cost * adv_c), cfg.max_weight)
         weights = head_weights(w_r, w_c, cfg.num_policies)  # (K, B)
-        means, log_std = self.actor.apply(actor, batch.obs)  # (K, B, dim(a)), (K, dim(a))
-        std = jnp.exp(log_std)[:, None, :]
-        log_prob = (-0.5 * ((batch.actions - means) / std) ** 2 - jnp.log(std) - 0.5 * jnp.log(2 * jnp.pi)).sum(-1)
+        means = self.actor.apply(actor, batch.obs)  # (K, B, dim(a))
+        log_prob = (-0.5 * (batch.actions - means) ** 2 - 0.5 * jnp.log(2 * jnp.pi)).sum(-1)  # unit variance
         per_head = -(weights * log_prob).mean(axis=1)
         loss = per_head.mean()
         return loss, {
