@@ -134,6 +134,15 @@ def test_contract(toy_file, tmp_path):
     assert isinstance(policy, SwitchingPolicy) and policy.cost_limit == 5.0
     np.testing.assert_allclose(policy(obs), first, atol=1e-6)
 
+    # evaluate() tells the policy each step's cost: after one episode per environment copy, each copy's C_t is
+    # its episode's cost.
+    from o3srl.evaluate import evaluate
+
+    policy = o3srl.load_policy(tmp_path / "a")
+    result = evaluate(policy, TOY, episodes=2, cost_limit=5.0, num_envs=2, reward_range=(0.0, 1.0))
+    assert result.episode_costs.sum() > 0
+    np.testing.assert_allclose([policy.spent(0), policy.spent(1)], result.episode_costs, rtol=1e-6)
+
 
 def test_bad_caps_config_is_one_clear_error(toy_file, tmp_path):
     from o3srl.train import run
