@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from o3srl.algos.base import twin_critic_loss
 from o3srl.algos.td3bc import TD3BC, TD3BCConfig
 from o3srl.data.sampler import Batch
 
@@ -93,3 +94,26 @@ def test_critic_layer_norm_normalises_every_hidden_layer_and_trains():
     new_state, metrics = normed.update(state, batch(), jnp.array(1.0), 0.1, jax.random.PRNGKey(2))
     assert all(np.isfinite(float(v)) for v in metrics.values() if not np.isnan(float(v)))
     assert int(new_state.step) == 1
+
+
+def test_twin_critic_loss_by_hand():
+    """The Bellman error TD3+BC, BCQ-Lag and BEAR-Lag share (o3srl.algos.base.twin_critic_loss), on two transitions:
+    y_r = 0.1 r + 0.9 (1 − terminal) next_r, y_c = c + 0.9 (1 − terminal) next_c; a terminal cuts the bootstrap."""
+    b = Batch(
+        obs=jnp.zeros((2, 1)),
+        actions=jnp.zeros((2, 1)),
+        rewards=jnp.array([10.0, 20.0]),
+        costs=jnp.array([1.0, 0.0]),
+        next_obs=jnp.zeros((2, 1)),
+        terminals=jnp.array([0.0, 1.0]),
+    )
+    q_r = jnp.array([[3.0, 2.0], [2.0, 1.0]])  # twins × batch
+    q_c = jnp.array([[1.0, 0.0], [0.0, 0.0]])
+    loss, m = twin_critic_loss(q_r, q_c, b, jnp.array([2.0, 5.0]), jnp.array([1.0, 7.0]), 0.1, 1.0, 0.9)
+    # y_r = (1 + 1.8, 2) = (2.8, 2); twin 1: ((0.2)² + 0²) / 2 = 0.02; twin 2: ((−0.8)² + (−1)²) / 2 = 0.82
+    # y_c = (1 + 0.9, 0) = (1.9, 0); twin 1: ((−0.9)² + 0) / 2 = 0.405; twin 2: ((−1.9)² + 0) / 2 = 1.805
+    np.testing.assert_allclose(m["loss/critic_reward"], 0.84, rtol=1e-6)
+    np.testing.assert_allclose(m["loss/critic_cost"], 2.21, rtol=1e-6)
+    np.testing.assert_allclose(loss, 3.05, rtol=1e-6)
+    np.testing.assert_allclose(m["q/reward"], 2.0)
+    np.testing.assert_allclose(m["q/cost"], 0.25)

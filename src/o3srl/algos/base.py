@@ -15,6 +15,7 @@ from typing import Any, Literal, Protocol
 import jax
 import optax
 
+from o3srl.data.sampler import Batch
 from o3srl.transforms import Budget, BudgetConvention, make_budget
 
 Metrics = dict[str, jax.Array]
@@ -175,3 +176,33 @@ def adam_step(tx: Any, params: Any, opt: Any, grads: Any) -> tuple[Any, Any]:
     """One optimiser update: (new parameters, new optimiser state)."""
     updates, opt = tx.update(grads, opt, params)
     return optax.apply_updates(params, updates), opt
+
+
+def twin_critic_loss(
+    q_r: jax.Array,
+    q_c: jax.Array,
+    batch: Batch,
+    next_r: jax.Array,
+    next_c: jax.Array,
+    reward_scale: float,
+    cost_scale: float,
+    gamma: float,
+) -> tuple[jax.Array, Metrics]:
+    """The squared Bellman error of twin reward and twin cost critics, as TD3+BC, BCQ-Lag and BEAR-Lag train them.
+
+    ``q_r``, ``q_c``: the twins' values at the batch's (s, a), shape (2, batch); ``next_r``, ``next_c``: each
+    algorithm's own next-state target values (its target policy and reduction over the twins), shape (batch,).
+        y_r = s_r r + γ (1 − terminal) next_r,   y_c = s_c c + γ (1 − terminal) next_c     (no gradient)
+        L = Σ_i mean (Q_r,i − y_r)² + Σ_i mean (Q_c,i − y_c)²
+    Returns L and its metrics (``loss/critic_reward``, ``loss/critic_cost``, ``q/reward``, ``q/cost``)."""
+    not_done = 1.0 - batch.terminals
+    y_r = jax.lax.stop_gradient(reward_scale * batch.rewards + gamma * not_done * next_r)
+    y_c = jax.lax.stop_gradient(cost_scale * batch.costs + gamma * not_done * next_c)
+    loss_r = ((q_r - y_r) ** 2).mean(axis=1).sum()
+    loss_c = ((q_c - y_c) ** 2).mean(axis=1).sum()
+    return loss_r + loss_c, {
+        "loss/critic_reward": loss_r,
+        "loss/critic_cost": loss_c,
+        "q/reward": q_r.mean(),
+        "q/cost": q_c.mean(),
+    }

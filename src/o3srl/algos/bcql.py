@@ -42,7 +42,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from o3srl.algos.base import Metrics, OutputKind, Setting, StepLearner, adam_step
+from o3srl.algos.base import Metrics, OutputKind, Setting, StepLearner, adam_step, twin_critic_loss
 from o3srl.data.sampler import Batch, DeviceData, sample_batch
 from o3srl.errors import ConfigError
 from o3srl.nets import MLP, VAE, Critics, vae_loss
@@ -215,22 +215,12 @@ class BCQL(StepLearner):
         self, critic: Any, state: BCQLState, vae: Any, batch: Batch, key: jax.Array
     ) -> tuple[jax.Array, Metrics]:
         cfg = self.config
-        not_done = 1.0 - batch.terminals
         k_r, k_c = jax.random.split(key)
         next_r = self.target(state, vae, state.critic_target["reward"], batch.next_obs, k_r)
         next_c = self.target(state, vae, state.critic_target["cost"], batch.next_obs, k_c)
-        y_r = jax.lax.stop_gradient(cfg.reward_scale * batch.rewards + cfg.gamma * not_done * next_r)
-        y_c = jax.lax.stop_gradient(cfg.cost_scale * batch.costs + cfg.gamma * not_done * next_c)
         q_r = self.critics.apply(critic["reward"], batch.obs, batch.actions)
         q_c = self.critics.apply(critic["cost"], batch.obs, batch.actions)
-        loss_r = ((q_r - y_r) ** 2).mean(axis=1).sum()
-        loss_c = ((q_c - y_c) ** 2).mean(axis=1).sum()
-        return loss_r + loss_c, {
-            "loss/critic_reward": loss_r,
-            "loss/critic_cost": loss_c,
-            "q/reward": q_r.mean(),
-            "q/cost": q_c.mean(),
-        }
+        return twin_critic_loss(q_r, q_c, batch, next_r, next_c, cfg.reward_scale, cfg.cost_scale, cfg.gamma)
 
     def actor_loss(
         self, actor: Any, critic: Any, proposal: jax.Array, batch: Batch, nu: jax.Array

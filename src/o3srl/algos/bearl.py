@@ -54,7 +54,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from o3srl.algos.base import Metrics, OutputKind, Setting, StepLearner, adam_step
+from o3srl.algos.base import Metrics, OutputKind, Setting, StepLearner, adam_step, twin_critic_loss
 from o3srl.algos.bcql import pid_multiplier
 from o3srl.algos.cpq import SquashedGaussianActor
 from o3srl.data.sampler import Batch, DeviceData, sample_batch
@@ -251,22 +251,12 @@ class BEARL(StepLearner):
     # ------------------------------------------------------------------ losses
     def critic_loss(self, critic: Any, state: BEARLState, batch: Batch, key: jax.Array) -> tuple[jax.Array, Metrics]:
         cfg = self.config
-        not_done = 1.0 - batch.terminals
         k_r, k_c = jax.random.split(key)
         next_r = self.target(self.q_r, state.critic_target["reward"], state.actor_target, batch.next_obs, k_r)
         next_c = self.target(self.q_c, state.critic_target["cost"], state.actor_target, batch.next_obs, k_c)
-        y_r = jax.lax.stop_gradient(cfg.reward_scale * batch.rewards + cfg.gamma * not_done * next_r)
-        y_c = jax.lax.stop_gradient(cfg.cost_scale * batch.costs + cfg.gamma * not_done * next_c)
         q_r = self.q_r.apply(critic["reward"], batch.obs, batch.actions)
         q_c = self.q_c.apply(critic["cost"], batch.obs, batch.actions)
-        loss_r = ((q_r - y_r) ** 2).mean(axis=1).sum()
-        loss_c = ((q_c - y_c) ** 2).mean(axis=1).sum()
-        return loss_r + loss_c, {
-            "loss/critic_reward": loss_r,
-            "loss/critic_cost": loss_c,
-            "q/reward": q_r.mean(),
-            "q/cost": q_c.mean(),
-        }
+        return twin_critic_loss(q_r, q_c, batch, next_r, next_c, cfg.reward_scale, cfg.cost_scale, cfg.gamma)
 
     def actor_loss(
         self, actor: Any, state: BEARLState, critic: Any, behaviour: jax.Array, batch: Batch, key: jax.Array

@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from o3srl.algos.base import Metrics
+from o3srl.algos.base import Metrics, twin_critic_loss
 from o3srl.data.sampler import Batch
 from o3srl.nets import Actor, Critics
 from o3srl.transforms import shaped_value
@@ -142,23 +142,13 @@ class TD3BC:
         )
         target_a = self.actor.apply(state.actor_target, batch.next_obs)
         next_a = jnp.clip(target_a + noise, -1.0, 1.0)
-        not_done = 1.0 - batch.terminals
         next_qr = self.critic.apply(state.critic_target["reward"], batch.next_obs, next_a).min(axis=0)
         cost_a = next_a if cfg.cost_target_noise else target_a
         next_qcs = self.critic.apply(state.critic_target["cost"], batch.next_obs, cost_a)
         next_qc = self._floor(next_qcs.max(axis=0) if cfg.cost_target == "max" else next_qcs.mean(axis=0))
-        y_r = jax.lax.stop_gradient(cfg.reward_scale * batch.rewards + cfg.gamma * not_done * next_qr)
-        y_c = jax.lax.stop_gradient(cfg.cost_scale * batch.costs + cfg.gamma * not_done * next_qc)
         q_r = self.critic.apply(critic["reward"], batch.obs, batch.actions)
         q_c = self.critic.apply(critic["cost"], batch.obs, batch.actions)
-        loss_r = ((q_r - y_r) ** 2).mean(axis=1).sum()
-        loss_c = ((q_c - y_c) ** 2).mean(axis=1).sum()
-        return loss_r + loss_c, {
-            "loss/critic_reward": loss_r,
-            "loss/critic_cost": loss_c,
-            "q/reward": q_r.mean(),
-            "q/cost": q_c.mean(),
-        }
+        return twin_critic_loss(q_r, q_c, batch, next_qr, next_qc, cfg.reward_scale, cfg.cost_scale, cfg.gamma)
 
     def actor_loss(
         self, actor: Any, critic: Any, batch: Batch, lam: jax.Array, budget_step: float
