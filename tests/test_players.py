@@ -169,3 +169,48 @@ def test_a_fixed_lambda_run_has_no_lambda_player_so_it_takes_the_earlier_players
         cfg = TrainConfig(algo=algo, fixed_lambda=1.0, o3srl=adaptive).resolved()
         assert cfg.o3srl.player == "earlier"  # no cost model to fit, the last iterate as output
         assert resolve_player(cfg.o3srl).cost_estimate == "mean" and resolve_player(cfg.o3srl).output == "last"
+
+
+@pytest.mark.parametrize("hint_violation", [None, 1.0])
+def test_one_round_hint_counts_violations_up_to_its_own_cap(toy_file, tmp_path, hint_violation):
+    """One round of the lagrangian λ-player on the toy task: the weights take −η ℓ with violations counted up to
+    G = 20, and the first hint is this round's losses with violations counted up to G_h (G when unset)."""
+    import dataclasses
+
+    import jax
+    import jax.numpy as jnp
+
+    from o3srl import bandits
+    from o3srl.data.sampler import compute_norm_stats, to_device
+    from o3srl.train import build_learner, load_problem
+    from tests.test_train import small_config
+
+    o3 = O3SRLConfig(
+        player="adaptive", cost_estimate="max", output="last", feedback_batch=32, hint_violation=hint_violation
+    )
+    # κ = 0.05 (below the floor of the budget's scale, 1): any cost the critics read counts as a large violation
+    cfg = dataclasses.replace(small_config(toy_file, tmp_path / "r", cost_limit=0.05, o3srl=o3)).resolved()
+    problem = load_problem(cfg)
+    learner = build_learner(cfg, problem)
+    stats = compute_norm_stats(problem.dataset, problem.action_low, problem.action_high)
+    data = to_device(problem.dataset, stats)
+    state = learner.prepare(learner.init(jax.random.PRNGKey(0)), data)
+    # make the cost critics read a large cost: the last layer's bias of both twins (and their targets) at 30
+    cost = jax.tree_util.tree_map(lambda x: x, state.oracle.critic["cost"])
+    out = f"Dense_{len(cfg.td3bc.hidden)}"
+    cost["params"]["VmapMLP_0"][out]["bias"] = jnp.full_like(cost["params"]["VmapMLP_0"][out]["bias"], 30.0)
+    critic = {**state.oracle.critic, "cost": cost}
+    state = state.replace(oracle=state.oracle.replace(critic=critic, critic_target=critic))
+    new, metrics = learner._round(state, data)
+    arms = jnp.asarray(learner.arms)
+    c_hat = metrics["feedback/cost_estimate"] * cfg.td3bc.cost_scale
+    budget = learner.budget_value
+    full = bandits.lagrangian_feedback(arms, learner.cell_constants().max_lambda, c_hat, budget, 1.0, 0.2, 1.0, 20.0)
+    g_h = 20.0 if hint_violation is None else hint_violation
+    hint = bandits.lagrangian_feedback(arms, learner.cell_constants().max_lambda, c_hat, budget, 1.0, 0.2, 1.0, g_h)
+    assert float(c_hat) > 10 * budget  # a violation beyond one scale, so the caps differ
+    np.testing.assert_allclose(new.bandit.hint, hint, rtol=1e-5)
+    expected_w = jnp.maximum(-0.03 * full - jnp.max(-0.03 * full), -6.0)
+    np.testing.assert_allclose(new.bandit.log_weights, expected_w, rtol=1e-5, atol=1e-6)
+    if hint_violation == 1.0:
+        np.testing.assert_allclose(hint, 0.5 * (1 - arms / arms[-1]), rtol=1e-5)  # g clipped at 1

@@ -123,6 +123,7 @@ RULES: dict[str, Range] = {
     "margin": Range(lo=0.0, hi=1.0, hi_open=True),
     "hint_decay": Range(lo=0.0, hi=1.0, hi_open=True),
     "max_violation": Range(lo=1.0),
+    "hint_violation": Range(lo=1.0),
     # cost model
     "members": COUNT,
     "fit_steps": NON_NEGATIVE_INT,

@@ -104,6 +104,12 @@ class O3SRLConfig:
     settings, 20 for the adaptive player). Slack is always counted up to one scale. With G = 1 a policy whose cost
     jumps between 0 and 16 budgets from round to round reads as balanced; with G ≥ the largest violation the
     λ-player balances the policy's average cost (docs/algorithms/o3srl.md, "Violation counted in full")."""
+    hint_violation: float | None = None
+    """G_h: the largest violation the optimism's hint counts, in budget scales (None: G, the same as the weights).
+    The weights' integral needs violations counted in full (G) to balance the policy's average cost; the hint is a
+    proportional term, and with G = 20 a few rounds whose Ĉ spikes (BallRun's policy crossing its speed limit) move
+    β m by several units and throw λ̄ to the largest arm. With G_h = 1 the hint follows how often the policy
+    overspends, not by how much; any hint computed from past losses keeps the estimate unbiased."""
     cost_estimate: Literal["mean", "max", "model"] | None = None
     """Where Ĉ comes from. model (None, adaptive player): the policy's undiscounted episode cost in rollouts of a
     dynamics-and-cost model fit to the dataset (o3srl.algos.cost_model; the section --cost-model), compared with κ
@@ -181,13 +187,15 @@ class Player:
     output: Literal["last", "tail"]
     oracle_lambda: Literal["drawn", "mean"]
     hint_decay: float
+    hint_violation: float | None = None
+    """None: the same as ``max_violation``."""
 
 
 def player_of(config: O3SRLConfig) -> Player:
     """The knobs of ``config``'s λ-player with the player's defaults filled in."""
     resolved = resolve_player(config)
     knobs = {f.name: getattr(resolved, f.name) for f in dataclasses.fields(Player)}
-    unset = [k for k, v in knobs.items() if v is None and k != "lambda_scale"]
+    unset = [k for k, v in knobs.items() if v is None and k not in ("lambda_scale", "hint_violation")]
     if unset:
         raise ConfigError(f"o3srl.player {config.player!r} leaves {', '.join(unset)} unset; give them explicitly")
     return Player(**knobs)
@@ -463,6 +471,17 @@ class O3SRL:
             )
         else:
             losses = bandits.shaped_feedback(arms, reward_estimate, cost_estimate, c.budget_value, c.value_scale)
+        hint_losses = None
+        if player.feedback == "lagrangian" and player.hint_violation not in (None, player.max_violation):
+            hint_losses = bandits.lagrangian_feedback(
+                arms,
+                c.max_lambda,
+                cost_estimate,
+                budget,
+                cfg.min_scale,
+                player.margin,
+                max_violation=player.hint_violation,
+            )
         bandit_state = bandits.update_bandit(
             state.bandit,
             player.bandit,
@@ -472,6 +491,7 @@ class O3SRL:
             self.learning_rate,
             self.exploration,
             self.optimism,
+            hint_losses=hint_losses,
             max_gap=cfg.max_gap,
             hint_decay=player.hint_decay,
         )
