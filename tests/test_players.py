@@ -179,11 +179,11 @@ def test_one_round_hint_counts_violations_up_to_its_own_cap(toy_file, tmp_path, 
 
     import jax
     import jax.numpy as jnp
+    from tests.test_train import small_config
 
     from o3srl import bandits
     from o3srl.data.sampler import compute_norm_stats, to_device
     from o3srl.train import build_learner, load_problem
-    from tests.test_train import small_config
 
     o3 = O3SRLConfig(
         player="adaptive", cost_estimate="max", output="last", feedback_batch=32, hint_violation=hint_violation
