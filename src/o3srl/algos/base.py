@@ -188,7 +188,8 @@ def twin_critic_loss(
     cost_scale: float,
     gamma: float,
 ) -> tuple[jax.Array, Metrics]:
-    """The squared Bellman error of twin reward and twin cost critics, as TD3+BC, BCQ-Lag and BEAR-Lag train them.
+    """The squared Bellman error of twin reward and twin cost critics, as TD3+BC, BCQ-Lag, BEAR-Lag and IQL train
+    them (IQL with the state values V_r(s'), V_c(s') as the next-state targets).
 
     ``q_r``, ``q_c``: the twins' values at the batch's (s, a), shape (2, batch); ``next_r``, ``next_c``: each
     algorithm's own next-state target values (its target policy and reduction over the twins), shape (batch,).

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from o3srl.algos.base import Metrics
+from o3srl.algos.base import Metrics, twin_critic_loss
 from o3srl.data.sampler import Batch
 from o3srl.nets import Critics, GaussianActor, ValueNet
 
@@ -125,21 +125,11 @@ class IQL:
 
     def critic_loss(self, critic: Any, value: Any, batch: Batch) -> tuple[jax.Array, Metrics]:
         cfg = self.config
-        not_done = 1.0 - batch.terminals
-        y_r = cfg.reward_scale * batch.rewards + cfg.gamma * not_done * self.value.apply(
-            value["reward"], batch.next_obs
-        )
-        y_c = cfg.cost_scale * batch.costs + cfg.gamma * not_done * self.value.apply(value["cost"], batch.next_obs)
+        next_r = self.value.apply(value["reward"], batch.next_obs)
+        next_c = self.value.apply(value["cost"], batch.next_obs)
         q_r = self.critic.apply(critic["reward"], batch.obs, batch.actions)
         q_c = self.critic.apply(critic["cost"], batch.obs, batch.actions)
-        loss_r = ((q_r - jax.lax.stop_gradient(y_r)) ** 2).mean(axis=1).sum()
-        loss_c = ((q_c - jax.lax.stop_gradient(y_c)) ** 2).mean(axis=1).sum()
-        return loss_r + loss_c, {
-            "loss/critic_reward": loss_r,
-            "loss/critic_cost": loss_c,
-            "q/reward": q_r.mean(),
-            "q/cost": q_c.mean(),
-        }
+        return twin_critic_loss(q_r, q_c, batch, next_r, next_c, cfg.reward_scale, cfg.cost_scale, cfg.gamma)
 
     def actor_loss(self, actor: Any, state: IQLState, batch: Batch, lam: jax.Array) -> tuple[jax.Array, Metrics]:
         cfg = self.config
