@@ -58,10 +58,16 @@ ADAPTIVE_DESIGNS: dict[str, dict] = {
     "mean λ": dict(oracle_lambda="mean", hint_decay=0.0, tail_members=10),
     "mean λ, averaged hint": dict(oracle_lambda="mean", hint_decay=0.95, tail_members=10),
     "mean λ, averaged hint, probability cost head": dict(oracle_lambda="mean", hint_decay=0.95, tail_members=10),
+    "mean λ, averaged hint, probability cost head, hint violations up to one scale": dict(
+        oracle_lambda="mean", hint_decay=0.95, tail_members=10, hint_violation=1.0
+    ),
 }
 OLD_MODEL = CostModelConfig(cost_head="regression", fit_steps=5000)
 """The cost model these results were measured with (its defaults before the probability head)."""
-DESIGN_MODELS: dict[str, CostModelConfig] = {"mean λ, averaged hint, probability cost head": CostModelConfig()}
+DESIGN_MODELS: dict[str, CostModelConfig] = {
+    "mean λ, averaged hint, probability cost head": CostModelConfig(),
+    "mean λ, averaged hint, probability cost head, hint violations up to one scale": CostModelConfig(),
+}
 """Designs measured with another cost model: the defaults since (cost_head auto, 20,000 fit steps)."""
 
 
@@ -75,6 +81,7 @@ def adaptive_cells(seeds: list[int], kappas: list[float]) -> list[dict]:
         ("exp3box", "lagrangian", "mean λ, averaged hint"),
         ("hedgebox", "lagrangian", "mean λ, averaged hint"),
         ("hedgebox", "lagrangian", "mean λ, averaged hint, probability cost head"),
+        ("hedgebox", "lagrangian", "mean λ, averaged hint, probability cost head, hint violations up to one scale"),
         ("exp3", "shaped", "earlier"),
     ]
     out = []
@@ -193,6 +200,9 @@ def summarise(rows: list[dict], out: Path, command: str) -> None:
             "mean λ, averaged hint": ", adaptive λ-player, oracle on the mean λ, averaged hint",
             "mean λ, averaged hint, probability cost head": ", adaptive λ-player, oracle on the mean λ, averaged "
             "hint, cost model's current defaults (probability head, 20k fit steps)",
+            "mean λ, averaged hint, probability cost head, hint violations up to one scale": ", adaptive λ-player, "
+            "oracle on the mean λ, averaged hint, cost model's current defaults, the hint's violations counted up to "
+            "one budget scale (G_h = 1)",
         }.get(r.get("design", ""), "")
         groups.setdefault((r["kappa"], r["algo"], variant, r["bandit"], r["feedback"], r["budget"]), []).append(r)
     lines = [

@@ -459,29 +459,19 @@ class O3SRL:
             budget, unit = c.cost_limit, 1.0
         else:
             cost_estimate, budget, unit = q_c.mean(), c.budget_value, self.oracle.config.cost_scale
-        if player.feedback == "lagrangian":
-            losses = bandits.lagrangian_feedback(
-                arms,
-                c.max_lambda,
-                cost_estimate,
-                budget,
-                cfg.min_scale,
-                player.margin,
-                max_violation=player.max_violation,
+
+        def lagrangian(max_violation: float) -> jax.Array:
+            return bandits.lagrangian_feedback(
+                arms, c.max_lambda, cost_estimate, budget, cfg.min_scale, player.margin, max_violation=max_violation
             )
+
+        hint_losses = None
+        if player.feedback == "lagrangian":
+            losses = lagrangian(player.max_violation)
+            if player.hint_violation not in (None, player.max_violation):
+                hint_losses = lagrangian(player.hint_violation)  # the hint's own cap G_h
         else:
             losses = bandits.shaped_feedback(arms, reward_estimate, cost_estimate, c.budget_value, c.value_scale)
-        hint_losses = None
-        if player.feedback == "lagrangian" and player.hint_violation not in (None, player.max_violation):
-            hint_losses = bandits.lagrangian_feedback(
-                arms,
-                c.max_lambda,
-                cost_estimate,
-                budget,
-                cfg.min_scale,
-                player.margin,
-                max_violation=player.hint_violation,
-            )
         bandit_state = bandits.update_bandit(
             state.bandit,
             player.bandit,
