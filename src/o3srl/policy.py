@@ -24,6 +24,17 @@ from o3srl.errors import O3SRLError
 from o3srl.rundir import POLICY_NAME
 
 
+def as_batch(obs: np.ndarray, obs_dim: int) -> tuple[np.ndarray, bool]:
+    """``obs`` as a float32 batch of rows, and whether it was one observation (a 1-d array); one clear error when
+    its last dimension is not ``obs_dim``."""
+    obs = np.asarray(obs, np.float32)
+    single = obs.ndim == 1
+    batch = obs[None] if single else obs
+    if batch.shape[-1] != obs_dim:
+        raise O3SRLError(f"policy expects observations of dim {obs_dim}, got shape {obs.shape}")
+    return batch, single
+
+
 class Policy:
     """Normalises observations, runs the actor and maps actions back to the environment's bounds.
 
@@ -40,11 +51,7 @@ class Policy:
         return int(self.stats.obs_mean.shape[0])
 
     def __call__(self, obs: np.ndarray) -> np.ndarray:
-        obs = np.asarray(obs, np.float32)
-        single = obs.ndim == 1
-        batch = obs[None] if single else obs
-        if batch.shape[-1] != self.obs_dim:
-            raise O3SRLError(f"policy expects observations of dim {self.obs_dim}, got shape {obs.shape}")
+        batch, single = as_batch(obs, self.obs_dim)
         action = self._act(self.actor_params, jnp.asarray(normalize_obs(batch, self.stats)))
         action = np.asarray(denormalize_action(np.asarray(action), self.stats), np.float32)
         return action[0] if single else action
@@ -81,11 +88,7 @@ class MixturePolicy(Policy):
         return self._members[slot]
 
     def __call__(self, obs: np.ndarray) -> np.ndarray:
-        obs = np.asarray(obs, np.float32)
-        single = obs.ndim == 1
-        batch = obs[None] if single else obs
-        if batch.shape[-1] != self.obs_dim:
-            raise O3SRLError(f"policy expects observations of dim {self.obs_dim}, got shape {obs.shape}")
+        batch, single = as_batch(obs, self.obs_dim)
         every = np.asarray(
             self._act(self.actor_params, jnp.asarray(normalize_obs(batch, self.stats)))
         )  # (members, B, act)
@@ -180,11 +183,7 @@ class SequencePolicy(Policy):
         ctx.to_go[1] -= float(cost)
 
     def __call__(self, obs: np.ndarray) -> np.ndarray:
-        obs = np.asarray(obs, np.float32)
-        single = obs.ndim == 1
-        batch = obs[None] if single else obs
-        if batch.shape[-1] != self.obs_dim:
-            raise O3SRLError(f"policy expects observations of dim {self.obs_dim}, got shape {obs.shape}")
+        batch, single = as_batch(obs, self.obs_dim)
         normalised = np.asarray(normalize_obs(batch, self.stats), np.float32)
         contexts = [self._contexts[i] if i in self._contexts else self.begin_episode(i) for i in range(len(batch))]
         for ctx, o in zip(contexts, normalised):

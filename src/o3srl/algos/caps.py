@@ -70,9 +70,9 @@ import optax
 from o3srl.algos.base import Metrics, OutputKind, Setting, StepLearner, adam_step
 from o3srl.algos.iql import expectile_loss
 from o3srl.data.sampler import Batch, DeviceData, NormStats, denormalize_action, normalize_obs, sample_batch
-from o3srl.errors import ConfigError, O3SRLError
+from o3srl.errors import ConfigError
 from o3srl.nets import Critics, ValueNet
-from o3srl.policy import Policy
+from o3srl.policy import Policy, as_batch
 
 
 @dataclass(frozen=True)
@@ -238,11 +238,7 @@ class SwitchingPolicy(Policy):
         )
 
     def __call__(self, obs: np.ndarray) -> np.ndarray:
-        obs = np.asarray(obs, np.float32)
-        single = obs.ndim == 1
-        batch = obs[None] if single else obs
-        if batch.shape[-1] != self.obs_dim:
-            raise O3SRLError(f"policy expects observations of dim {self.obs_dim}, got shape {obs.shape}")
+        batch, single = as_batch(obs, self.obs_dim)
         for i in range(len(batch)):
             if i not in self._spent:
                 self.begin_episode(i)
