@@ -67,10 +67,10 @@ def fit_reward_model(data, members: int, hidden: tuple[int, ...], seed: int):
     return net, params, scale
 
 
-def read_members(run, reward_net, reward_params, reward_scale) -> np.ndarray:
-    """(members, 2): each tail member's model episode reward and cost, from the λ-player's own initial states."""
+def read_members(run, data, reward_net, reward_params, reward_scale) -> np.ndarray:
+    """(members, 2): each tail member's model episode reward and cost, from the λ-player's own initial states
+    (``data``: the run's dataset on the device)."""
     learner, model = run.learner, run.learner.cost_model
-    data = to_device(run.problem.dataset, run.stats)
     init = sample_init_obs(jax.random.PRNGKey(0), data, model.config.rollout_states)  # the λ-player's states
     m = model.config.members
 
@@ -116,7 +116,7 @@ def main() -> None:
         net, params, scale = fit_reward_model(
             data, learner.cost_model.config.members, learner.cost_model.config.hidden, cfg.seed
         )
-        model = read_members(run, net, params, scale)
+        model = read_members(run, data, net, params, scale)
         evals = []
         for j in range(len(model)):
             actor = jax.tree.map(lambda x, j=j: x[j], run.state.tail)
