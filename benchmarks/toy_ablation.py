@@ -52,14 +52,19 @@ EARLIER = dict(lambda_scale=1.0, optimism=0.0, margin=0.0, cost_estimate="mean",
 
 
 # The adaptive player's knobs each design's rows were run with, pinned so that they reproduce whatever the
-# player's defaults become (tail_members = 10: the player's default then).
+# player's defaults become (tail_members = 10 and the whole tail as output: the player's defaults then).
 ADAPTIVE_DESIGNS: dict[str, dict] = {
-    "default": dict(oracle_lambda="drawn", hint_decay=0.0, tail_members=10),
-    "mean λ": dict(oracle_lambda="mean", hint_decay=0.0, tail_members=10),
-    "mean λ, averaged hint": dict(oracle_lambda="mean", hint_decay=0.95, tail_members=10),
-    "mean λ, averaged hint, probability cost head": dict(oracle_lambda="mean", hint_decay=0.95, tail_members=10),
+    "default": dict(oracle_lambda="drawn", hint_decay=0.0, tail_members=10, output="tail"),
+    "mean λ": dict(oracle_lambda="mean", hint_decay=0.0, tail_members=10, output="tail"),
+    "mean λ, averaged hint": dict(oracle_lambda="mean", hint_decay=0.95, tail_members=10, output="tail"),
+    "mean λ, averaged hint, probability cost head": dict(
+        oracle_lambda="mean", hint_decay=0.95, tail_members=10, output="tail"
+    ),
     "mean λ, averaged hint, probability cost head, hint violations up to one scale": dict(
-        oracle_lambda="mean", hint_decay=0.95, tail_members=10, hint_violation=1.0
+        oracle_lambda="mean", hint_decay=0.95, tail_members=10, hint_violation=1.0, output="tail"
+    ),
+    "mean λ, averaged hint, probability cost head, best output": dict(
+        oracle_lambda="mean", hint_decay=0.95, tail_members=20, output="best", best_members=3
     ),
 }
 OLD_MODEL = CostModelConfig(cost_head="regression", fit_steps=5000)
@@ -67,6 +72,7 @@ OLD_MODEL = CostModelConfig(cost_head="regression", fit_steps=5000)
 DESIGN_MODELS: dict[str, CostModelConfig] = {
     "mean λ, averaged hint, probability cost head": CostModelConfig(),
     "mean λ, averaged hint, probability cost head, hint violations up to one scale": CostModelConfig(),
+    "mean λ, averaged hint, probability cost head, best output": CostModelConfig(reward_head=True),
 }
 """Designs measured with another cost model: the defaults since (cost_head auto, 20,000 fit steps)."""
 
@@ -82,6 +88,7 @@ def adaptive_cells(seeds: list[int], kappas: list[float]) -> list[dict]:
         ("hedgebox", "lagrangian", "mean λ, averaged hint"),
         ("hedgebox", "lagrangian", "mean λ, averaged hint, probability cost head"),
         ("hedgebox", "lagrangian", "mean λ, averaged hint, probability cost head, hint violations up to one scale"),
+        ("hedgebox", "lagrangian", "mean λ, averaged hint, probability cost head, best output"),
         ("exp3", "shaped", "earlier"),
     ]
     out = []
@@ -203,6 +210,9 @@ def summarise(rows: list[dict], out: Path, command: str) -> None:
             "mean λ, averaged hint, probability cost head, hint violations up to one scale": ", adaptive λ-player, "
             "oracle on the mean λ, averaged hint, cost model's current defaults, the hint's violations counted up to "
             "one budget scale (G_h = 1)",
+            "mean λ, averaged hint, probability cost head, best output": ", adaptive λ-player, oracle on the mean λ, "
+            "averaged hint, cost model's current defaults, 20 tail members, output: the 3 safe-reading members with "
+            "the highest model reward (today's adaptive defaults)",
         }.get(r.get("design", ""), "")
         groups.setdefault((r["kappa"], r["algo"], variant, r["bandit"], r["feedback"], r["budget"]), []).append(r)
     lines = [

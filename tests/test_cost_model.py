@@ -42,10 +42,10 @@ def test_a_predicted_terminal_ends_the_cost_through_the_survival_probability():
 
 
 def _line_data(n_episodes: int = 100, horizon: int = 20, seed: int = 0) -> DeviceData:
-    """A 1-D system s' = s + 0.1 a, cost 1 on every step taken from s > 0.55; the behaviour starts anywhere in
-    [−1, 1] and acts uniformly at random in [−1, 1]."""
+    """A 1-D system s' = s + 0.1 a, reward s + a, cost 1 on every step taken from s > 0.55; the behaviour starts
+    anywhere in [−1, 1] and acts uniformly at random in [−1, 1]."""
     rng = np.random.default_rng(seed)
-    obs, acts, nxt, costs = [], [], [], []
+    obs, acts, nxt, costs, rewards = [], [], [], [], []
     for _ in range(n_episodes):
         s = float(rng.uniform(-1.0, 1.0))
         for _ in range(horizon):
@@ -53,6 +53,7 @@ def _line_data(n_episodes: int = 100, horizon: int = 20, seed: int = 0) -> Devic
             obs.append([s])
             acts.append([a])
             costs.append(float(s > 0.55))
+            rewards.append(s + a)
             s = s + 0.1 * a
             nxt.append([s])
     f = lambda x: jnp.asarray(np.asarray(x, np.float32))
@@ -60,7 +61,7 @@ def _line_data(n_episodes: int = 100, horizon: int = 20, seed: int = 0) -> Devic
     return DeviceData(
         obs=f(obs),
         actions=f(acts),
-        rewards=jnp.zeros(n),
+        rewards=f(rewards),
         costs=f(costs),
         next_obs=f(nxt),
         terminals=jnp.zeros(n),
@@ -85,6 +86,33 @@ def test_a_fitted_model_reads_the_episode_cost_of_policies_it_never_saw(head):
         _, cost, _ = model.predict(state, jnp.linspace(-1, 2, 31)[None, :, None].repeat(3, 0), jnp.ones((3, 31, 1)))
         assert float(cost.min()) >= 0.0 and float(cost.max()) <= 1.0
         assert float(still.min()) >= 0.0
+
+
+def test_the_reward_head_reads_the_episode_reward_and_leaves_the_cost_model_as_it_was():
+    """With ``reward_head`` a second ensemble is fit to the step reward after the dynamics-and-cost one, with draws
+    of its own: the cost model's parameters are exactly those of a model without it, and a rollout sums the reward
+    of policies the data never followed. From s0 = 0 with a = 1 the states are 0.1 t, so the ten steps' rewards
+    s + a sum to 4.5 + 10 = 14.5; a = −1 gives −4.5 − 10 = −14.5."""
+    data = _line_data()
+    config = CostModelConfig(members=3, hidden=(64, 64), fit_steps=2000, rollout_states=4)
+    with_head = CostModel(config, 1, 1, unit_costs=True)
+    without = CostModel(dataclasses.replace(config, reward_head=False), 1, 1, unit_costs=True)
+    fit = [jax.jit(m.fit)(m.init(jax.random.PRNGKey(0)), data, jax.random.PRNGKey(1)) for m in (with_head, without)]
+    for a, b in zip(jax.tree.leaves(fit[0].params), jax.tree.leaves(fit[1].params)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert fit[1].reward_params is None and fit[1].reward_estimate is None
+    s0 = jnp.zeros((4, 1))
+    cost, reward = with_head.episode_returns(fit[0], lambda s: jnp.ones_like(s), s0, horizon=10)
+    assert float(reward.mean()) == pytest.approx(14.5, abs=1.0)
+    _, back = with_head.episode_returns(fit[0], lambda s: -jnp.ones_like(s), s0, horizon=10)
+    assert float(back.mean()) == pytest.approx(-14.5, abs=1.0)
+    # The cost of the same rollouts is what the model without the head reads.
+    np.testing.assert_allclose(
+        np.asarray(cost), np.asarray(without.episode_cost(fit[1], lambda s: jnp.ones_like(s), s0, horizon=10))
+    )
+    # refresh keeps the members' mean episode reward beside the cost.
+    fresh = with_head.refresh(fit[0], lambda s: jnp.ones_like(s), s0, 10, jnp.int32(0))
+    assert float(fresh.reward_estimate) == pytest.approx(float(reward.mean()), rel=1e-6)
 
 
 def test_an_unknown_cost_head_is_refused():

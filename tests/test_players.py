@@ -36,7 +36,7 @@ def test_each_player_fills_only_the_knobs_left_unset():
         adaptive.oracle_lambda,
         adaptive.hint_decay,
         adaptive.output,
-    ) == ("hedgebox", "lagrangian", 8.0, 0.1, "model", "mean", 0.95, "tail")
+    ) == ("hedgebox", "lagrangian", 8.0, 0.1, "model", "mean", 0.95, "best")
     assert adaptive.lambda_scale is None  # the data's unit
     with pytest.raises(ConfigError, match="o3srl.player"):
         resolve_player(O3SRLConfig(player="bogus"))  # type: ignore[arg-type]
@@ -110,6 +110,7 @@ def test_the_oracle_steps_on_the_drawn_arm_or_on_the_mean_of_the_draw(oracle_lam
         steps_per_round=2,
         oracle_lambda=oracle_lambda,
         feedback_batch=4,
+        output="tail",
     )
     learner = O3SRL(config, oracle, setting)  # type: ignore[arg-type]
     n = 8
@@ -214,3 +215,44 @@ def test_one_round_hint_counts_violations_up_to_its_own_cap(toy_file, tmp_path, 
     np.testing.assert_allclose(new.bandit.log_weights, expected_w, rtol=1e-5, atol=1e-6)
     if hint_violation == 1.0:
         np.testing.assert_allclose(hint, 0.5 * (1 - arms / arms[-1]), rtol=1e-5)  # g clipped at 1
+
+
+def test_best_members_by_hand():
+    """The ``best`` output: among the members whose model cost is within the target, the highest model rewards
+    (ties to the more recent slot); none within it: the lowest costs; an unread member is never preferred."""
+    from o3srl.algos.o3srl import best_members
+
+    readings = np.array(
+        [
+            [100.0, 0.0, 1.0],
+            [300.0, 6.0, 1.0],  # the highest reward, over the target
+            [250.0, 4.0, 1.0],  # exactly at the target: safe-reading
+            [250.0, 3.9, 1.0],
+            [400.0, 0.0, 0.0],  # never read
+            [200.0, 1.0, 1.0],
+            [np.nan, 0.0, 1.0],  # a NaN reading
+        ]
+    )
+    assert best_members(readings, 4.0, 2).tolist() == [2, 3]
+    assert best_members(readings, 4.0, 3).tolist() == [2, 3, 5]
+    assert best_members(readings, 4.0, 10).tolist() == [0, 2, 3, 5]  # only the four safe-reading ones
+    assert best_members(readings, 4.0, 0).tolist() == [2]  # at least one
+    assert best_members(readings, 6.0, 1).tolist() == [1]
+    # Nothing reads within −1: the lowest cost readings, 0 (slot 0) then 1 (slot 5).
+    assert best_members(readings, -1.0, 2).tolist() == [0, 5]
+
+
+def test_the_best_output_needs_the_models_reward_reading():
+    setting = Setting(
+        obs_dim=1, act_dim=1, cost_limit=5.0, episode_length=10, total_steps=60, reward_abs_max=1.0, cost_abs_max=1.0
+    )
+    oracle = make_oracle("td3bc", TD3BCConfig(hidden=(8,)), IQLConfig(hidden=(8,)), 1, 1)
+    with pytest.raises(ConfigError, match="o3srl.output 'best'.*choose o3srl.output 'tail' or 'last'"):
+        O3SRL(O3SRLConfig(player="adaptive", cost_estimate="mean"), oracle, setting)
+    from o3srl.algos.cost_model import CostModel, CostModelConfig
+
+    no_head = CostModel(CostModelConfig(reward_head=False), 1, 1)
+    with pytest.raises(ConfigError, match="cost_model.reward_head true"):
+        O3SRL(O3SRLConfig(player="adaptive"), oracle, setting, cost_model=no_head)
+    # At a fixed λ the output is the last iterate whatever o3srl.output says: nothing to read.
+    O3SRL(O3SRLConfig(player="adaptive", cost_estimate="mean"), oracle, setting, fixed_lambda=1.0)

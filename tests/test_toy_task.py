@@ -106,7 +106,7 @@ def test_tail_mixture_output_holds_the_last_iterates_and_an_old_checkpoint_resum
     learner = build_learner(old_cfg.resolved(), load_problem(old_cfg.resolved()))
     _, state, stats, _ = load_checkpoint(old_dir / CHECKPOINT_NAME, learner.init(jax.random.PRNGKey(0)))
     old = serialization.to_state_dict(state)
-    del old["tail"], old["bandit"]["hint"]
+    del old["tail"], old["bandit"]["hint"], old["tail_readings"]
     save_checkpoint(
         old_dir / CHECKPOINT_NAME,
         step=1_000,
@@ -123,3 +123,100 @@ def test_tail_mixture_output_holds_the_last_iterates_and_an_old_checkpoint_resum
     np.testing.assert_array_equal(upgraded.bandit.log_weights, state.bandit.log_weights)
     run(dataclasses.replace(old_cfg, steps=2_000), resume_dir=str(old_dir))  # train.run applies the upgrade itself
     assert (old_dir / "policy.msgpack").exists()
+
+
+def test_best_output_mixes_the_best_safe_reading_members_without_changing_the_rounds(toy_file, tmp_path):
+    """``--o3srl.output best`` (the adaptive player's): every tail member is read by the cost model's rollouts (its
+    reward head) in the round it is kept, and the output is the mixture of the ``best_members`` with the highest
+    reward reading among those whose cost reading is within (1 − δ) κ. The reward head never reaches the λ-player:
+    the rounds are those of a run without it, bit for bit."""
+    import json
+
+    import jax
+    from flax import serialization
+
+    import o3srl
+    from o3srl.algos.cost_model import CostModelConfig
+    from o3srl.algos.o3srl import O3SRLConfig, best_members
+    from o3srl.algos.td3bc import TD3BCConfig
+    from o3srl.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+    from o3srl.config import TrainConfig
+    from o3srl.policy import MixturePolicy
+    from o3srl.train import build_learner, load_problem, run
+
+    kappa = 5.0
+    cfg = TrainConfig(
+        task="toy",
+        env_id="o3srl.envs.toy:ToyRunEnv",
+        dataset=str(toy_file),
+        cost_limit=kappa,
+        steps=1_000,
+        log_every=500,
+        checkpoint_every=1_000,
+        eval_episodes=2,
+        progress=False,
+        run_dir=str(tmp_path / "best"),
+        td3bc=TD3BCConfig(hidden=(32, 32), gamma=0.9, reward_scale=1.0),
+        o3srl=O3SRLConfig(player="adaptive", feedback_batch=16, tail_members=6, tail_fraction=0.3, best_members=2),
+        cost_model=CostModelConfig(members=2, hidden=(32,), fit_steps=200, rollout_states=4),
+    )
+    run(cfg)
+    tail_cfg = dataclasses.replace(
+        cfg,
+        run_dir=str(tmp_path / "tail"),
+        o3srl=dataclasses.replace(cfg.o3srl, output="tail"),
+        cost_model=dataclasses.replace(cfg.cost_model, reward_head=False),
+    )
+    run(tail_cfg)
+    traces = [np.load(tmp_path / name / "rounds.npz") for name in ("best", "tail")]
+    for key in ("bandit__lambda", "feedback__cost_estimate"):
+        np.testing.assert_array_equal(traces[0][key], traces[1][key])
+
+    learner = build_learner(cfg.resolved(), load_problem(cfg.resolved()))
+    _, state, _, _ = load_checkpoint(tmp_path / "best" / CHECKPOINT_NAME, learner.init(jax.random.PRNGKey(0)))
+    readings = np.asarray(state.tail_readings)
+    assert readings.shape == (6, 3) and (readings[:, 2] == 1).all()
+    # Slot 0 is the last round: its readings are the last round's model readings.
+    assert readings[0, 1] == pytest.approx(float(traces[0]["feedback__cost_estimate"][-1]), rel=1e-5)
+    assert readings[0, 0] == pytest.approx(float(traces[0]["feedback__model_reward_estimate"][-1]), rel=1e-5)
+    chosen = best_members(readings, 0.8 * kappa, 2)
+    summary = json.loads((tmp_path / "best" / "eval.json").read_text())
+    assert summary["output_members"] == chosen.tolist()
+    assert len(summary["tail_model_readings"]) == 6
+    policy = o3srl.load_policy(tmp_path / "best")
+    assert isinstance(policy, MixturePolicy) and policy.num_members == len(chosen)
+    for saved, member in zip(jax.tree.leaves(policy.actor_params), jax.tree.leaves(state.tail)):
+        np.testing.assert_array_equal(np.asarray(saved), np.asarray(member)[chosen])
+    safe = readings[:, 1] <= 0.8 * kappa
+    if safe.any():  # each chosen member reads safe, and no safe-reading member left out reads a higher reward
+        assert safe[chosen].all()
+        assert readings[chosen, 0].min() >= readings[safe & ~np.isin(np.arange(6), chosen), 0].max(initial=-np.inf)
+
+    # A checkpoint of an adaptive run from before the reward head (no tail readings; its cost model had none)
+    # resumes, and its config (saved without the field) reads back without the head.
+    saved = json.loads((tmp_path / "tail" / "config.json").read_text())
+    assert saved["cost_model"]["reward_head"] is False
+    del saved["cost_model"]["reward_head"]
+    from o3srl.config import from_dict
+
+    assert from_dict(saved).cost_model.reward_head is False
+    tail_learner = build_learner(tail_cfg.resolved(), load_problem(tail_cfg.resolved()))
+    _, tail_state, stats, _ = load_checkpoint(
+        tmp_path / "tail" / CHECKPOINT_NAME, tail_learner.init(jax.random.PRNGKey(0))
+    )
+    old = serialization.to_state_dict(tail_state)
+    del old["tail_readings"]
+    for key in ("reward_params", "reward_scale", "reward_estimate"):
+        old["model"].pop(key, None)
+    save_checkpoint(
+        tmp_path / "tail" / CHECKPOINT_NAME,
+        step=1_000,
+        state=old,
+        stats=stats,
+        config_json=(tmp_path / "tail" / "config.json").read_text().strip(),
+    )
+    _, upgraded, _, _ = load_checkpoint(
+        tmp_path / "tail" / CHECKPOINT_NAME, tail_learner.init(jax.random.PRNGKey(0)), tail_learner.upgrade_state_dict
+    )
+    assert (np.asarray(upgraded.tail_readings) == 0).all()
+    run(dataclasses.replace(tail_cfg, steps=1_200), resume_dir=str(tmp_path / "tail"))

@@ -275,6 +275,8 @@ ADDED_FIELDS: dict[str, Any] = {
     "bc.hidden": [256, 256],
     "bc.learning_rate": 1e-3,
     "bc.batch_size": 512,
+    # The cost model's reward head (2026-12-01): runs saved before it fit none.
+    "cost_model.reward_head": False,
 }
 
 

@@ -725,7 +725,9 @@ def _finish(r: _Run) -> dict[str, Any]:
 
             plot_bandit_history(run_dir / TRACE_NAME, run_dir / BANDIT_PLOT_NAME, arms)
     result = _evaluate(r, state, cfg.eval_episodes) if cfg.eval_episodes > 0 else None
-    summary = run_summary(run_dir, cfg, r.run_info, step=step, result=result)
+    output_info = getattr(r.learner, "output_info", None)  # which members a mixture output holds, and why
+    info = {**r.run_info, **(output_info(state) if output_info is not None else {})}
+    summary = run_summary(run_dir, cfg, info, step=step, result=result)
     with _file_errors(f"cannot write {run_dir / EVAL_NAME}"):
         write_eval(run_dir, summary)
     return summary

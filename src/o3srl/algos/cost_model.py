@@ -17,6 +17,11 @@ with κ directly, with no discounting and no budget conversion.
 
 Rollout states are kept inside the dataset's observation box, so a policy that leaves the data cannot send the
 model into unbounded extrapolation.
+
+With ``reward_head``, a second ensemble of the same widths predicts the step reward (least squares, fit after the
+first with its own draws, so the dynamics and costs are exactly what they are without it), and every rollout sums
+its reward beside the cost: the model's reading of the policy's episode reward. The λ-player never looks at it; the
+adaptive player's ``best`` output chooses among its tail members with it (o3srl.algos.o3srl).
 """
 
 from __future__ import annotations
@@ -64,6 +69,9 @@ class CostModelConfig:
     """How the members' episode costs make the reading: ``mean`` over every member's rollouts, or ``median`` of the
     members' mean costs (one member whose dynamics drift, reading 65 where the others read 0–10, then does not
     decide the reading)."""
+    reward_head: bool = True
+    """Also fit a reward ensemble, so that every rollout reads the policy's episode reward beside its cost (the
+    ``best`` output of o3srl chooses among the tail members by it). Runs saved before it existed had none."""
     rollout_every: int = 1
     """Rounds between rollouts; the rounds in between reuse the last estimate. 1: a fresh estimate every round (on
     the toy task, every 10 rounds let the λ-player act on a stale cost long enough to end one run in three unsafe)."""
@@ -92,6 +100,9 @@ class CostModelState(flax.struct.PyTreeNode):
     fit_loss: jax.Array  # the fit's last minibatch loss (NaN before the fit)
     estimate: jax.Array  # the last rollouts' mean episode cost
     spread: jax.Array  # the standard deviation of that mean across members
+    reward_params: Any = None  # the reward ensemble's parameters (None: no reward head)
+    reward_scale: Any = None  # std of the step reward (at least MIN_SCALE): the reward ensemble predicts r / it
+    reward_estimate: Any = None  # the last rollouts' mean episode reward (0 before any; None: no reward head)
 
 
 class _Ensemble(nn.Module):
@@ -149,12 +160,22 @@ class CostModel:
         self.head = config.cost_head if config.cost_head != "auto" else ("bernoulli" if unit_costs else "regression")
         self.obs_dim, self.act_dim = obs_dim, act_dim
         self.net = _Ensemble(tuple(config.hidden), obs_dim + 2, config.members)
+        self.reward_net = _Ensemble(tuple(config.hidden), 1, config.members) if config.reward_head else None
         self.tx = optax.adam(config.learning_rate)
 
     def init(self, key: jax.Array) -> CostModelState:
         m = self.config.members
         params = self.net.init(key, jnp.zeros((m, 1, self.obs_dim)), jnp.zeros((m, 1, self.act_dim)))
         ones = jnp.ones((self.obs_dim,), jnp.float32)
+        reward = {}
+        if self.reward_net is not None:
+            reward = {
+                "reward_params": self.reward_net.init(
+                    jax.random.fold_in(key, 1), jnp.zeros((m, 1, self.obs_dim)), jnp.zeros((m, 1, self.act_dim))
+                ),
+                "reward_scale": jnp.float32(1.0),
+                "reward_estimate": jnp.float32(0.0),
+            }
         return CostModelState(
             params=params,
             delta_scale=ones,
@@ -164,6 +185,7 @@ class CostModel:
             fit_loss=jnp.float32(jnp.nan),
             estimate=jnp.float32(0.0),
             spread=jnp.float32(0.0),
+            **reward,
         )
 
     def predict(self, state: CostModelState, obs: jax.Array, act: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -175,6 +197,16 @@ class CostModel:
         else:
             cost = out[..., self.obs_dim] * state.cost_scale
         return next_obs, cost, jax.nn.sigmoid(out[..., self.obs_dim + 1])
+
+    def predict_reward(self, state: CostModelState, obs: jax.Array, act: jax.Array) -> jax.Array:
+        """The step reward per member (the reward head); obs, act: (members, batch, ·)."""
+        assert self.reward_net is not None, "the cost model has no reward head"
+        return self.reward_net.apply(state.reward_params, obs, act)[..., 0] * state.reward_scale
+
+    def reward_loss(self, params: Any, state: CostModelState, data: DeviceData, idx: jax.Array) -> jax.Array:
+        assert self.reward_net is not None
+        pred = self.reward_net.apply(params, data.obs[idx], data.actions[idx])[..., 0]
+        return ((pred - data.rewards[idx] / state.reward_scale) ** 2).mean()
 
     def loss(self, params: Any, state: CostModelState, data: DeviceData, idx: jax.Array) -> jax.Array:
         obs, act = data.obs[idx], data.actions[idx]  # (members, batch, ·)
@@ -189,7 +221,8 @@ class CostModel:
         return dyn + cost + term
 
     def fit(self, state: CostModelState, data: DeviceData, key: jax.Array) -> CostModelState:
-        """``fit_steps`` Adam steps from ``state``'s parameters (the last minibatch loss kept in ``fit_loss``)."""
+        """``fit_steps`` Adam steps from ``state``'s parameters (the last minibatch loss kept in ``fit_loss``); then
+        as many for the reward head, with draws of their own."""
         cfg = self.config
         delta = data.next_obs - data.obs
         state = state.replace(
@@ -198,20 +231,28 @@ class CostModel:
             obs_low=data.obs.min(axis=0),
             obs_high=data.obs.max(axis=0),
         )
+        if self.reward_net is not None:
+            state = state.replace(reward_scale=jnp.maximum(data.rewards.std(), MIN_SCALE))
         if cfg.fit_steps == 0:
             return state
 
-        def step(carry: tuple[Any, Any], k: jax.Array) -> tuple[tuple[Any, Any], jax.Array]:
-            params, opt = carry
-            idx = jax.random.randint(k, (cfg.members, cfg.batch_size), 0, data.obs.shape[0])
-            value, grads = jax.value_and_grad(self.loss)(params, state, data, idx)
-            updates, opt = self.tx.update(grads, opt, params)
-            return (optax.apply_updates(params, updates), opt), value
+        def adam(loss: Callable[..., jax.Array], params: Any, k: jax.Array) -> tuple[Any, jax.Array]:
+            def step(carry: tuple[Any, Any], k: jax.Array) -> tuple[tuple[Any, Any], jax.Array]:
+                params, opt = carry
+                idx = jax.random.randint(k, (cfg.members, cfg.batch_size), 0, data.obs.shape[0])
+                value, grads = jax.value_and_grad(loss)(params, state, data, idx)
+                updates, opt = self.tx.update(grads, opt, params)
+                return (optax.apply_updates(params, updates), opt), value
 
-        (params, _), losses = jax.lax.scan(
-            step, (state.params, self.tx.init(state.params)), jax.random.split(key, cfg.fit_steps)
-        )
-        return state.replace(params=params, fit_loss=losses[-1])
+            (params, _), losses = jax.lax.scan(step, (params, self.tx.init(params)), jax.random.split(k, cfg.fit_steps))
+            return params, losses[-1]
+
+        params, fit_loss = adam(self.loss, state.params, key)
+        state = state.replace(params=params, fit_loss=fit_loss)
+        if self.reward_net is not None:
+            reward_params, _ = adam(self.reward_loss, state.reward_params, jax.random.fold_in(key, 1))
+            state = state.replace(reward_params=reward_params)
+        return state
 
     def episode_cost(
         self,
@@ -222,20 +263,35 @@ class CostModel:
     ) -> jax.Array:
         """The undiscounted cost of ``horizon``-step rollouts of the deterministic policy ``act`` from ``init_obs``
         (batch, obs_dim), one per member: shape (members, batch)."""
+        return self.episode_returns(state, act, init_obs, horizon)[0]
+
+    def episode_returns(
+        self,
+        state: CostModelState,
+        act: Callable[[jax.Array], jax.Array],
+        init_obs: jax.Array,
+        horizon: int,
+    ) -> tuple[jax.Array, jax.Array | None]:
+        """The undiscounted cost and reward (``None`` without the reward head) of ``horizon``-step rollouts of the
+        deterministic policy ``act`` from ``init_obs`` (batch, obs_dim), one per member: each (members, batch)."""
         m = self.config.members
         obs = jnp.broadcast_to(init_obs, (m, *init_obs.shape))
+        with_reward = self.reward_net is not None
 
-        def step(
-            carry: tuple[jax.Array, jax.Array, jax.Array], _: None
-        ) -> tuple[tuple[jax.Array, jax.Array, jax.Array], None]:
-            s, alive, total = carry
-            next_s, cost, done = self.predict(state, s, act(s))
+        Carry = tuple[jax.Array, jax.Array, jax.Array, jax.Array]
+
+        def step(carry: Carry, _: None) -> tuple[Carry, None]:
+            s, alive, total, ret = carry
+            a = act(s)
+            next_s, cost, done = self.predict(state, s, a)
             total = total + alive * cost  # not clipped at 0: the members' errors around a cost of 0 cancel
-            return (next_s, alive * (1.0 - done), total), None
+            if with_reward:
+                ret = ret + alive * self.predict_reward(state, s, a)
+            return (next_s, alive * (1.0 - done), total, ret), None
 
         zeros = jnp.zeros(obs.shape[:2], jnp.float32)
-        (_, _, total), _ = jax.lax.scan(step, (obs, jnp.ones_like(zeros), zeros), None, length=horizon)
-        return total
+        (_, _, total, ret), _ = jax.lax.scan(step, (obs, jnp.ones_like(zeros), zeros, zeros), None, length=horizon)
+        return total, (ret if with_reward else None)
 
     def reading(self, costs: jax.Array) -> jax.Array:
         """The estimate from rollout costs of shape (members, batch), as ``aggregate`` says."""
@@ -250,12 +306,16 @@ class CostModel:
         init_obs: jax.Array,
         horizon: int,
         rounds_done: jax.Array,
+        force: jax.Array | bool = False,
     ) -> CostModelState:
-        """The state with ``estimate`` and ``spread`` from new rollouts when ``rounds_done`` is a multiple of
-        ``rollout_every``, else unchanged."""
+        """The state with ``estimate`` and ``spread`` (and ``reward_estimate``, the members' mean episode reward)
+        from new rollouts when ``rounds_done`` is a multiple of ``rollout_every`` or ``force`` holds, else
+        unchanged."""
 
         def rollout(s: CostModelState) -> CostModelState:
-            costs = self.episode_cost(s, act, init_obs, horizon)
-            return s.replace(estimate=self.reading(costs), spread=costs.mean(axis=1).std())
+            costs, rewards = self.episode_returns(s, act, init_obs, horizon)
+            s = s.replace(estimate=self.reading(costs), spread=costs.mean(axis=1).std())
+            return s if rewards is None else s.replace(reward_estimate=rewards.mean())
 
-        return jax.lax.cond(rounds_done % self.config.rollout_every == 0, rollout, lambda s: s, state)
+        fresh = (rounds_done % self.config.rollout_every == 0) | force
+        return jax.lax.cond(fresh, rollout, lambda s: s, state)

@@ -8,9 +8,10 @@ One round::
           or the mean over dataset initial states of Q_c(s, π(s))                (the critics' cost estimate)
     ℓ   = feedback(arms, Ĉ, B) ∈ [0, 1]^K;   bandit update with ℓ (EXP3 looks only at ℓ_k)
 
-The output is the last iterate π_T. With a single arm this is the oracle at a fixed λ (``--algo td3bc`` / ``iql``
-and the paper's "fixed λ" ablation): the same code path, so every algorithm shares the loop, the checkpoints and the
-logging. A whole chunk of rounds is one compiled call: no host round-trip per round.
+The output is the last iterate π_T (the paper's), the uniform mixture of tail iterates, or the best of them as the
+cost model reads them (``--o3srl.output``, :func:`best_members`). With a single arm this is the oracle at a fixed λ
+(``--algo td3bc`` / ``iql`` and the paper's "fixed λ" ablation): the same code path, so every algorithm shares the
+loop, the checkpoints and the logging. A whole chunk of rounds is one compiled call: no host round-trip per round.
 """
 
 from __future__ import annotations
@@ -120,12 +121,16 @@ class O3SRLConfig:
     default) or the training batch's states (the policy's cost rate over the data's states, including states the
     policy would not visit: more pessimistic; on the toy task it left the κ = 5 policy at 3 % of its cost limit)."""
     feedback_batch: int = 256
-    output: Literal["last", "tail"] | None = None
-    """The policy the run outputs: its last iterate (the paper's; None, earlier player), or the tail mixture (None,
-    adaptive player): ``tail_members`` iterates spread evenly over the last ``tail_fraction`` of the rounds (the
-    last one included), one drawn per episode, so its expected episode cost is the members' average, the quantity
-    the λ-player's integral balances. Every run keeps the tail members, so either output can be evaluated
-    afterwards."""
+    output: Literal["last", "tail", "best"] | None = None
+    """The policy the run outputs: its last iterate (the paper's; None, earlier player); the tail mixture:
+    ``tail_members`` iterates spread evenly over the last ``tail_fraction`` of the rounds (the last one included),
+    one drawn per episode, so its expected episode cost is the members' average, the quantity the λ-player's
+    integral balances; or best (None, adaptive player): the uniform mixture of the ``best_members`` tail members
+    with the highest episode reward in the cost model's rollouts among those whose model cost is at most
+    (1 − δ) κ (:func:`best_members`; it needs the cost model with its reward head). Every run keeps the tail
+    members, so any output can be evaluated afterwards."""
+    best_members: int = 3
+    """How many tail members the ``best`` output mixes (fewer when fewer read safe)."""
     tail_members: int = 20
     """20: one member per episode of the default 20-episode evaluation, whose stratified draws then follow each
     member once (o3srl.policy.MixturePolicy)."""
@@ -155,7 +160,7 @@ PLAYERS: dict[str, dict[str, Any]] = {
         "lambda_scale": None,
         "cost_estimate": "model",
         "max_violation": 20.0,
-        "output": "tail",
+        "output": "best",
         "oracle_lambda": "mean",
         "hint_decay": 0.95,
     },
@@ -184,7 +189,7 @@ class Player:
     """None: the data's unit (the adaptive player)."""
     cost_estimate: Literal["mean", "max", "model"]
     max_violation: float
-    output: Literal["last", "tail"]
+    output: Literal["last", "tail", "best"]
     oracle_lambda: Literal["drawn", "mean"]
     hint_decay: float
     hint_violation: float | None = None
@@ -221,6 +226,27 @@ class LearnerState(flax.struct.PyTreeNode):
     key: jax.Array
     tail: Any  # actor parameters of the tail mixture's members, stacked along a leading axis (slot 0: the last round)
     model: Any  # the cost model's state (cost_estimate "model"), else None
+    tail_readings: Any = None
+    """(tail members, 3): each member's episode reward and cost as the cost model read them in the round it was kept
+    (the cost as the λ-player read it), and 1 where they were read (0: no reading, as without the reward head)."""
+
+
+def best_members(readings: np.ndarray, cost_target: float, count: int) -> np.ndarray:
+    """The members the ``best`` output mixes, from their model readings (members, 3) = (episode reward, episode
+    cost, read): among those whose cost reading is at most ``cost_target``, the ``count`` with the highest reward
+    reading (fewer when fewer read safe; of equal readings the more recent, lower index, first); when none reads
+    safe, the ``count`` with the lowest cost reading. A member without a reading (read 0, or NaN) counts as the
+    worst."""
+    readings = np.asarray(readings, np.float64)
+    missing = (readings[:, 2] == 0) | np.isnan(readings[:, :2]).any(axis=1)
+    reward = np.where(missing, -np.inf, readings[:, 0])
+    cost = np.where(missing, np.inf, readings[:, 1])
+    safe = np.flatnonzero(cost <= cost_target)
+    if len(safe):
+        order = safe[np.argsort(-reward[safe], kind="stable")]
+    else:
+        order = np.argsort(cost, kind="stable")
+    return np.sort(order[: max(1, count)])
 
 
 def make_oracle(name: str, td3bc: TD3BCConfig, iql: IQLConfig, obs_dim: int, act_dim: int) -> TD3BC | IQL:
@@ -285,10 +311,17 @@ class O3SRL:
             player.bandit, k, self.num_rounds, config.learning_rate, config.exploration
         )
         self.optimism = player.optimism
-        if config.tail_members < 1 or not 0.0 < config.tail_fraction <= 1.0:
+        if config.tail_members < 1 or not 0.0 < config.tail_fraction <= 1.0 or config.best_members < 1:
             raise ConfigError(
-                f"o3srl.tail_members must be ≥ 1 and o3srl.tail_fraction in (0, 1], got {config.tail_members} and "
-                f"{config.tail_fraction}"
+                f"o3srl.tail_members and o3srl.best_members must be ≥ 1 and o3srl.tail_fraction in (0, 1], got "
+                f"{config.tail_members}, {config.best_members} and {config.tail_fraction}"
+            )
+        no_reading = self.cost_model is None or self.cost_model.reward_net is None
+        if player.output == "best" and not self.fixed and no_reading:
+            raise ConfigError(
+                "o3srl.output 'best' (the adaptive player's) reads the tail members' reward and cost with the "
+                "cost model: it needs o3srl.cost_estimate 'model' and cost_model.reward_head true; otherwise "
+                "choose o3srl.output 'tail' or 'last'"
             )
         tail_rounds = max(1, round(self.num_rounds * config.tail_fraction))
         self.tail_stride = max(1, tail_rounds // config.tail_members)
@@ -341,7 +374,12 @@ class O3SRL:
         # The model's key is folded out of the run's key, so runs without a model draw exactly what they did before.
         model = None if self.cost_model is None else self.cost_model.init(jax.random.fold_in(key, 1))
         return LearnerState(
-            oracle=oracle, bandit=bandits.init_bandit(len(self.arms)), key=k_run, tail=tail, model=model
+            oracle=oracle,
+            bandit=bandits.init_bandit(len(self.arms)),
+            key=k_run,
+            tail=tail,
+            model=model,
+            tail_readings=jnp.zeros((self.tail_members, 3), jnp.float32),
         )
 
     def prepare(self, state: LearnerState, data: DeviceData) -> LearnerState:
@@ -352,13 +390,18 @@ class O3SRL:
         key = jax.random.fold_in(jax.random.fold_in(state.key, 2), 0)
         return state.replace(model=self.cost_model.fit(state.model, data, key))
 
-    def _keep_tail(self, tail: Any, actor: Any, rounds_done: jax.Array) -> Any:
-        """Store the actor in its tail slot when this round is one of the tail mixture's: slot j holds the iterate
-        of round n − j · stride (n rounds in all, so slot 0 is the last iterate)."""
+    def _tail_slot(self, rounds_done: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """(whether the iterate after ``rounds_done`` rounds is a tail member, its slot): slot j holds the iterate of
+        round n − j · stride (n rounds in all, so slot 0 is the last iterate)."""
         left = self.num_rounds - rounds_done
         slot = left // self.tail_stride
         keep = (left >= 0) & (left % self.tail_stride == 0) & (slot < self.tail_members)
-        slot = jnp.clip(slot, 0, self.tail_members - 1)
+        return keep, jnp.clip(slot, 0, self.tail_members - 1)
+
+    def _keep_tail(self, tail: Any, actor: Any, rounds_done: jax.Array) -> Any:
+        """Store ``actor`` (any pytree: a member's parameters or readings) in its tail slot when the iterate after
+        ``rounds_done`` rounds is one of the tail's (:meth:`_tail_slot`)."""
+        keep, slot = self._tail_slot(rounds_done)
         return jax.lax.cond(
             keep, lambda t: jax.tree.map(lambda stack, leaf: stack.at[slot].set(leaf), t, actor), lambda t: t, tail
         )
@@ -375,6 +418,11 @@ class O3SRL:
             state_dict["tail"] = fresh["tail"]
         if "model" not in state_dict:
             state_dict["model"] = fresh.get("model")
+        elif isinstance(state_dict["model"], dict) and isinstance(fresh.get("model"), dict):
+            # A cost model saved before its reward head: the fields it did not have (its config has no head).
+            state_dict["model"] = {**fresh["model"], **state_dict["model"]}
+        if "tail_readings" not in state_dict:
+            state_dict["tail_readings"] = fresh["tail_readings"]  # no readings: the best output cannot be chosen
         bandit = dict(state_dict.get("bandit", {}))
         if "hint" not in bandit and "log_weights" in bandit:
             bandit["hint"] = fresh["bandit"]["hint"]
@@ -386,11 +434,35 @@ class O3SRL:
 
     # ------------------------------------------------------------------ what the training loop records
     def output(self, state: LearnerState) -> tuple[Any, OutputKind]:
-        """The last iterate (``single``), or the tail members (``mixture``) with ``o3srl.output tail``; an oracle at
-        a fixed λ (``--algo td3bc`` / ``iql``) always outputs its last iterate."""
-        if self.player.output == "tail" and not self.fixed:
+        """The last iterate (``single``); the tail members (``mixture``) with ``o3srl.output tail``; the members
+        :meth:`output_members` chooses (``mixture``) with ``best``. An oracle at a fixed λ (``--algo td3bc`` /
+        ``iql``) always outputs its last iterate."""
+        if self.fixed or self.player.output == "last":
+            return state.oracle.actor, "single"
+        if self.player.output == "tail":
             return state.tail, "mixture"
-        return state.oracle.actor, "single"
+        chosen = jnp.asarray(self.output_members(state))
+        return jax.tree.map(lambda x: x[chosen], state.tail), "mixture"
+
+    def output_members(self, state: LearnerState) -> np.ndarray:
+        """The tail slots the ``best`` output mixes (:func:`best_members` against (1 − δ) κ)."""
+        target = (1.0 - self.player.margin) * self.setting.cost_limit
+        return best_members(np.asarray(state.tail_readings), target, self.config.best_members)
+
+    def output_info(self, state: LearnerState) -> dict[str, Any]:
+        """What the run's summary records about its output: the tail members' model readings and, for ``best``,
+        the slots chosen (slot 0 is the last iterate)."""
+        if self.fixed or self.player.output == "last":
+            return {}
+        readings = np.asarray(state.tail_readings, np.float64)
+        info: dict[str, Any] = {
+            "tail_model_readings": [
+                [round(float(r), 4), round(float(c), 4)] if read else None for r, c, read in readings
+            ]
+        }
+        if self.player.output == "best":
+            info["output_members"] = self.output_members(state).tolist()
+        return info
 
     def run_info(self) -> dict[str, Any]:
         info = {
@@ -428,6 +500,7 @@ class O3SRL:
         oracle_state, step_metrics = jax.lax.scan(
             oracle_step, state.oracle, jax.random.split(k_steps, cfg.steps_per_round)
         )
+        in_tail, _ = self._tail_slot(state.bandit.rounds + 1)
         if self.cost_model is not None:
             # The same initial states every round (what the optimism's hint needs: Ĉ moves only as the policy does).
             init_obs = sample_init_obs(jax.random.PRNGKey(0), data, self.cost_model.config.rollout_states)
@@ -437,6 +510,7 @@ class O3SRL:
                 init_obs,
                 self.setting.episode_length,
                 state.bandit.rounds,
+                force=in_tail,  # a tail member is read by fresh rollouts whatever rollout_every says
             )
             fb_obs = init_obs
         elif cfg.feedback_states == "initial":
@@ -503,7 +577,18 @@ class O3SRL:
         for k in range(len(self.arms)):
             metrics[f"bandit/p/{k}"] = probs[k]
         tail = self._keep_tail(state.tail, oracle_state.actor, bandit_state.rounds)
-        return LearnerState(oracle=oracle_state, bandit=bandit_state, key=key, tail=tail, model=model), metrics
+        if self.cost_model is not None and model.reward_estimate is not None:
+            metrics["feedback/model_reward_estimate"] = model.reward_estimate
+            readings = jnp.stack([model.reward_estimate, cost_estimate, 1.0]).astype(jnp.float32)
+        else:
+            readings = jnp.zeros(3, jnp.float32)
+        tail_readings = self._keep_tail(state.tail_readings, readings, bandit_state.rounds)
+        return (
+            LearnerState(
+                oracle=oracle_state, bandit=bandit_state, key=key, tail=tail, model=model, tail_readings=tail_readings
+            ),
+            metrics,
+        )
 
     def run_rounds(
         self, state: LearnerState, data: DeviceData, num_rounds: int, cell: CellParams | None = None
