@@ -112,7 +112,10 @@ def test_the_reward_head_reads_the_episode_reward_and_leaves_the_cost_model_as_i
     )
     # refresh keeps the members' mean episode reward beside the cost.
     fresh = with_head.refresh(fit[0], lambda s: jnp.ones_like(s), s0, 10, jnp.int32(0))
+    assert float(fresh.reward_estimate) == 0.0  # not asked for: not summed
+    fresh = with_head.refresh(fit[0], lambda s: jnp.ones_like(s), s0, 10, jnp.int32(0), read_reward=True)
     assert float(fresh.reward_estimate) == pytest.approx(float(reward.mean()), rel=1e-6)
+    assert float(fresh.estimate) == pytest.approx(float(cost.mean()), rel=1e-6)
 
 
 def test_an_unknown_cost_head_is_refused():

@@ -141,8 +141,9 @@ def test_best_output_mixes_the_best_safe_reading_members_without_changing_the_ro
     from o3srl.algos.td3bc import TD3BCConfig
     from o3srl.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
     from o3srl.config import TrainConfig
+    from o3srl.data.sampler import sample_init_obs, to_device
     from o3srl.policy import MixturePolicy
-    from o3srl.train import build_learner, load_problem, run
+    from o3srl.train import build_learner, load_finished_run, load_problem, run
 
     kappa = 5.0
     cfg = TrainConfig(
@@ -178,7 +179,12 @@ def test_best_output_mixes_the_best_safe_reading_members_without_changing_the_ro
     assert readings.shape == (6, 3) and (readings[:, 2] == 1).all()
     # Slot 0 is the last round: its readings are the last round's model readings.
     assert readings[0, 1] == pytest.approx(float(traces[0]["feedback__cost_estimate"][-1]), rel=1e-5)
-    assert readings[0, 0] == pytest.approx(float(traces[0]["feedback__model_reward_estimate"][-1]), rel=1e-5)
+    finished = load_finished_run(tmp_path / "best")
+    model, actor = finished.learner.cost_model, jax.tree.map(lambda x: x[0], state.tail)
+    init = sample_init_obs(jax.random.PRNGKey(0), to_device(finished.problem.dataset, finished.stats), 4)
+    horizon = learner.setting.episode_length
+    _, reward = model.episode_returns(state.model, lambda s: learner.act(actor, s), init, horizon)
+    assert readings[0, 0] == pytest.approx(float(reward.mean()), rel=1e-4, abs=1e-4)
     chosen = best_members(readings, 0.8 * kappa, 2)
     summary = json.loads((tmp_path / "best" / "eval.json").read_text())
     assert summary["output_members"] == chosen.tolist()

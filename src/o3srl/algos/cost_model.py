@@ -263,7 +263,7 @@ class CostModel:
     ) -> jax.Array:
         """The undiscounted cost of ``horizon``-step rollouts of the deterministic policy ``act`` from ``init_obs``
         (batch, obs_dim), one per member: shape (members, batch)."""
-        return self.episode_returns(state, act, init_obs, horizon)[0]
+        return self.episode_returns(state, act, init_obs, horizon, with_reward=False)[0]
 
     def episode_returns(
         self,
@@ -271,12 +271,14 @@ class CostModel:
         act: Callable[[jax.Array], jax.Array],
         init_obs: jax.Array,
         horizon: int,
+        with_reward: bool = True,
     ) -> tuple[jax.Array, jax.Array | None]:
-        """The undiscounted cost and reward (``None`` without the reward head) of ``horizon``-step rollouts of the
-        deterministic policy ``act`` from ``init_obs`` (batch, obs_dim), one per member: each (members, batch)."""
+        """The undiscounted cost and reward (``None`` without the reward head or ``with_reward``) of
+        ``horizon``-step rollouts of the deterministic policy ``act`` from ``init_obs`` (batch, obs_dim), one per
+        member: each (members, batch)."""
         m = self.config.members
         obs = jnp.broadcast_to(init_obs, (m, *init_obs.shape))
-        with_reward = self.reward_net is not None
+        with_reward = with_reward and self.reward_net is not None
 
         Carry = tuple[jax.Array, jax.Array, jax.Array, jax.Array]
 
@@ -306,16 +308,20 @@ class CostModel:
         init_obs: jax.Array,
         horizon: int,
         rounds_done: jax.Array,
-        force: jax.Array | bool = False,
+        read_reward: jax.Array | bool = False,
     ) -> CostModelState:
-        """The state with ``estimate`` and ``spread`` (and ``reward_estimate``, the members' mean episode reward)
-        from new rollouts when ``rounds_done`` is a multiple of ``rollout_every`` or ``force`` holds, else
-        unchanged."""
+        """The state with ``estimate`` and ``spread`` from new rollouts when ``rounds_done`` is a multiple of
+        ``rollout_every`` or ``read_reward`` holds, else unchanged; with ``read_reward`` (and the reward head) the
+        same rollouts also give ``reward_estimate``, the members' mean episode reward (the reward is summed only
+        when asked for: it costs as much again)."""
 
-        def rollout(s: CostModelState) -> CostModelState:
-            costs, rewards = self.episode_returns(s, act, init_obs, horizon)
+        def rollout(s: CostModelState, with_reward: bool) -> CostModelState:
+            costs, rewards = self.episode_returns(s, act, init_obs, horizon, with_reward)
             s = s.replace(estimate=self.reading(costs), spread=costs.mean(axis=1).std())
             return s if rewards is None else s.replace(reward_estimate=rewards.mean())
 
-        fresh = (rounds_done % self.config.rollout_every == 0) | force
-        return jax.lax.cond(fresh, rollout, lambda s: s, state)
+        fresh = (rounds_done % self.config.rollout_every == 0) | read_reward
+        if self.reward_net is None:
+            return jax.lax.cond(fresh, lambda s: rollout(s, False), lambda s: s, state)
+        branch = jnp.where(read_reward, 2, jnp.where(fresh, 1, 0))
+        return jax.lax.switch(branch, [lambda s: s, lambda s: rollout(s, False), lambda s: rollout(s, True)], state)

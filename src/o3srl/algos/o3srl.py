@@ -510,7 +510,7 @@ class O3SRL:
                 init_obs,
                 self.setting.episode_length,
                 state.bandit.rounds,
-                force=in_tail,  # a tail member is read by fresh rollouts whatever rollout_every says
+                read_reward=in_tail,  # a tail member's reward and cost are read by fresh rollouts
             )
             fb_obs = init_obs
         elif cfg.feedback_states == "initial":
@@ -578,7 +578,6 @@ class O3SRL:
             metrics[f"bandit/p/{k}"] = probs[k]
         tail = self._keep_tail(state.tail, oracle_state.actor, bandit_state.rounds)
         if self.cost_model is not None and model.reward_estimate is not None:
-            metrics["feedback/model_reward_estimate"] = model.reward_estimate
             readings = jnp.stack([model.reward_estimate, cost_estimate, 1.0]).astype(jnp.float32)
         else:
             readings = jnp.zeros(3, jnp.float32)
