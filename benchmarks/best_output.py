@@ -1,0 +1,110 @@
+"""Score a finished adaptive O3SRL run's outputs side by side, chosen from its own tail members' model readings.
+
+    python benchmarks/best_output.py RUN [RUN ...] [--episodes 20] [--pools 20 100] [--md table.md]
+
+Every run keeps its tail members and, with the cost model's reward head, each member's model readings (episode
+reward and cost in the model's rollouts, read in the round the member was kept; slot 0 is the last iterate). A tail of
+N members one every s rounds holds, in its first n slots, exactly the tail of n members one every s rounds, so one
+wide run scores the ``best`` output (o3srl.algos.o3srl.best_members) for every pool size n given with ``--pools``,
+next to the uniform mixture of the first 20 slots (the ``tail`` output of a 20-member tail). Every choice is made from
+the model readings alone; the evaluations (the run's own evaluation settings) only score them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from o3srl.io import atomic_write_text
+from o3srl.policy import MixturePolicy
+from o3srl.report import show_markdown_table
+from o3srl.rundir import evaluate_policy, read_run
+from o3srl.train import load_finished_run
+
+HEADER = (
+    "run",
+    "κ",
+    "pool",
+    "output",
+    "members (slot: model reward / cost)",
+    "evaluated reward / cost",
+)
+
+
+def rows_of(run_dir: Path, pools: list[int], episodes: int) -> list[tuple[str, ...]]:
+    from o3srl.algos.o3srl import best_members
+
+    run = load_finished_run(run_dir)
+    cfg, learner, state, stats = run.cfg, run.learner, run.state, run.stats
+    _, info = read_run(run_dir)
+    readings = np.asarray(state.tail_readings, np.float64)
+    if not (readings[:, 2] == 1).all():
+        raise SystemExit(f"{run_dir}: its tail members have no model readings (a run without the reward head)")
+    kappa = cfg.cost_limit
+    target = (1.0 - learner.player.margin) * kappa
+
+    def score(slots: np.ndarray) -> str:
+        members = jax.tree.map(lambda x: x[slots], state.tail)
+        result = evaluate_policy(
+            MixturePolicy(learner.act, members, stats, seed=cfg.eval_seed),
+            info,
+            cfg,
+            episodes=episodes,
+            seed=cfg.eval_seed,
+            envs=cfg.eval_envs,
+        )
+        return f"{result.reward:.1f} / {result.cost:.2f}{'' if result.cost <= kappa else ' **unsafe**'}"
+
+    def read(slots: np.ndarray) -> str:
+        return ", ".join(f"{j}: {readings[j, 0]:.0f} / {readings[j, 1]:.1f}" for j in slots)
+
+    name = f"{run_dir.parent.name}/{run_dir.name}"
+    out = []
+    uniform = np.arange(min(20, len(readings)))
+    out.append((name, f"{kappa:g}", str(len(uniform)), "tail (uniform)", "all", score(uniform)))
+    for pool in pools:
+        if pool > len(readings):
+            continue
+        chosen = best_members(readings[:pool], target, learner.config.best_members)
+        out.append((name, f"{kappa:g}", str(pool), f"best {learner.config.best_members}", read(chosen), score(chosen)))
+        print(out[-1], flush=True)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("runs", nargs="+", type=Path)
+    parser.add_argument("--episodes", type=int, default=20)
+    parser.add_argument("--pools", type=int, nargs="+", default=[20, 100])
+    parser.add_argument("--md", type=Path, help="also write the page to this markdown file")
+    args = parser.parse_args()
+    rows = [row for run in args.runs for row in rows_of(run, args.pools, args.episodes)]
+    table = show_markdown_table(HEADER, rows)
+    if args.md:
+        runs = " ".join(str(r) for r in args.runs)
+        pools = " ".join(str(p) for p in args.pools)
+        intro = [
+            "# The best output from a run's own tail readings",
+            "",
+            f"Command: `python benchmarks/best_output.py {runs} --episodes {args.episodes} --pools {pools} "
+            f"--md {args.md}`  ",
+            f"Machine: {platform.machine()}, {os.cpu_count()} cores; date: {datetime.date.today()}  ",
+            "",
+            "Pool n: the first n tail slots (slot 0 is the last iterate, one slot every 30 rounds here, so pool 20 is",
+            "the default tail of 20 members over the last 10 % of rounds). tail (uniform): the uniform mixture of the",
+            "first 20 slots. best k: the k members of the pool with the highest model reward among those whose model",
+            "cost is at most (1 − δ) κ, chosen from the readings the run stored; each output is evaluated as the run",
+            f"evaluates its own ({args.episodes} episodes, one member per episode).",
+            "",
+        ]
+        atomic_write_text(args.md, "\n".join(intro) + table + "\n")
+
+
+if __name__ == "__main__":
+    main()
