@@ -210,3 +210,9 @@ def test_the_cost_limit_decides_the_action(tmp_path):
     np.testing.assert_array_equal(heads[0.0], 1)
     np.testing.assert_array_equal(heads[2.0], 0)
     assert np.all(acts[0.5] < -0.25) and np.all(acts[2.0] > 0.25), acts
+
+    # `o3srl eval --cost-limit`: the evaluated policy switches by the new κ, and the summary says so.
+    from o3srl.rundir import evaluate_run
+
+    _, summary = evaluate_run(tmp_path / "run", episodes=2, seed=0, envs=1, cost_limit=2.0, env_id=TOY)
+    assert summary["caps_cost_limit"] == 2.0 and summary["cost_limit"] == 2.0

@@ -269,3 +269,12 @@ def test_the_target_cost_decides_the_action(tmp_path):
             policy.begin_episode(slot)
         acts[cost] = policy(obs)[:, 0]
     assert np.all(acts[0.0] < -0.25) and np.all(acts[10.0] > 0.25), acts
+
+    # `o3srl eval --cost-limit 0`: episodes start at (R*_data(0), 0), R̂_0 from the source the run took it from.
+    from o3srl.data.dataset import OfflineDataset, safe_frontier
+    from o3srl.rundir import evaluate_run
+
+    _, summary = evaluate_run(tmp_path / "run", episodes=2, seed=0, envs=1, cost_limit=0.0, env_id=TOY)
+    frontier = safe_frontier(OfflineDataset.load(cfg.dataset).episodes, 0.0)
+    assert summary["cdt_target_reward_source"] == "frontier" and summary["cdt_target_cost"] == 0.0
+    assert summary["cdt_target_reward"] == pytest.approx(frontier)

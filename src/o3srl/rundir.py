@@ -343,7 +343,51 @@ def evaluate_run(
         check_entry_point(info["env_id"], None, str(path / RUN_INFO_NAME))
     policy = load_policy(path)
     check_policy_config(path, cfg)
+    conditioned = {}
+    if cost_limit is not None and cost_limit != cfg.cost_limit:
+        conditioned = condition_on_cost_limit(policy, cfg, info, cost_limit)
     result = evaluate_policy(
         policy, info, cfg, episodes=episodes, seed=seed, envs=envs, cost_limit=cost_limit, env_id=env_id
     )
-    return result, run_summary(path, cfg, info, step=step, result=result, cost_limit=cost_limit)
+    summary = run_summary(path, cfg, {**info, **conditioned}, step=step, result=result, cost_limit=cost_limit)
+    return result, summary
+
+
+def condition_on_cost_limit(policy: Any, cfg: TrainConfig, info: dict[str, Any], cost_limit: float) -> dict[str, Any]:
+    """Set a policy that reads κ while it acts to ``cost_limit`` (in place); returns what the summary records.
+
+    CAPS switches its heads by the budget left of κ, and CDT starts its episodes at the targets (R̂_0, κ): both are
+    trained once and take a new κ at evaluation, as their papers evaluate them. CDT's R̂_0 follows the source the
+    run took it from (OSRL's table for the task, the data's safe frontier R*_data(κ), or a given value, kept). Every
+    other learner's policy was trained for its κ and is only scored against the new one."""
+    from o3srl.algos.caps import SwitchingPolicy
+    from o3srl.policy import SequencePolicy
+
+    if isinstance(policy, SwitchingPolicy):
+        policy.cost_limit = float(cost_limit)
+        return {"caps_cost_limit": float(cost_limit)}
+    if isinstance(policy, SequencePolicy):
+        from o3srl.algos.cdt import target_reward
+
+        source = info.get("cdt_target_reward_source")
+        if source == "given" or cfg.cdt.target_return is not None:
+            reward, source = float(policy.targets[0]), "given"
+        else:
+            from o3srl.data.dataset import OfflineDataset
+
+            dataset = str(info.get("dataset") or cfg.dataset)
+            try:
+                episodes = OfflineDataset.load(dataset).episodes
+            except (OSError, O3SRLError) as exc:
+                raise O3SRLError(
+                    f"cannot set CDT's target reward for κ = {cost_limit:g}: the run's dataset {dataset} is not "
+                    f"readable ({exc}); give --cdt.target-return when training, or evaluate at the run's κ"
+                ) from None
+            reward, source = target_reward(cfg.cdt, cfg.task, cost_limit, episodes.reward_return, episodes.cost_return)
+        policy.targets = (reward, float(cost_limit))
+        return {
+            "cdt_target_reward": reward,
+            "cdt_target_reward_source": source,
+            "cdt_target_cost": float(cost_limit),
+        }
+    return {}

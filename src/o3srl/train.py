@@ -898,7 +898,9 @@ def cli_eval(
     Args:
         run_dir: a directory written by ``o3srl train``.
         episodes: evaluation episodes.
-        cost_limit: κ for the normalised cost (default: the run's own).
+        cost_limit: κ for the normalised cost (default: the run's own). CAPS and CDT also act for it (CAPS switches
+            by the budget left of it, CDT starts its episodes at the targets for it); every other policy was trained
+            for the run's κ and is only scored against this one.
         seed: evaluation seed.
         envs: environment copies stepped together.
         env_id: environment to evaluate on (default: the run's). A module:Class entry point recorded in the run is
