@@ -189,6 +189,13 @@ def test_best_output_mixes_the_best_safe_reading_members_without_changing_the_ro
     summary = json.loads((tmp_path / "best" / "eval.json").read_text())
     assert summary["output_members"] == chosen.tolist()
     assert len(summary["tail_model_readings"]) == 6
+    # output.json is written with the policy, so an evaluation from the run directory alone (o3srl eval, a grid's
+    # evaluate stage) reports it too.
+    assert json.loads((tmp_path / "best" / "output.json").read_text())["output_members"] == chosen.tolist()
+    from o3srl.rundir import evaluate_run
+
+    _, again = evaluate_run(tmp_path / "best", episodes=1, seed=0, envs=1, env_id=cfg.env_id)
+    assert again["output_members"] == chosen.tolist()
     policy = o3srl.load_policy(tmp_path / "best")
     assert isinstance(policy, MixturePolicy) and policy.num_members == len(chosen)
     for saved, member in zip(jax.tree.leaves(policy.actor_params), jax.tree.leaves(state.tail)):

@@ -42,6 +42,8 @@ TRACE_NAME = "rounds.npz"
 CHECKPOINT_NAME = "checkpoint.msgpack"
 POLICY_NAME = "policy.msgpack"
 EVAL_NAME = "eval.json"
+OUTPUT_NAME = "output.json"
+"""What a run's output is made of, when it is chosen at the end (the adaptive O3SRL's ``best`` tail members)."""
 BANDIT_PLOT_NAME = "bandit.png"
 TENSORBOARD_DIR = "tb"
 
@@ -85,6 +87,19 @@ def write_run_files(run_dir: Path, config_json: str, info: dict[str, Any]) -> No
 def write_eval(run_dir: Path, summary: dict[str, Any]) -> Path:
     """``eval.json``: the summary of the run's final evaluation."""
     return atomic_write_text(run_dir / EVAL_NAME, json.dumps(summary, indent=2, default=json_default) + "\n")
+
+
+def write_output_info(run_dir: Path, output: dict[str, Any]) -> Path:
+    """``output.json``: how the saved policy was chosen (written with it; every summary of the run repeats it)."""
+    return atomic_write_text(run_dir / OUTPUT_NAME, json.dumps(output, indent=2, default=json_default) + "\n")
+
+
+def read_output_info(run_dir: Path) -> dict[str, Any]:
+    """A run's ``output.json`` ({} when it has none)."""
+    path = run_dir / OUTPUT_NAME
+    if not path.exists():
+        return {}
+    return read_json_object(path, f"{path}", "; it is written with the run's policy by 'o3srl train'")
 
 
 def read_run_info(run_dir: Path) -> dict[str, Any]:
@@ -349,7 +364,8 @@ def evaluate_run(
     result = evaluate_policy(
         policy, info, cfg, episodes=episodes, seed=seed, envs=envs, cost_limit=cost_limit, env_id=env_id
     )
-    summary = run_summary(path, cfg, {**info, **conditioned}, step=step, result=result, cost_limit=cost_limit)
+    info = {**info, **read_output_info(path), **conditioned}
+    summary = run_summary(path, cfg, info, step=step, result=result, cost_limit=cost_limit)
     return result, summary
 
 

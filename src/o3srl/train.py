@@ -43,6 +43,7 @@ from o3srl.rundir import (
     read_json_object,
     run_summary,
     write_eval,
+    write_output_info,
     write_run_files,
 )
 
@@ -718,16 +719,18 @@ def _finish(r: _Run) -> dict[str, Any]:
         f"; the checkpoint of step {step} is intact: finish with --resume {run_dir}",
     ):
         params, kind = r.learner.output(state)
+        output_info = getattr(r.learner, "output_info", None)  # which members a mixture output holds, and why
+        output = output_info(state) if output_info is not None else {}
         save_policy(run_dir / POLICY_NAME, actor=params, stats=r.stats, config_json=r.config_json, kind=kind)
+        if output:
+            write_output_info(run_dir, output)
         arms = r.learner.bandit_arms()
         if arms is not None:
             from o3srl.plots import plot_bandit_history
 
             plot_bandit_history(run_dir / TRACE_NAME, run_dir / BANDIT_PLOT_NAME, arms)
     result = _evaluate(r, state, cfg.eval_episodes) if cfg.eval_episodes > 0 else None
-    output_info = getattr(r.learner, "output_info", None)  # which members a mixture output holds, and why
-    info = {**r.run_info, **(output_info(state) if output_info is not None else {})}
-    summary = run_summary(run_dir, cfg, info, step=step, result=result)
+    summary = run_summary(run_dir, cfg, {**r.run_info, **output}, step=step, result=result)
     with _file_errors(f"cannot write {run_dir / EVAL_NAME}"):
         write_eval(run_dir, summary)
     return summary
