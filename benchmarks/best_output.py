@@ -1,12 +1,13 @@
 """Score a finished adaptive O3SRL run's outputs side by side, chosen from its own tail members' model readings.
 
-    python benchmarks/best_output.py RUN [RUN ...] [--episodes 20] [--pools 20 100] [--md table.md]
+    python benchmarks/best_output.py RUN [RUN ...] [--episodes 20] [--pools 20 100 100/5] [--md table.md]
 
 Every run keeps its tail members and, with the cost model's reward head, each member's model readings (episode
 reward and cost in the model's rollouts, read in the round the member was kept; slot 0 is the last iterate). A tail of
-N members one every s rounds holds, in its first n slots, exactly the tail of n members one every s rounds, so one
-wide run scores the ``best`` output (o3srl.algos.o3srl.best_members) for every pool size n given with ``--pools``,
-next to the uniform mixture of the first 20 slots (the ``tail`` output of a 20-member tail). Every choice is made from
+N members one every s rounds holds, in its first n slots, exactly the tail of n members one every s rounds, and in
+every k-th of them the tail of n / k members one every k s rounds, so one wide run scores the ``best`` output
+(o3srl.algos.o3srl.best_members) for every pool given with ``--pools`` (``n``: the first n slots; ``n/k``: every k-th
+of them), next to the uniform mixture of the first 20 slots (the ``tail`` output of a 20-member tail). Every choice is made from
 the model readings alone; the evaluations (the run's own evaluation settings) only score them.
 """
 
@@ -37,7 +38,13 @@ HEADER = (
 )
 
 
-def rows_of(run_dir: Path, pools: list[int], episodes: int) -> list[tuple[str, ...]]:
+def pool_slots(spec: str) -> np.ndarray:
+    """The tail slots of a pool: ``"n"`` the first n, ``"n/k"`` every k-th of the first n (slot 0 included)."""
+    n, _, k = spec.partition("/")
+    return np.arange(0, int(n), int(k) if k else 1)
+
+
+def rows_of(run_dir: Path, pools: list[str], episodes: int) -> list[tuple[str, ...]]:
     from o3srl.algos.o3srl import best_members
 
     run = load_finished_run(run_dir)
@@ -69,10 +76,11 @@ def rows_of(run_dir: Path, pools: list[int], episodes: int) -> list[tuple[str, .
     uniform = np.arange(min(20, len(readings)))
     out.append((name, f"{kappa:g}", str(len(uniform)), "tail (uniform)", "all", score(uniform)))
     for pool in pools:
-        if pool > len(readings):
+        slots = pool_slots(pool)
+        if slots[-1] >= len(readings):
             continue
-        chosen = best_members(readings[:pool], target, learner.config.best_members)
-        out.append((name, f"{kappa:g}", str(pool), f"best {learner.config.best_members}", read(chosen), score(chosen)))
+        chosen = slots[best_members(readings[slots], target, learner.config.best_members)]
+        out.append((name, f"{kappa:g}", pool, f"best {learner.config.best_members}", read(chosen), score(chosen)))
         print(out[-1], flush=True)
     return out
 
@@ -81,7 +89,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", type=Path)
     parser.add_argument("--episodes", type=int, default=20)
-    parser.add_argument("--pools", type=int, nargs="+", default=[20, 100])
+    parser.add_argument("--pools", nargs="+", default=["20", "100"], help="n (the first n slots) or n/k")
     parser.add_argument("--md", type=Path, help="also write the page to this markdown file")
     args = parser.parse_args()
     rows = [row for run in args.runs for row in rows_of(run, args.pools, args.episodes)]
@@ -97,7 +105,8 @@ def main() -> None:
             f"Machine: {platform.machine()}, {os.cpu_count()} cores; date: {datetime.date.today()}  ",
             "",
             "Pool n: the first n tail slots (slot 0 is the last iterate, one slot every 30 rounds here, so pool 20 is",
-            "the default tail of 20 members over the last 10 % of rounds). tail (uniform): the uniform mixture of the",
+            "the default tail of 20 members over the last 10 % of rounds); n/k: every k-th of them (100/5: a tail of",
+            "20 members over the last half of the rounds). tail (uniform): the uniform mixture of the",
             "first 20 slots. best k: the k members of the pool with the highest model reward among those whose model",
             "cost is at most (1 − δ) κ, chosen from the readings the run stored; each output is evaluated as the run",
             f"evaluates its own ({args.episodes} episodes, one member per episode).",
