@@ -64,7 +64,7 @@ ADAPTIVE_DESIGNS: dict[str, dict] = {
         oracle_lambda="mean", hint_decay=0.95, tail_members=10, hint_violation=1.0, output="tail"
     ),
     "mean λ, averaged hint, probability cost head, best output": dict(
-        oracle_lambda="mean", hint_decay=0.95, tail_members=20, output="best", best_members=3
+        oracle_lambda="mean", hint_decay=0.95, tail_members=20, tail_fraction=0.1, output="best", best_members=3
     ),
 }
 OLD_MODEL = CostModelConfig(cost_head="regression", fit_steps=5000)

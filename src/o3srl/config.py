@@ -456,9 +456,10 @@ def config_json_dict(cfg: TrainConfig) -> dict[str, Any]:
 
 def effective_config(saved: dict[str, Any]) -> dict[str, Any]:
     """A saved config dict as the run read it: fields added since at their old behaviour
-    (:data:`ADDED_FIELDS`), the λ-player's knobs that the config left to the player filled in, and the tail's knobs
-    dropped when the output is not the tail. Two configs that compute the same run then compare equal, whatever
-    defaults each was written under. A dict that is not a readable config is returned as it is."""
+    (:data:`ADDED_FIELDS`), the λ-player's knobs that the config left to the player filled in (the tail fraction
+    to its output's), and the tail's knobs dropped where the output does not read them. Two configs that compute the
+    same run then compare equal, whatever defaults each was written under. A dict that is not a readable config is
+    returned as it is."""
     from o3srl.algos.o3srl import resolve_player
 
     try:
@@ -466,10 +467,13 @@ def effective_config(saved: dict[str, Any]) -> dict[str, Any]:
         o3 = resolve_player(cfg.o3srl)
     except (ConfigError, TypeError, ValueError, KeyError):
         return saved
+    from o3srl.algos.o3srl import tail_fraction_of
+
+    o3 = dataclasses.replace(o3, tail_fraction=tail_fraction_of(o3))
     out = config_json_dict(dataclasses.replace(cfg, o3srl=o3))
-    if o3.output != "tail":
-        for knob in ("tail_members", "tail_fraction"):
-            out["o3srl"].pop(knob, None)
+    unused = {"last": ("tail_members", "tail_fraction", "best_members"), "tail": ("best_members",)}
+    for knob in unused.get(o3.output or "last", ()):
+        out["o3srl"].pop(knob, None)
     return out
 
 
