@@ -256,3 +256,22 @@ def test_the_best_output_needs_the_models_reward_reading():
         O3SRL(O3SRLConfig(player="adaptive"), oracle, setting, cost_model=no_head)
     # At a fixed λ the output is the last iterate whatever o3srl.output says: nothing to read.
     O3SRL(O3SRLConfig(player="adaptive", cost_estimate="mean"), oracle, setting, fixed_lambda=1.0)
+
+
+def test_the_best_output_spreads_its_tail_over_the_last_half_and_the_mixture_over_the_last_tenth():
+    from o3srl.algos.o3srl import tail_fraction_of
+
+    assert tail_fraction_of(O3SRLConfig(player="adaptive")) == 0.5  # output best
+    assert tail_fraction_of(O3SRLConfig(player="adaptive", output="tail")) == 0.1
+    assert tail_fraction_of(O3SRLConfig()) == 0.1  # the earlier player's last iterate
+    assert tail_fraction_of(O3SRLConfig(player="adaptive", tail_fraction=0.3)) == 0.3
+    setting = Setting(
+        obs_dim=1, act_dim=1, cost_limit=5.0, episode_length=10, total_steps=1000, reward_abs_max=1.0, cost_abs_max=1.0
+    )
+    oracle = make_oracle("td3bc", TD3BCConfig(hidden=(8,)), IQLConfig(hidden=(8,)), 1, 1)
+    # 100 rounds: the best output's 20 members one every 2 rounds over the last 50; the mixture's last 10 rounds hold
+    # fewer than 20 members, so its 20 are the last 20 rounds' iterates.
+    best = O3SRL(O3SRLConfig(player="adaptive"), oracle, setting)
+    assert (best.tail_stride, best.tail_members) == (2, 20)
+    mixture = O3SRL(O3SRLConfig(player="adaptive", output="tail"), oracle, setting)
+    assert (mixture.tail_stride, mixture.tail_members) == (1, 20)
