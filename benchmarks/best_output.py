@@ -51,7 +51,9 @@ def rows_of(run_dir: Path, pools: list[str], episodes: int) -> list[tuple[str, .
     cfg, learner, state, stats = run.cfg, run.learner, run.state, run.stats
     _, info = read_run(run_dir)
     readings = np.asarray(state.tail_readings, np.float64)
-    if not (readings[:, 2] == 1).all():
+    if readings.shape[1] == 3:  # kept before the spread column: (reward, cost, read), spread 0
+        readings = np.concatenate([readings[:, :2], np.zeros_like(readings[:, :1]), readings[:, 2:]], axis=1)
+    if not (readings[:, -1] == 1).all():
         raise SystemExit(f"{run_dir}: its tail members have no model readings (a run without the reward head)")
     kappa = cfg.cost_limit
     target = (1.0 - learner.player.margin) * kappa
@@ -79,7 +81,8 @@ def rows_of(run_dir: Path, pools: list[str], episodes: int) -> list[tuple[str, .
         slots = pool_slots(pool)
         if slots[-1] >= len(readings):
             continue
-        chosen = slots[best_members(readings[slots], target, learner.config.best_members)]
+        cfg_o3 = learner.config
+        chosen = slots[best_members(readings[slots], target, cfg_o3.best_members, cfg_o3.best_pessimism)]
         out.append((name, f"{kappa:g}", pool, f"best {learner.config.best_members}", read(chosen), score(chosen)))
         print(out[-1], flush=True)
     return out

@@ -64,7 +64,22 @@ ADAPTIVE_DESIGNS: dict[str, dict] = {
         oracle_lambda="mean", hint_decay=0.95, tail_members=10, hint_violation=1.0, output="tail"
     ),
     "mean λ, averaged hint, probability cost head, best output": dict(
-        oracle_lambda="mean", hint_decay=0.95, tail_members=20, tail_fraction=0.1, output="best", best_members=3
+        oracle_lambda="mean",
+        hint_decay=0.95,
+        tail_members=20,
+        tail_fraction=0.1,
+        output="best",
+        best_members=3,
+        best_pessimism=0.0,
+    ),
+    "mean λ, averaged hint, probability cost head, best output, pessimistic choice": dict(
+        oracle_lambda="mean",
+        hint_decay=0.95,
+        tail_members=20,
+        tail_fraction=0.5,
+        output="best",
+        best_members=3,
+        best_pessimism=1.0,
     ),
 }
 OLD_MODEL = CostModelConfig(cost_head="regression", fit_steps=5000)
@@ -73,6 +88,7 @@ DESIGN_MODELS: dict[str, CostModelConfig] = {
     "mean λ, averaged hint, probability cost head": CostModelConfig(),
     "mean λ, averaged hint, probability cost head, hint violations up to one scale": CostModelConfig(),
     "mean λ, averaged hint, probability cost head, best output": CostModelConfig(reward_head=True),
+    "mean λ, averaged hint, probability cost head, best output, pessimistic choice": CostModelConfig(reward_head=True),
 }
 """Designs measured with another cost model: the defaults since (cost_head auto, 20,000 fit steps)."""
 
@@ -89,6 +105,7 @@ def adaptive_cells(seeds: list[int], kappas: list[float]) -> list[dict]:
         ("hedgebox", "lagrangian", "mean λ, averaged hint, probability cost head"),
         ("hedgebox", "lagrangian", "mean λ, averaged hint, probability cost head, hint violations up to one scale"),
         ("hedgebox", "lagrangian", "mean λ, averaged hint, probability cost head, best output"),
+        ("hedgebox", "lagrangian", "mean λ, averaged hint, probability cost head, best output, pessimistic choice"),
         ("exp3", "shaped", "earlier"),
     ]
     out = []
@@ -212,7 +229,11 @@ def summarise(rows: list[dict], out: Path, command: str) -> None:
             "one budget scale (G_h = 1)",
             "mean λ, averaged hint, probability cost head, best output": ", adaptive λ-player, oracle on the mean λ, "
             "averaged hint, cost model's current defaults, 20 tail members, output: the 3 safe-reading members with "
-            "the highest model reward (today's adaptive defaults)",
+            "the highest model reward",
+            "mean λ, averaged hint, probability cost head, best output, pessimistic choice": ", adaptive λ-player, "
+            "oracle on the mean λ, averaged hint, cost model's current defaults, 20 tail members over the last half, "
+            "output: the 3 members with the highest model reward whose model cost + 1 spread is within (1 − δ) κ "
+            "(today's adaptive defaults)",
         }.get(r.get("design", ""), "")
         groups.setdefault((r["kappa"], r["algo"], variant, r["bandit"], r["feedback"], r["budget"]), []).append(r)
     lines = [

@@ -224,13 +224,13 @@ def test_best_members_by_hand():
 
     readings = np.array(
         [
-            [100.0, 0.0, 1.0],
-            [300.0, 6.0, 1.0],  # the highest reward, over the target
-            [250.0, 4.0, 1.0],  # exactly at the target: safe-reading
-            [250.0, 3.9, 1.0],
-            [400.0, 0.0, 0.0],  # never read
-            [200.0, 1.0, 1.0],
-            [np.nan, 0.0, 1.0],  # a NaN reading
+            [100.0, 0.0, 0.0, 1.0],
+            [300.0, 6.0, 0.0, 1.0],  # the highest reward, over the target
+            [250.0, 4.0, 0.0, 1.0],  # exactly at the target: safe-reading
+            [250.0, 3.9, 0.5, 1.0],
+            [400.0, 0.0, 0.0, 0.0],  # never read
+            [200.0, 1.0, 2.0, 1.0],
+            [np.nan, 0.0, 0.0, 1.0],  # a NaN reading
         ]
     )
     assert best_members(readings, 4.0, 2).tolist() == [2, 3]
@@ -240,6 +240,11 @@ def test_best_members_by_hand():
     assert best_members(readings, 6.0, 1).tolist() == [1]
     # Nothing reads within −1: the lowest cost readings, 0 (slot 0) then 1 (slot 5).
     assert best_members(readings, -1.0, 2).tolist() == [0, 5]
+    # One spread of pessimism: slot 3 reads 3.9 + 0.5 = 4.4 and slot 5 1 + 2 = 3, so the safe-reading are 0, 2, 5.
+    assert best_members(readings, 4.0, 2, pessimism=1.0).tolist() == [2, 5]
+    # Two: slot 5 reads 5; by the pessimistic cost, none within −1 gives 0 (0) then 2 (4).
+    assert best_members(readings, 4.0, 10, pessimism=2.0).tolist() == [0, 2]
+    assert best_members(readings, -1.0, 2, pessimism=2.0).tolist() == [0, 2]
 
 
 def test_the_best_output_needs_the_models_reward_reading():

@@ -176,16 +176,17 @@ def test_best_output_mixes_the_best_safe_reading_members_without_changing_the_ro
     learner = build_learner(cfg.resolved(), load_problem(cfg.resolved()))
     _, state, _, _ = load_checkpoint(tmp_path / "best" / CHECKPOINT_NAME, learner.init(jax.random.PRNGKey(0)))
     readings = np.asarray(state.tail_readings)
-    assert readings.shape == (6, 3) and (readings[:, 2] == 1).all()
+    assert readings.shape == (6, 4) and (readings[:, 3] == 1).all()
     # Slot 0 is the last round: its readings are the last round's model readings.
     assert readings[0, 1] == pytest.approx(float(traces[0]["feedback__cost_estimate"][-1]), rel=1e-5)
+    assert readings[0, 2] == pytest.approx(float(traces[0]["feedback__cost_estimate_spread"][-1]), rel=1e-5)
     finished = load_finished_run(tmp_path / "best")
     model, actor = finished.learner.cost_model, jax.tree.map(lambda x: x[0], state.tail)
     init = sample_init_obs(jax.random.PRNGKey(0), to_device(finished.problem.dataset, finished.stats), 4)
     horizon = learner.setting.episode_length
     _, reward = model.episode_returns(state.model, lambda s: learner.act(actor, s), init, horizon)
     assert readings[0, 0] == pytest.approx(float(reward.mean()), rel=1e-4, abs=1e-4)
-    chosen = best_members(readings, 0.8 * kappa, 2)
+    chosen = best_members(readings, 0.8 * kappa, 2, pessimism=1.0)
     summary = json.loads((tmp_path / "best" / "eval.json").read_text())
     assert summary["output_members"] == chosen.tolist()
     assert len(summary["tail_model_readings"]) == 6
@@ -200,7 +201,7 @@ def test_best_output_mixes_the_best_safe_reading_members_without_changing_the_ro
     assert isinstance(policy, MixturePolicy) and policy.num_members == len(chosen)
     for saved, member in zip(jax.tree.leaves(policy.actor_params), jax.tree.leaves(state.tail)):
         np.testing.assert_array_equal(np.asarray(saved), np.asarray(member)[chosen])
-    safe = readings[:, 1] <= 0.8 * kappa
+    safe = readings[:, 1] + readings[:, 2] <= 0.8 * kappa
     if safe.any():  # each chosen member reads safe, and no safe-reading member left out reads a higher reward
         assert safe[chosen].all()
         assert readings[chosen, 0].min() >= readings[safe & ~np.isin(np.arange(6), chosen), 0].max(initial=-np.inf)

@@ -131,6 +131,13 @@ class O3SRLConfig:
     members, so any output can be evaluated afterwards."""
     best_members: int = 3
     """How many tail members the ``best`` output mixes (fewer when fewer read safe)."""
+    best_pessimism: float = 1.0
+    """k of the ``best`` output: a member reads safe when its model cost plus k times the spread of the model's
+    members' readings is within (1 − δ) κ. Choosing the highest rewards among members that read safe favours the
+    ones whose cost the model under-reads; on CarCircle at κ = 40 the members chosen with k = 0 read 27–32 and cost
+    33–48, and their mixture overspent in two of four tail pools, where k = 1 chose members that cost 22 (on
+    BallRun at κ = 5 the choice is the same with k = 0, 1 or 2). The λ-player itself reads the mean (k of
+    --cost-model.pessimism)."""
     tail_members: int = 20
     """20: one member per episode of the default 20-episode evaluation, whose stratified draws then follow each
     member once (o3srl.policy.MixturePolicy)."""
@@ -242,20 +249,21 @@ class LearnerState(flax.struct.PyTreeNode):
     tail: Any  # actor parameters of the tail mixture's members, stacked along a leading axis (slot 0: the last round)
     model: Any  # the cost model's state (cost_estimate "model"), else None
     tail_readings: Any = None
-    """(tail members, 3): each member's episode reward and cost as the cost model read them in the round it was kept
-    (the cost as the λ-player read it), and 1 where they were read (0: no reading, as without the reward head)."""
+    """(tail members, 4): each member's episode reward and cost as the cost model read them in the round it was kept
+    (the cost as the λ-player read it), the spread of the cost across the model's members, and 1 where they were read
+    (0: no reading, as without the reward head)."""
 
 
-def best_members(readings: np.ndarray, cost_target: float, count: int) -> np.ndarray:
-    """The members the ``best`` output mixes, from their model readings (members, 3) = (episode reward, episode
-    cost, read): among those whose cost reading is at most ``cost_target``, the ``count`` with the highest reward
-    reading (fewer when fewer read safe; of equal readings the more recent, lower index, first); when none reads
-    safe, the ``count`` with the lowest cost reading. A member without a reading (read 0, or NaN) counts as the
-    worst."""
+def best_members(readings: np.ndarray, cost_target: float, count: int, pessimism: float = 0.0) -> np.ndarray:
+    """The members the ``best`` output mixes, from their model readings (members, 4) = (episode reward, episode
+    cost, the cost's spread across the model's members, read): among those whose cost reading plus ``pessimism``
+    spreads is at most ``cost_target``, the ``count`` with the highest reward reading (fewer when fewer read safe;
+    of equal readings the more recent, lower index, first); when none reads safe, the ``count`` with the lowest
+    pessimistic cost reading. A member without a reading (read 0, or NaN) counts as the worst."""
     readings = np.asarray(readings, np.float64)
-    missing = (readings[:, 2] == 0) | np.isnan(readings[:, :2]).any(axis=1)
+    missing = (readings[:, 3] == 0) | np.isnan(readings[:, :3]).any(axis=1)
     reward = np.where(missing, -np.inf, readings[:, 0])
-    cost = np.where(missing, np.inf, readings[:, 1])
+    cost = np.where(missing, np.inf, readings[:, 1] + pessimism * readings[:, 2])
     safe = np.flatnonzero(cost <= cost_target)
     if len(safe):
         order = safe[np.argsort(-reward[safe], kind="stable")]
@@ -395,7 +403,7 @@ class O3SRL:
             key=k_run,
             tail=tail,
             model=model,
-            tail_readings=jnp.zeros((self.tail_members, 3), jnp.float32),
+            tail_readings=jnp.zeros((self.tail_members, 4), jnp.float32),
         )
 
     def prepare(self, state: LearnerState, data: DeviceData) -> LearnerState:
@@ -439,6 +447,10 @@ class O3SRL:
             state_dict["model"] = {**fresh["model"], **state_dict["model"]}
         if "tail_readings" not in state_dict:
             state_dict["tail_readings"] = fresh["tail_readings"]  # no readings: the best output cannot be chosen
+        elif np.shape(state_dict["tail_readings"])[-1] == 3:
+            # Readings kept before the spread column (reward, cost, read): the spread counts as 0.
+            old = np.asarray(state_dict["tail_readings"], np.float32)
+            state_dict["tail_readings"] = np.concatenate([old[:, :2], np.zeros_like(old[:, :1]), old[:, 2:]], axis=1)
         bandit = dict(state_dict.get("bandit", {}))
         if "hint" not in bandit and "log_weights" in bandit:
             bandit["hint"] = fresh["bandit"]["hint"]
@@ -463,7 +475,8 @@ class O3SRL:
     def output_members(self, state: LearnerState) -> np.ndarray:
         """The tail slots the ``best`` output mixes (:func:`best_members` against (1 − δ) κ)."""
         target = (1.0 - self.player.margin) * self.setting.cost_limit
-        return best_members(np.asarray(state.tail_readings), target, self.config.best_members)
+        cfg = self.config
+        return best_members(np.asarray(state.tail_readings), target, cfg.best_members, cfg.best_pessimism)
 
     def output_info(self, state: LearnerState) -> dict[str, Any]:
         """What the run's summary records about its output: the tail members' model readings and, for ``best``,
@@ -473,7 +486,8 @@ class O3SRL:
         readings = np.asarray(state.tail_readings, np.float64)
         info: dict[str, Any] = {
             "tail_model_readings": [
-                [round(float(r), 4), round(float(c), 4)] if read else None for r, c, read in readings
+                [round(float(r), 4), round(float(c), 4), round(float(sd), 4)] if read else None
+                for r, c, sd, read in readings
             ]
         }
         if self.player.output == "best":
@@ -594,9 +608,9 @@ class O3SRL:
             metrics[f"bandit/p/{k}"] = probs[k]
         tail = self._keep_tail(state.tail, oracle_state.actor, bandit_state.rounds)
         if self.cost_model is not None and model.reward_estimate is not None:
-            readings = jnp.stack([model.reward_estimate, cost_estimate, 1.0]).astype(jnp.float32)
+            readings = jnp.stack([model.reward_estimate, cost_estimate, model.spread, 1.0]).astype(jnp.float32)
         else:
-            readings = jnp.zeros(3, jnp.float32)
+            readings = jnp.zeros(4, jnp.float32)
         tail_readings = self._keep_tail(state.tail_readings, readings, bandit_state.rounds)
         return (
             LearnerState(
