@@ -75,7 +75,7 @@ ADAPTIVE_DESIGNS: dict[str, dict] = {
     "mean λ, averaged hint, probability cost head, best output, pessimistic choice": dict(
         oracle_lambda="mean",
         hint_decay=0.95,
-        tail_members=20,
+        tail_members=100,
         tail_fraction=0.5,
         output="best",
         best_members=3,
@@ -231,7 +231,7 @@ def summarise(rows: list[dict], out: Path, command: str) -> None:
             "averaged hint, cost model's current defaults, 20 tail members, output: the 3 safe-reading members with "
             "the highest model reward",
             "mean λ, averaged hint, probability cost head, best output, pessimistic choice": ", adaptive λ-player, "
-            "oracle on the mean λ, averaged hint, cost model's current defaults, 20 tail members over the last half, "
+            "oracle on the mean λ, averaged hint, cost model's current defaults, 100 tail members over the last half, "
             "output: the 3 members with the highest model reward whose model cost + 1 spread is within (1 − δ) κ "
             "(today's adaptive defaults)",
         }.get(r.get("design", ""), "")

@@ -264,8 +264,11 @@ def test_the_best_output_needs_the_models_reward_reading():
 
 
 def test_the_best_output_spreads_its_tail_over_the_last_half_and_the_mixture_over_the_last_tenth():
-    from o3srl.algos.o3srl import tail_fraction_of
+    from o3srl.algos.o3srl import tail_fraction_of, tail_members_of
 
+    assert tail_members_of(O3SRLConfig(player="adaptive")) == 100
+    assert tail_members_of(O3SRLConfig(player="adaptive", output="tail")) == 20
+    assert tail_members_of(O3SRLConfig(player="adaptive", tail_members=7)) == 7
     assert tail_fraction_of(O3SRLConfig(player="adaptive")) == 0.5  # output best
     assert tail_fraction_of(O3SRLConfig(player="adaptive", output="tail")) == 0.1
     assert tail_fraction_of(O3SRLConfig()) == 0.1  # the earlier player's last iterate
@@ -274,9 +277,11 @@ def test_the_best_output_spreads_its_tail_over_the_last_half_and_the_mixture_ove
         obs_dim=1, act_dim=1, cost_limit=5.0, episode_length=10, total_steps=1000, reward_abs_max=1.0, cost_abs_max=1.0
     )
     oracle = make_oracle("td3bc", TD3BCConfig(hidden=(8,)), IQLConfig(hidden=(8,)), 1, 1)
-    # 100 rounds: the best output's 20 members one every 2 rounds over the last 50; the mixture's last 10 rounds hold
-    # fewer than 20 members, so its 20 are the last 20 rounds' iterates.
+    # 100 rounds: the best output's 100 members over the last 50 rounds are the last 100 rounds' iterates; with 20,
+    # one every 2 rounds. The mixture's last 10 rounds hold fewer than 20 members, so its 20 are the last 20 rounds'.
     best = O3SRL(O3SRLConfig(player="adaptive"), oracle, setting)
+    assert (best.tail_stride, best.tail_members) == (1, 100)
+    best = O3SRL(O3SRLConfig(player="adaptive", tail_members=20), oracle, setting)
     assert (best.tail_stride, best.tail_members) == (2, 20)
     mixture = O3SRL(O3SRLConfig(player="adaptive", output="tail"), oracle, setting)
     assert (mixture.tail_stride, mixture.tail_members) == (1, 20)

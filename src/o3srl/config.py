@@ -467,9 +467,9 @@ def effective_config(saved: dict[str, Any]) -> dict[str, Any]:
         o3 = resolve_player(cfg.o3srl)
     except (ConfigError, TypeError, ValueError, KeyError):
         return saved
-    from o3srl.algos.o3srl import tail_fraction_of
+    from o3srl.algos.o3srl import tail_fraction_of, tail_members_of
 
-    o3 = dataclasses.replace(o3, tail_fraction=tail_fraction_of(o3))
+    o3 = dataclasses.replace(o3, tail_fraction=tail_fraction_of(o3), tail_members=tail_members_of(o3))
     out = config_json_dict(dataclasses.replace(cfg, o3srl=o3))
     unused = {"last": ("tail_members", "tail_fraction", "best_members"), "tail": ("best_members",)}
     for knob in unused.get(o3.output or "last", ()):
