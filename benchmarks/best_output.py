@@ -1,13 +1,17 @@
 """Score a finished adaptive O3SRL run's outputs side by side, chosen from its own tail members' model readings.
 
-    python benchmarks/best_output.py RUN [RUN ...] [--episodes 20] [--pools 20 100 100/5] [--md table.md]
+    python benchmarks/best_output.py RUN [RUN ...] [--episodes 20] [--pools 20 100 100/5] [--pessimism 0 1]
+        [--md table.md]
 
 Every run keeps its tail members and, with the cost model's reward head, each member's model readings (episode
 reward and cost in the model's rollouts, read in the round the member was kept; slot 0 is the last iterate). A tail of
 N members one every s rounds holds, in its first n slots, exactly the tail of n members one every s rounds, and in
 every k-th of them the tail of n / k members one every k s rounds, so one wide run scores the ``best`` output
 (o3srl.algos.o3srl.best_members) for every pool given with ``--pools`` (``n``: the first n slots; ``n/k``: every k-th
-of them), next to the uniform mixture of the first 20 slots (the ``tail`` output of a 20-member tail). Every choice is made from
+of them) and every pessimism k given with ``--pessimism`` (a member reads safe when its model cost plus k spreads of
+the model's members is within (1 − δ) κ), next to the uniform mixture of the first 20 slots (the ``tail`` output of
+a 20-member tail). A run whose readings have no spread column (kept before it existed) has its members read again
+by its own model, from the same initial states: the readings the run would have kept. Every choice is made from
 the model readings alone; the evaluations (the run's own evaluation settings) only score them.
 """
 
@@ -20,6 +24,7 @@ import platform
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from o3srl.io import atomic_write_text
@@ -33,7 +38,8 @@ HEADER = (
     "κ",
     "pool",
     "output",
-    "members (slot: model reward / cost)",
+    "k",
+    "members (slot: model reward / cost ± spread)",
     "evaluated reward / cost",
 )
 
@@ -44,17 +50,42 @@ def pool_slots(spec: str) -> np.ndarray:
     return np.arange(0, int(n), int(k) if k else 1)
 
 
-def rows_of(run_dir: Path, pools: list[str], episodes: int) -> list[tuple[str, ...]]:
+def read_again(run) -> np.ndarray:
+    """(members, 4): every tail member read by the run's own cost model from the λ-player's initial states, as the
+    run reads a member in the round it keeps it (reward, cost, the spread of the model's members' costs, 1)."""
+    from o3srl.data.sampler import sample_init_obs, to_device
+
+    learner, state = run.learner, run.state
+    model = learner.cost_model
+    init = sample_init_obs(
+        jax.random.PRNGKey(0), to_device(run.problem.dataset, run.stats), model.config.rollout_states
+    )
+
+    @jax.jit
+    def read(actor):
+        costs, rewards = model.episode_returns(
+            state.model, lambda s: learner.act(actor, s), init, learner.setting.episode_length
+        )
+        return jnp.stack([rewards.mean(), model.reading(costs), costs.mean(axis=1).std(), 1.0])
+
+    n = jax.tree.leaves(state.tail)[0].shape[0]
+    return np.stack([np.asarray(read(jax.tree.map(lambda x, j=j: x[j], state.tail))) for j in range(n)])
+
+
+def rows_of(run_dir: Path, pools: list[str], pessimism: list[float], episodes: int) -> list[tuple[str, ...]]:
     from o3srl.algos.o3srl import best_members
 
     run = load_finished_run(run_dir)
     cfg, learner, state, stats = run.cfg, run.learner, run.state, run.stats
     _, info = read_run(run_dir)
     readings = np.asarray(state.tail_readings, np.float64)
-    if readings.shape[1] == 3:  # kept before the spread column: (reward, cost, read), spread 0
-        readings = np.concatenate([readings[:, :2], np.zeros_like(readings[:, :1]), readings[:, 2:]], axis=1)
     if not (readings[:, -1] == 1).all():
         raise SystemExit(f"{run_dir}: its tail members have no model readings (a run without the reward head)")
+    if readings.shape[1] == 3 or learner.cost_model.config.pessimism:  # no spread column; a pessimistic λ-player
+        again = read_again(run)
+        if learner.cost_model.config.pessimism == 0:
+            np.testing.assert_allclose(again[:, :2], readings[:, :2], rtol=1e-3, atol=1e-2)  # the run's own readings
+        readings = again
     kappa = cfg.cost_limit
     target = (1.0 - learner.player.margin) * kappa
 
@@ -71,20 +102,25 @@ def rows_of(run_dir: Path, pools: list[str], episodes: int) -> list[tuple[str, .
         return f"{result.reward:.1f} / {result.cost:.2f}{'' if result.cost <= kappa else ' **unsafe**'}"
 
     def read(slots: np.ndarray) -> str:
-        return ", ".join(f"{j}: {readings[j, 0]:.0f} / {readings[j, 1]:.1f}" for j in slots)
+        return ", ".join(f"{j}: {readings[j, 0]:.0f} / {readings[j, 1]:.1f} ± {readings[j, 2]:.1f}" for j in slots)
 
     name = f"{run_dir.parent.name}/{run_dir.name}"
     out = []
     uniform = np.arange(min(20, len(readings)))
-    out.append((name, f"{kappa:g}", str(len(uniform)), "tail (uniform)", "all", score(uniform)))
+    out.append((name, f"{kappa:g}", str(len(uniform)), "tail (uniform)", "–", "all", score(uniform)))
+    scored: dict[tuple[int, ...], str] = {}
     for pool in pools:
         slots = pool_slots(pool)
         if slots[-1] >= len(readings):
             continue
-        cfg_o3 = learner.config
-        chosen = slots[best_members(readings[slots], target, cfg_o3.best_members, cfg_o3.best_pessimism)]
-        out.append((name, f"{kappa:g}", pool, f"best {learner.config.best_members}", read(chosen), score(chosen)))
-        print(out[-1], flush=True)
+        for k in pessimism:
+            chosen = slots[best_members(readings[slots], target, learner.config.best_members, k)]
+            key = tuple(chosen.tolist())
+            if key not in scored:  # the same members: the same evaluation
+                scored[key] = score(chosen)
+            best = f"best {learner.config.best_members}"
+            out.append((name, f"{kappa:g}", pool, best, f"{k:g}", read(chosen), scored[key]))
+            print(out[-1], flush=True)
     return out
 
 
@@ -93,9 +129,10 @@ def main() -> None:
     parser.add_argument("runs", nargs="+", type=Path)
     parser.add_argument("--episodes", type=int, default=20)
     parser.add_argument("--pools", nargs="+", default=["20", "100"], help="n (the first n slots) or n/k")
+    parser.add_argument("--pessimism", type=float, nargs="+", default=[0.0, 1.0], help="k values to compare")
     parser.add_argument("--md", type=Path, help="also write the page to this markdown file")
     args = parser.parse_args()
-    rows = [row for run in args.runs for row in rows_of(run, args.pools, args.episodes)]
+    rows = [row for run in args.runs for row in rows_of(run, args.pools, args.pessimism, args.episodes)]
     table = show_markdown_table(HEADER, rows)
     if args.md:
         runs = " ".join(str(r) for r in args.runs)
@@ -104,15 +141,16 @@ def main() -> None:
             "# The best output from a run's own tail readings",
             "",
             f"Command: `python benchmarks/best_output.py {runs} --episodes {args.episodes} --pools {pools} "
-            f"--md {args.md}`  ",
+            f"--pessimism {' '.join(f'{k:g}' for k in args.pessimism)} --md {args.md}`  ",
             f"Machine: {platform.machine()}, {os.cpu_count()} cores; date: {datetime.date.today()}  ",
             "",
             "Pool n: the first n tail slots (slot 0 is the last iterate, one slot every 30 rounds here, so pool 20 is",
             "the default tail of 20 members over the last 10 % of rounds); n/k: every k-th of them (100/5: a tail of",
             "20 members over the last half of the rounds). tail (uniform): the uniform mixture of the",
-            "first 20 slots. best k: the k members of the pool with the highest model reward among those whose model",
-            "cost is at most (1 − δ) κ, chosen from the readings the run stored; each output is evaluated as the run",
-            f"evaluates its own ({args.episodes} episodes, one member per episode).",
+            "first 20 slots. best 3: the 3 members of the pool with the highest model reward among those whose model",
+            "cost plus k spreads of the model's members is at most (1 − δ) κ; members: slot: model reward / cost ±",
+            "spread. Each output is evaluated as the run evaluates its own",
+            f"({args.episodes} episodes, one member per episode); the same members are evaluated once.",
             "",
         ]
         atomic_write_text(args.md, "\n".join(intro) + table + "\n")
