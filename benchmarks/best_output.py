@@ -10,8 +10,8 @@ every k-th of them the tail of n / k members one every k s rounds, so one wide r
 (o3srl.algos.o3srl.best_members) for every pool given with ``--pools`` (``n``: the first n slots; ``n/k``: every k-th
 of them) and every pessimism k given with ``--pessimism`` (a member reads safe when its model cost plus k spreads of
 the model's members is within (1 − δ) κ), next to the uniform mixture of the first 20 slots (the ``tail`` output of
-a 20-member tail). A run whose readings have no spread column (kept before it existed) has its members read again
-by its own model, from the same initial states: the readings the run would have kept. Every choice is made from
+a 20-member tail). Every member is read again by the run's own model from the same initial states (the readings
+the run keeps, checked against them; a run kept before the spread column restores the spread as 0). Every choice is made from
 the model readings alone; the evaluations (the run's own evaluation settings) only score them.
 """
 
@@ -81,11 +81,12 @@ def rows_of(run_dir: Path, pools: list[str], pessimism: list[float], episodes: i
     readings = np.asarray(state.tail_readings, np.float64)
     if not (readings[:, -1] == 1).all():
         raise SystemExit(f"{run_dir}: its tail members have no model readings (a run without the reward head)")
-    if readings.shape[1] == 3 or learner.cost_model.config.pessimism:  # no spread column; a pessimistic λ-player
-        again = read_again(run)
-        if learner.cost_model.config.pessimism == 0:
-            np.testing.assert_allclose(again[:, :2], readings[:, :2], rtol=1e-3, atol=1e-2)  # the run's own readings
-        readings = again
+    # Read again: a run kept before the spread column restores it as 0. With the λ-player reading the mean, the
+    # reward and cost read again are the run's own.
+    again = read_again(run)
+    if learner.cost_model.config.pessimism == 0:
+        np.testing.assert_allclose(again[:, :2], readings[:, :2], rtol=1e-3, atol=1e-2)
+    readings = again
     kappa = cfg.cost_limit
     target = (1.0 - learner.player.margin) * kappa
 
