@@ -146,7 +146,7 @@ def main() -> None:
             f"Machine: {platform.machine()}, {os.cpu_count()} cores; date: {datetime.date.today()}  ",
             "",
             "Pool n: the first n tail slots (slot 0 is the last iterate, one slot every 30 rounds here, so pool 20 is",
-            "the default tail of 20 members over the last 10 % of rounds); n/k: every k-th of them (100/5: a tail of",
+            "the tail output's 20 members over the last 10 % of rounds); n/k: every k-th of them (100/5: a tail of",
             "20 members over the last half of the rounds). tail (uniform): the uniform mixture of the",
             "first 20 slots. best 3: the 3 members of the pool with the highest model reward among those whose model",
             "cost plus k spreads of the model's members is at most (1 − δ) κ; members: slot: model reward / cost ±",
