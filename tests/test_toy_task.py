@@ -21,6 +21,16 @@ def rollout(policy) -> tuple[float, float]:
     return total_r, total_c
 
 
+def toy_config(toy_file, hidden: int, **fields):
+    """A run on the toy task's data file: TD3+BC with two hidden layers of ``hidden`` units (γ = 0.9, reward scale 1),
+    no progress bar and no evaluation unless ``fields`` (the rest of the TrainConfig) says otherwise."""
+    from o3srl.algos.td3bc import TD3BCConfig
+    from o3srl.config import TrainConfig
+
+    base = dict(task="toy", env_id="o3srl.envs.toy:ToyRunEnv", dataset=str(toy_file), eval_episodes=0, progress=False)
+    return TrainConfig(**{**base, **fields}, td3bc=TD3BCConfig(hidden=(hidden, hidden), gamma=0.9, reward_scale=1.0))
+
+
 def test_toy_optimum_closed_form():
     assert toy_optimum(5.0) == pytest.approx(16.25)
     # The closed form matches a constant policy that spends exactly the budget: a = ½ + κ / (2T).
@@ -32,22 +42,16 @@ def test_toy_optimum_closed_form():
 def test_o3srl_is_safe_where_unconstrained_is_not(toy_file, tmp_path):
     import o3srl
     from o3srl.algos.o3srl import O3SRLConfig
-    from o3srl.algos.td3bc import TD3BCConfig
-    from o3srl.config import TrainConfig
     from o3srl.train import run
 
     kappa = 5.0
-    cfg = TrainConfig(
-        task="toy",
-        env_id="o3srl.envs.toy:ToyRunEnv",
-        dataset=str(toy_file),
+    cfg = toy_config(
+        toy_file,
+        64,
         cost_limit=kappa,
         steps=6_000,
         log_every=1_000,
         checkpoint_every=6_000,
-        eval_episodes=0,
-        progress=False,
-        td3bc=TD3BCConfig(hidden=(64, 64), gamma=0.9, reward_scale=1.0),
         o3srl=O3SRLConfig(feedback_batch=64),
     )
     run(dataclasses.replace(cfg, run_dir=str(tmp_path / "o3srl")))
@@ -69,24 +73,18 @@ def test_tail_mixture_output_holds_the_last_iterates_and_an_old_checkpoint_resum
 
     import o3srl
     from o3srl.algos.o3srl import O3SRLConfig
-    from o3srl.algos.td3bc import TD3BCConfig
     from o3srl.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
-    from o3srl.config import TrainConfig
     from o3srl.policy import MixturePolicy
     from o3srl.train import build_learner, load_problem, run
 
-    cfg = TrainConfig(
-        task="toy",
-        env_id="o3srl.envs.toy:ToyRunEnv",
-        dataset=str(toy_file),
+    cfg = toy_config(
+        toy_file,
+        32,
         cost_limit=5.0,
         steps=2_000,
         log_every=500,
         checkpoint_every=1_000,
-        eval_episodes=0,
-        progress=False,
         run_dir=str(tmp_path / "tail"),
-        td3bc=TD3BCConfig(hidden=(32, 32), gamma=0.9, reward_scale=1.0),
         o3srl=O3SRLConfig(feedback_batch=32, output="tail", tail_members=4, tail_fraction=0.2),
     )
     run(cfg)
@@ -138,26 +136,21 @@ def test_best_output_mixes_the_best_safe_reading_members_without_changing_the_ro
     import o3srl
     from o3srl.algos.cost_model import CostModelConfig
     from o3srl.algos.o3srl import O3SRLConfig, best_members
-    from o3srl.algos.td3bc import TD3BCConfig
     from o3srl.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
-    from o3srl.config import TrainConfig
     from o3srl.data.sampler import sample_init_obs, to_device
     from o3srl.policy import MixturePolicy
     from o3srl.train import build_learner, load_finished_run, load_problem, run
 
     kappa = 5.0
-    cfg = TrainConfig(
-        task="toy",
-        env_id="o3srl.envs.toy:ToyRunEnv",
-        dataset=str(toy_file),
+    cfg = toy_config(
+        toy_file,
+        32,
         cost_limit=kappa,
         steps=1_000,
         log_every=500,
         checkpoint_every=1_000,
         eval_episodes=2,
-        progress=False,
         run_dir=str(tmp_path / "best"),
-        td3bc=TD3BCConfig(hidden=(32, 32), gamma=0.9, reward_scale=1.0),
         o3srl=O3SRLConfig(player="adaptive", feedback_batch=16, tail_members=6, tail_fraction=0.3, best_members=2),
         cost_model=CostModelConfig(members=2, hidden=(32,), fit_steps=200, rollout_states=4),
     )
