@@ -114,7 +114,7 @@ def test_every_numeric_field_refuses_non_finite_values(name, tp):
         (
             {"algo": "ppo"},
             "algo must be one of 'o3srl', 'td3bc', 'iql', 'bc-all', 'bc-safe', 'bcq-lag', 'bear-lag', 'cpq', "
-            "'coptidice', 'cdt', 'fisor', 'caps', got 'ppo'",
+            "'coptidice', 'cdt', 'fisor', 'caps', 'ccac', got 'ppo'",
         ),
         ({"o3srl.bandit": "ucb"}, "o3srl.bandit must be one of"),
         ({"steps": "100"}, "steps must be an integer ≥ 1, got '100'"),

@@ -19,6 +19,7 @@ from o3srl.algos.bc import BCConfig
 from o3srl.algos.bcql import BCQLConfig
 from o3srl.algos.bearl import BEARLConfig
 from o3srl.algos.caps import CAPSConfig
+from o3srl.algos.ccac import CCACConfig
 from o3srl.algos.cdt import CDTConfig
 from o3srl.algos.coptidice import COptiDICEConfig
 from o3srl.algos.cost_model import CostModelConfig
@@ -34,7 +35,19 @@ from o3srl.transforms import BudgetConvention
 from o3srl.validation import check_fields
 
 Algo = Literal[
-    "o3srl", "td3bc", "iql", "bc-all", "bc-safe", "bcq-lag", "bear-lag", "cpq", "coptidice", "cdt", "fisor", "caps"
+    "o3srl",
+    "td3bc",
+    "iql",
+    "bc-all",
+    "bc-safe",
+    "bcq-lag",
+    "bear-lag",
+    "cpq",
+    "coptidice",
+    "cdt",
+    "fisor",
+    "caps",
+    "ccac",
 ]
 
 BC_ALGOS = ("bc-all", "bc-safe")
@@ -49,6 +62,7 @@ BASELINE_SECTIONS: dict[str, str] = {
     "cdt": "cdt",
     "fisor": "fisor",
     "caps": "caps",
+    "ccac": "ccac",
 }
 """The baselines, each with the config section of its hyperparameters: learners of their own (not O3SRL's round
 loop around an oracle), trained one run per program."""
@@ -64,7 +78,8 @@ class TrainConfig:
     behaviour cloning of every transition / of the episodes whose cost is within --cost-limit; bcq-lag / bear-lag:
     BCQ / BEAR with a PID-Lagrangian cost penalty; cpq: Constraints Penalized Q-learning; coptidice: COptiDICE,
     stationary distribution correction estimation; cdt: the Constrained Decision Transformer; fisor: FISOR,
-    feasibility-guided diffusion; caps: Constraint-Adaptive Policy Switching (baselines)."""
+    feasibility-guided diffusion; caps: Constraint-Adaptive Policy Switching; ccac: Constraint-Conditioned
+    Actor-Critic (baselines)."""
     oracle: Literal["td3bc", "iql"] = "td3bc"
     """The offline-RL oracle used by o3srl."""
     variant: Literal["practical", "theory"] = "practical"
@@ -137,6 +152,8 @@ class TrainConfig:
     """FISOR (--algo fisor)."""
     caps: CAPSConfig = field(default_factory=CAPSConfig)
     """Constraint-Adaptive Policy Switching (--algo caps)."""
+    ccac: CCACConfig = field(default_factory=CCACConfig)
+    """Constraint-Conditioned Actor-Critic (--algo ccac)."""
     cost_model: CostModelConfig = field(default_factory=CostModelConfig)
     """The dynamics-and-cost model the adaptive λ-player reads the policy's episode cost from (o3srl.cost_estimate
     model)."""

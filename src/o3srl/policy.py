@@ -202,14 +202,61 @@ class SequencePolicy(Policy):
         return action[0] if single else action
 
 
+class CostTrackingPolicy(Policy):
+    """A policy that conditions on the cost received so far in each environment copy's episode (CAPS's switching
+    policy, CCAC's budget-conditioned one).
+
+    ``begin_episode(slot)`` starts copy ``slot``'s episode with nothing spent; each call is one step of every row's
+    episode (a row with no episode yet starts one, :meth:`start_rows`; :meth:`end_step` counts the step);
+    ``observe(slot, reward, cost)`` adds the step's cost to what the slot has spent. ``cost_limit`` (default: the κ
+    saved with the policy) may be changed between episodes: such a policy takes a new κ without retraining."""
+
+    def __init__(self, params: Any, stats: NormStats, cost_limit: float) -> None:
+        self.actor_params = params
+        self.stats = stats
+        self.cost_limit = float(cost_limit)
+        self._spent: dict[int, float] = {}
+        self._steps: dict[int, int] = {}
+
+    def begin_episode(self, slot: int = 0) -> None:
+        self._spent[slot], self._steps[slot] = 0.0, 0
+
+    def observe(self, slot: int, reward: float, cost: float) -> None:
+        del reward
+        self._spent[slot] += float(cost)
+
+    def spent(self, slot: int = 0) -> float:
+        """The cost slot ``slot`` has received in its episode so far."""
+        return self._spent[slot]
+
+    def steps(self, slot: int = 0) -> int:
+        """The steps slot ``slot`` has taken in its episode so far."""
+        return self._steps[slot]
+
+    def start_rows(self, rows: int) -> None:
+        """Begin an episode for each of the first ``rows`` slots that has none yet."""
+        for i in range(rows):
+            if i not in self._spent:
+                self.begin_episode(i)
+
+    def end_step(self, rows: int) -> None:
+        """Count one step of the first ``rows`` slots' episodes."""
+        for i in range(rows):
+            self._steps[i] += 1
+
+
 def sequence_policy(cfg: Any, params: Any, stats: NormStats) -> Policy:
-    """The sequence policy of a run of ``cfg`` with output parameters ``params``: CDT's :class:`SequencePolicy`, or
-    CAPS's switching policy (:class:`o3srl.algos.caps.SwitchingPolicy`), which conditions on the cost received so
-    far."""
+    """The sequence policy of a run of ``cfg`` with output parameters ``params``: CDT's :class:`SequencePolicy`,
+    CAPS's switching policy (:class:`o3srl.algos.caps.SwitchingPolicy`) or CCAC's budget-conditioned policy
+    (:class:`o3srl.algos.ccac.BudgetPolicy`); the last two condition on the cost received so far."""
     if cfg.algo == "caps":
         from o3srl.algos.caps import switching_policy
 
         return switching_policy(cfg.caps, params, stats)
+    if cfg.algo == "ccac":
+        from o3srl.algos.ccac import budget_policy
+
+        return budget_policy(cfg.ccac, params, stats)
     from o3srl.algos.cdt import actor_network
 
     window_fn, _ = actor_network(cfg.cdt, int(stats.obs_mean.shape[0]), int(stats.action_low.shape[0]))
@@ -256,6 +303,12 @@ def policy_network(cfg: Any, obs_dim: int, act_dim: int) -> tuple[Callable[[Any,
         from o3srl.algos.fisor import actor_network as fisor_actor
 
         return fisor_actor(cfg.fisor, obs_dim, act_dim)
+    if cfg.algo == "ccac":
+        from o3srl.algos.ccac import actor_network as ccac_network
+        from o3srl.algos.ccac import first_step_fn as ccac_first_step
+
+        budget_fn, template = ccac_network(cfg.ccac, obs_dim, act_dim)
+        return ccac_first_step(cfg.ccac, budget_fn), template
     if cfg.algo == "caps":
         from o3srl.algos.caps import actor_network as caps_network
         from o3srl.algos.caps import first_step_fn

@@ -372,16 +372,16 @@ def evaluate_run(
 def condition_on_cost_limit(policy: Any, cfg: TrainConfig, info: dict[str, Any], cost_limit: float) -> dict[str, Any]:
     """Set a policy that reads κ while it acts to ``cost_limit`` (in place); returns what the summary records.
 
-    CAPS switches its heads by the budget left of κ, and CDT starts its episodes at the targets (R̂_0, κ): both are
-    trained once and take a new κ at evaluation, as their papers evaluate them. CDT's R̂_0 follows the source the
-    run took it from (OSRL's table for the task, the data's safe frontier R*_data(κ), or a given value, kept). Every
-    other learner's policy was trained for its κ and is only scored against the new one."""
-    from o3srl.algos.caps import SwitchingPolicy
-    from o3srl.policy import SequencePolicy
+    CAPS switches its heads by the budget left of κ, CCAC asks its actor for the budget left of κ, and CDT starts
+    its episodes at the targets (R̂_0, κ): all three are trained once and take a new κ at evaluation, as their papers
+    evaluate them. CDT's R̂_0 follows the source the run took it from (OSRL's table for the task, the data's safe
+    frontier R*_data(κ), or a given value, kept). Every other learner's policy was trained for its κ and is only
+    scored against the new one."""
+    from o3srl.policy import CostTrackingPolicy, SequencePolicy
 
-    if isinstance(policy, SwitchingPolicy):
+    if isinstance(policy, CostTrackingPolicy):
         policy.cost_limit = float(cost_limit)
-        return {"caps_cost_limit": float(cost_limit)}
+        return {f"{cfg.algo}_cost_limit": float(cost_limit)}
     if isinstance(policy, SequencePolicy):
         from o3srl.algos.cdt import target_reward
 

@@ -211,6 +211,11 @@ def build_learner(cfg: TrainConfig, problem: Problem) -> Learner:
         from o3srl.algos.caps import CAPS
 
         return CAPS(cfg.caps, _setting(cfg, problem), cfg.o3srl.steps_per_round)
+    if cfg.algo == "ccac":
+        from o3srl.algos.ccac import CCAC, cost_to_go
+
+        thresholds = cost_to_go(ds["costs"], ds.episodes.start, ds.episodes.length)
+        return CCAC(cfg.ccac, _setting(cfg, problem), cfg.o3srl.steps_per_round, thresholds)
     oracle = make_oracle(cfg.oracle_name, cfg.td3bc, cfg.iql, ds.obs_dim, ds.act_dim)
     unit = lambda_unit(
         ds.episodes.reward_return, ds.episodes.cost_return, oracle.config.reward_scale, oracle.config.cost_scale
@@ -901,9 +906,9 @@ def cli_eval(
     Args:
         run_dir: a directory written by ``o3srl train``.
         episodes: evaluation episodes.
-        cost_limit: κ for the normalised cost (default: the run's own). CAPS and CDT also act for it (CAPS switches
-            by the budget left of it, CDT starts its episodes at the targets for it); every other policy was trained
-            for the run's κ and is only scored against this one.
+        cost_limit: κ for the normalised cost (default: the run's own). CAPS, CCAC and CDT also act for it (CAPS
+            switches by the budget left of it, CCAC's actor reads the budget left of it, CDT starts its episodes at
+            the targets for it); every other policy was trained for the run's κ and is only scored against this one.
         seed: evaluation seed.
         envs: environment copies stepped together.
         env_id: environment to evaluate on (default: the run's). A module:Class entry point recorded in the run is

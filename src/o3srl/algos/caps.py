@@ -72,7 +72,7 @@ from o3srl.algos.iql import expectile_loss
 from o3srl.data.sampler import Batch, DeviceData, NormStats, denormalize_action, normalize_obs, sample_batch
 from o3srl.errors import ConfigError
 from o3srl.nets import Critics, ValueNet
-from o3srl.policy import Policy, as_batch
+from o3srl.policy import CostTrackingPolicy, as_batch
 
 
 @dataclass(frozen=True)
@@ -192,45 +192,29 @@ def first_step_fn(config: CAPSConfig, switch_fn: SwitchFn) -> Callable[[Any, jax
     return first
 
 
-class SwitchingPolicy(Policy):
+class SwitchingPolicy(CostTrackingPolicy):
     """CAPS's evaluated policy: switches between its heads at every step by the budget left in each environment
     copy's episode (:func:`switch`, :func:`budget_left`).
 
-    ``begin_episode(slot)`` starts copy ``slot``'s episode with nothing spent; each call is one step of every row's
-    episode (a row with no episode yet starts one); ``observe(slot, reward, cost)`` adds the step's cost to what the
-    slot has spent. ``cost_limit`` (default: the κ saved with the policy) may be changed between episodes: CAPS
-    adapts to it without retraining. ``last_heads`` holds the head each row followed at the last call."""
+    The episode bookkeeping is :class:`~o3srl.policy.CostTrackingPolicy`'s: ``cost_limit`` (default: the κ saved
+    with the policy) may be changed between episodes, CAPS adapts to it without retraining. ``last_heads`` holds
+    the head each row followed at the last call."""
 
     def __init__(self, switch_fn: SwitchFn, params: Any, stats: NormStats, gamma: float, cost_scale: float) -> None:
-        self.actor_params = params
-        self.stats = stats
+        limits = np.asarray(params["limits"], np.float64)
+        super().__init__(params, stats, float(limits[0]))
         self._switch = jax.jit(switch_fn)
         self.gamma, self.cost_scale = gamma, cost_scale
-        limits = np.asarray(params["limits"], np.float64)
-        self.cost_limit = float(limits[0])
         self.episode_length = int(round(limits[1]))
-        self._spent: dict[int, float] = {}
-        self._steps: dict[int, int] = {}
         self.last_heads = np.zeros(0, np.int64)
-
-    def begin_episode(self, slot: int = 0) -> None:
-        self._spent[slot], self._steps[slot] = 0.0, 0
-
-    def observe(self, slot: int, reward: float, cost: float) -> None:
-        del reward
-        self._spent[slot] += float(cost)
-
-    def spent(self, slot: int = 0) -> float:
-        """The cost slot ``slot`` has received in its episode so far."""
-        return self._spent[slot]
 
     def budget(self, slot: int = 0) -> float:
         """B_t of slot ``slot``'s next step, in the critics' units."""
         return float(
             budget_left(
                 self.cost_limit,
-                self._spent[slot],
-                self._steps[slot],
+                self.spent(slot),
+                self.steps(slot),
                 self.episode_length,
                 self.gamma,
                 self.cost_scale,
@@ -239,15 +223,12 @@ class SwitchingPolicy(Policy):
 
     def __call__(self, obs: np.ndarray) -> np.ndarray:
         batch, single = as_batch(obs, self.obs_dim)
-        for i in range(len(batch)):
-            if i not in self._spent:
-                self.begin_episode(i)
+        self.start_rows(len(batch))
         budgets = np.array([self.budget(i) for i in range(len(batch))], np.float32)
         action, heads = self._switch(
             self.actor_params, jnp.asarray(normalize_obs(batch, self.stats)), jnp.asarray(budgets)
         )
-        for i in range(len(batch)):
-            self._steps[i] += 1
+        self.end_step(len(batch))
         self.last_heads = np.asarray(heads)
         action = np.asarray(denormalize_action(np.asarray(action), self.stats), np.float32)
         return action[0] if single else action

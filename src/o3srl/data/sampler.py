@@ -102,9 +102,18 @@ def to_device(dataset: OfflineDataset, stats: NormStats) -> DeviceData:
     )
 
 
+def sample_indices(key: jax.Array, data: DeviceData, batch_size: int) -> jax.Array:
+    """The transitions of a uniform minibatch (with replacement) drawn from ``key``."""
+    return jax.random.randint(key, (batch_size,), 0, data.obs.shape[0])
+
+
 def sample_batch(key: jax.Array, data: DeviceData, batch_size: int) -> Batch:
     """Uniform minibatch (with replacement) drawn from ``key``: the same key gives the same batch."""
-    idx = jax.random.randint(key, (batch_size,), 0, data.obs.shape[0])
+    return batch_at(data, sample_indices(key, data, batch_size))
+
+
+def batch_at(data: DeviceData, idx: jax.Array) -> Batch:
+    """The transitions ``idx`` of ``data`` as a minibatch."""
     return Batch(
         obs=data.obs[idx],
         actions=data.actions[idx],
