@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from tests.contract import check_contract
+from tests.one_step import actions_at, one_step, two_actions
 from tests.test_train import TOY, small_config
 
 from o3srl.algos.caps import CAPSConfig, SwitchingPolicy, budget_left, head_weights, switch
@@ -156,29 +157,6 @@ def test_bad_caps_config_is_one_clear_error(toy_file, tmp_path):
     assert not (tmp_path / "bad").exists()
 
 
-def _two_actions(tmp_path):
-    """One-step episodes: half act −0.5 for reward 0 at no cost, half act +0.5 for reward 10 at cost 1."""
-    from o3srl.data import OfflineDataset
-
-    n = 600
-    rng = np.random.default_rng(0)
-    obs = rng.uniform(0, 1, (n, 1)).astype(np.float32)
-    costly = np.arange(n) % 2 == 1
-    path = tmp_path / "two.hdf5"
-    OfflineDataset(
-        {
-            "observations": obs,
-            "next_observations": obs,
-            "actions": np.where(costly, 0.5, -0.5).astype(np.float32)[:, None],
-            "rewards": (10.0 * costly).astype(np.float32),
-            "costs": costly.astype(np.float32),
-            "terminals": np.ones(n, bool),
-            "timeouts": np.zeros(n, bool),
-        }
-    ).save(path)
-    return path
-
-
 def test_the_cost_limit_decides_the_action(tmp_path):
     """One model, trained without reference to κ, on one-step episodes (T = 1, so B_0 = κ): with κ = 0.5 only the
     cost head's proposal fits and the policy acts like the free behaviour; with κ = 2 both fit and it takes the
@@ -187,13 +165,8 @@ def test_the_cost_limit_decides_the_action(tmp_path):
     from o3srl.train import run
 
     caps = dataclasses.replace(SMALL, actor_lr=1e-3, critic_lr=1e-3, value_lr=1e-3)
-    cfg = dataclasses.replace(
-        _caps(_two_actions(tmp_path), tmp_path / "run", caps=caps, steps=1000, checkpoint_every=1000, cost_limit=1.0),
-        normalize_obs=False,
-        reward_min=0.0,
-        reward_max=10.0,
-        env_id=TOY,
-        episode_length=1,
+    cfg = one_step(
+        _caps(two_actions(tmp_path), tmp_path / "run", caps=caps, steps=1000, checkpoint_every=1000, cost_limit=1.0)
     )
     run(cfg)
     policy = o3srl.load_policy(tmp_path / "run")
@@ -201,10 +174,7 @@ def test_the_cost_limit_decides_the_action(tmp_path):
     obs = np.linspace(0, 1, 8, dtype=np.float32)[:, None]
     acts, heads = {}, {}
     for kappa in (0.0, 0.5, 2.0):
-        policy.cost_limit = kappa
-        for slot in range(len(obs)):
-            policy.begin_episode(slot)
-        acts[kappa] = policy(obs)[:, 0]
+        acts[kappa] = actions_at(policy, obs, kappa)
         heads[kappa] = policy.last_heads.copy()
     np.testing.assert_array_equal(heads[0.5], 1)
     np.testing.assert_array_equal(heads[0.0], 1)

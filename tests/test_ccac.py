@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from tests.contract import check_contract
-from tests.test_caps import _two_actions
+from tests.one_step import actions_at, one_step, two_actions
 from tests.test_train import TOY, small_config
 
 from o3srl.algos.base import Setting
@@ -171,24 +171,14 @@ def test_the_cost_limit_decides_the_action(tmp_path):
     from o3srl.train import run
 
     ccac = dataclasses.replace(SMALL, actor_lr=1e-3, multiplier_lr=1e-2, reward_scale=1.0, warmup_fraction=0.2)
-    cfg = dataclasses.replace(
-        _ccac(_two_actions(tmp_path), tmp_path / "run", ccac=ccac, steps=2000, checkpoint_every=2000, cost_limit=1.0),
-        normalize_obs=False,
-        reward_min=0.0,
-        reward_max=10.0,
-        env_id=TOY,
-        episode_length=1,
+    cfg = one_step(
+        _ccac(two_actions(tmp_path), tmp_path / "run", ccac=ccac, steps=2000, checkpoint_every=2000, cost_limit=1.0)
     )
     run(cfg)
     policy = o3srl.load_policy(tmp_path / "run")
     assert isinstance(policy, BudgetPolicy)
     obs = np.linspace(0, 1, 8, dtype=np.float32)[:, None]
-    acts = {}
-    for kappa in (0.0, 0.5, 2.0):
-        policy.cost_limit = kappa
-        for slot in range(len(obs)):
-            policy.begin_episode(slot)
-        acts[kappa] = policy(obs)[:, 0]
+    acts = {kappa: actions_at(policy, obs, kappa) for kappa in (0.0, 0.5, 2.0)}
     assert np.all(acts[0.0] < 0.0) and np.all(acts[0.5] > 0.25) and np.all(acts[2.0] > 0.25), acts
 
     _, summary = evaluate_run(tmp_path / "run", episodes=2, seed=0, envs=1, cost_limit=2.0, env_id=TOY)
