@@ -72,8 +72,10 @@ def read_again(run) -> np.ndarray:
     return np.stack([np.asarray(read(jax.tree.map(lambda x, j=j: x[j], state.tail))) for j in range(n)])
 
 
-def rows_of(run_dir: Path, pools: list[str], pessimism: list[float], episodes: int) -> list[tuple[str, ...]]:
-    from o3srl.algos.o3srl import best_members
+def rows_of(
+    run_dir: Path, pools: list[str], pessimism: list[float], episodes: int, mix: bool = False
+) -> list[tuple[str, ...]]:
+    from o3srl.algos.o3srl import best_members, mixed_members
 
     run = load_finished_run(run_dir)
     cfg, learner, state, stats = run.cfg, run.learner, run.state, run.stats
@@ -103,7 +105,12 @@ def rows_of(run_dir: Path, pools: list[str], pessimism: list[float], episodes: i
         return f"{result.reward:.1f} / {result.cost:.2f}{'' if result.cost <= kappa else ' **unsafe**'}"
 
     def read(slots: np.ndarray) -> str:
-        return ", ".join(f"{j}: {readings[j, 0]:.0f} / {readings[j, 1]:.1f} ± {readings[j, 2]:.1f}" for j in slots)
+        members, counts = np.unique(slots, return_counts=True)
+        share = (lambda c: f" ×{c}") if len(members) < len(slots) else (lambda c: "")
+        return ", ".join(
+            f"{j}{share(c)}: {readings[j, 0]:.0f} / {readings[j, 1]:.1f} ± {readings[j, 2]:.1f}"
+            for j, c in zip(members, counts)
+        )
 
     name = f"{run_dir.parent.name}/{run_dir.name}"
     out = []
@@ -114,14 +121,18 @@ def rows_of(run_dir: Path, pools: list[str], pessimism: list[float], episodes: i
         slots = pool_slots(pool)
         if slots[-1] >= len(readings):
             continue
+        count = learner.config.best_members
         for k in pessimism:
-            chosen = slots[best_members(readings[slots], target, learner.config.best_members, k)]
-            key = tuple(chosen.tolist())
-            if key not in scored:  # the same members: the same evaluation
-                scored[key] = score(chosen)
-            best = f"best {learner.config.best_members}"
-            out.append((name, f"{kappa:g}", pool, best, f"{k:g}", read(chosen), scored[key]))
-            print(out[-1], flush=True)
+            choices = [(f"best {count}", slots[best_members(readings[slots], target, count, k)])]
+            if mix:
+                mixed = mixed_members(readings[slots], target, count, k, learner.config.mix_slots)
+                choices.append((f"mix {count}", slots[mixed]))
+            for output, chosen in choices:
+                key = tuple(chosen.tolist())
+                if key not in scored:  # the same members: the same evaluation
+                    scored[key] = score(chosen)
+                out.append((name, f"{kappa:g}", pool, output, f"{k:g}", read(chosen), scored[key]))
+                print(out[-1], flush=True)
     return out
 
 
@@ -131,9 +142,12 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=20)
     parser.add_argument("--pools", nargs="+", default=["20", "100"], help="n (the first n slots) or n/k")
     parser.add_argument("--pessimism", type=float, nargs="+", default=[0.0, 1.0], help="k values to compare")
+    parser.add_argument(
+        "--mix", action="store_true", help="also score the mix output (o3srl.algos.o3srl.mixed_members)"
+    )
     parser.add_argument("--md", type=Path, help="also write the page to this markdown file")
     args = parser.parse_args()
-    rows = [row for run in args.runs for row in rows_of(run, args.pools, args.pessimism, args.episodes)]
+    rows = [row for run in args.runs for row in rows_of(run, args.pools, args.pessimism, args.episodes, args.mix)]
     table = show_markdown_table(HEADER, rows)
     if args.md:
         runs = " ".join(str(r) for r in args.runs)
@@ -142,7 +156,7 @@ def main() -> None:
             "# The best output from a run's own tail readings",
             "",
             f"Command: `python benchmarks/best_output.py {runs} --episodes {args.episodes} --pools {pools} "
-            f"--pessimism {' '.join(f'{k:g}' for k in args.pessimism)} --md {args.md}`  ",
+            f"--pessimism {' '.join(f'{k:g}' for k in args.pessimism)}{' --mix' if args.mix else ''} --md {args.md}`  ",
             f"Machine: {platform.machine()}, {os.cpu_count()} cores; date: {datetime.date.today()}  ",
             "",
             "Pool n: the first n tail slots (slot 0 is the last iterate, one slot every 30 rounds here, so pool 20 is",
@@ -150,7 +164,9 @@ def main() -> None:
             "20 members over the last half of the rounds). tail (uniform): the uniform mixture of the",
             "first 20 slots. best 3: the 3 members of the pool with the highest model reward among those whose model",
             "cost plus k spreads of the model's members is at most (1 − δ) κ; members: slot: model reward / cost ±",
-            "spread. Each output is evaluated as the run evaluates its own",
+            "spread. mix 3: those members and the 3 with the highest model reward above the target, the latter in the",
+            "largest share (of 20 slots; ×j: a member in j of them) that keeps the mean model cost plus k spreads",
+            "within the target and raises the mean model reward. Each output is evaluated as the run evaluates its own",
             f"({args.episodes} episodes, one member per episode); the same members are evaluated once.",
             "",
         ]

@@ -247,6 +247,42 @@ def test_best_members_by_hand():
     assert best_members(readings, -1.0, 2, pessimism=2.0).tolist() == [0, 2]
 
 
+def test_mixed_members_by_hand():
+    """The ``mix`` output: the ``best`` members L, and the highest-reward members H above the target in the most of
+    the slots that keeps the slots' mean cost reading within the target, when that raises the mean reward reading."""
+    from o3srl.algos.o3srl import mixed_members
+
+    readings = np.array(
+        [
+            [100.0, 0.0, 0.0, 1.0],
+            [150.0, 2.0, 0.0, 1.0],
+            [400.0, 20.0, 5.0, 1.0],
+            [300.0, 12.0, 0.0, 1.0],
+            [50.0, 30.0, 0.0, 1.0],
+            [900.0, 25.0, 0.0, 0.0],  # never read: never in H
+        ]
+    )
+    # Target 4, one member per group: L = [1] (150 at 2), H = [2] (400 at 20). n slots of H among 10 cost
+    # (20 n + 2 (10 − n)) / 10 ≤ 4 for n ≤ 1: reward (400 + 9 · 150) / 10 = 175 > 150.
+    assert mixed_members(readings, 4.0, 1, slots=10).tolist() == [1] * 9 + [2]
+    # Target 8: n ≤ 3 (cost 7.4).
+    assert mixed_members(readings, 8.0, 1, slots=10).tolist() == [1] * 7 + [2] * 3
+    # Two per group: L = [1, 0], H = [2, 3], each spread in turn from its best. n = 4: H's slots 2, 3, 2, 3 cost 64,
+    # L's six 1, 0, 1, 0, 1, 0 cost 6, mean 7.0 ≤ 8 (n = 5: 9.0); reward 215 > 125.
+    assert mixed_members(readings, 8.0, 2, slots=10).tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 3, 3]
+    # One spread of pessimism: slot 2 reads 25, so one slot of it already costs (25 + 18) / 10 = 4.3 > 4: L alone.
+    assert mixed_members(readings, 4.0, 1, pessimism=1.0, slots=10).tolist() == [1]
+    # Mixing that does not raise the reward reading is not taken; nothing safe-reading: best_members's choice.
+    cautious = np.array([[100.0, 0.0, 0.0, 1.0], [50.0, 30.0, 0.0, 1.0]])
+    assert mixed_members(cautious, 4.0, 1, slots=10).tolist() == [0]
+    assert mixed_members(readings, -1.0, 2, slots=10).tolist() == [0, 1]
+    # A mixture's mean reading is within the target whatever the slots.
+    for target in (1.0, 4.0, 8.0, 15.0):
+        for slots in (2, 7, 20):
+            chosen = mixed_members(readings, target, 2, slots=slots)
+            assert readings[chosen, 1].mean() <= target
+
+
 def test_the_best_output_needs_the_models_reward_reading():
     setting = Setting(
         obs_dim=1, act_dim=1, cost_limit=5.0, episode_length=10, total_steps=60, reward_abs_max=1.0, cost_abs_max=1.0

@@ -127,7 +127,7 @@ def test_best_output_mixes_the_best_safe_reading_members_without_changing_the_ro
     """``--o3srl.output best`` (the adaptive player's): every tail member is read by the cost model's rollouts (its
     reward head) in the round it is kept, and the output is the mixture of the ``best_members`` with the highest
     reward reading among those whose cost reading is within (1 − δ) κ. The reward head never reaches the λ-player:
-    the rounds are those of a run without it, bit for bit."""
+    the rounds are those of a run without it, bit for bit; nor does the output (``mix``: the same rounds)."""
     import json
 
     import jax
@@ -135,7 +135,7 @@ def test_best_output_mixes_the_best_safe_reading_members_without_changing_the_ro
 
     import o3srl
     from o3srl.algos.cost_model import CostModelConfig
-    from o3srl.algos.o3srl import O3SRLConfig, best_members
+    from o3srl.algos.o3srl import O3SRLConfig, best_members, mixed_members
     from o3srl.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
     from o3srl.data.sampler import sample_init_obs, to_device
     from o3srl.policy import MixturePolicy
@@ -198,6 +198,22 @@ def test_best_output_mixes_the_best_safe_reading_members_without_changing_the_ro
     if safe.any():  # each chosen member reads safe, and no safe-reading member left out reads a higher reward
         assert safe[chosen].all()
         assert readings[chosen, 0].min() >= readings[safe & ~np.isin(np.arange(6), chosen), 0].max(initial=-np.inf)
+
+    # The mix output is chosen from the same training: the same rounds, the members mixed_members picks (repeats
+    # included) saved as the policy.
+    mix_cfg = dataclasses.replace(
+        cfg, run_dir=str(tmp_path / "mix"), o3srl=dataclasses.replace(cfg.o3srl, output="mix", mix_slots=5)
+    )
+    run(mix_cfg)
+    mix_trace = np.load(tmp_path / "mix" / "rounds.npz")
+    for key in ("bandit__lambda", "feedback__cost_estimate"):
+        np.testing.assert_array_equal(traces[0][key], mix_trace[key])
+    mixed = mixed_members(readings, 0.8 * kappa, 2, pessimism=1.0, slots=5)
+    assert json.loads((tmp_path / "mix" / "output.json").read_text())["output_members"] == mixed.tolist()
+    policy = o3srl.load_policy(tmp_path / "mix")
+    assert isinstance(policy, MixturePolicy) and policy.num_members == len(mixed)
+    for saved, member in zip(jax.tree.leaves(policy.actor_params), jax.tree.leaves(state.tail)):
+        np.testing.assert_array_equal(np.asarray(saved), np.asarray(member)[mixed])
 
     # A checkpoint of an adaptive run from before the reward head (no tail readings; its cost model had none)
     # resumes, and its config (saved without the field) reads back without the head.

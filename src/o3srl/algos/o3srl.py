@@ -121,16 +121,23 @@ class O3SRLConfig:
     default) or the training batch's states (the policy's cost rate over the data's states, including states the
     policy would not visit: more pessimistic; on the toy task it left the κ = 5 policy at 3 % of its cost limit)."""
     feedback_batch: int = 256
-    output: Literal["last", "tail", "best"] | None = None
+    output: Literal["last", "tail", "best", "mix"] | None = None
     """The policy the run outputs: its last iterate (the paper's; None, earlier player); the tail mixture:
     ``tail_members`` iterates spread evenly over the last ``tail_fraction`` of the rounds (the last one included),
     one drawn per episode, so its expected episode cost is the members' average, the quantity the λ-player's
-    integral balances; or best (None, adaptive player): the uniform mixture of the ``best_members`` tail members
+    integral balances; best (None, adaptive player): the uniform mixture of the ``best_members`` tail members
     with the highest episode reward in the cost model's rollouts among those whose model cost is at most
-    (1 − δ) κ (:func:`best_members`; it needs the cost model with its reward head). Every run keeps the tail
-    members, so any output can be evaluated afterwards."""
+    (1 − δ) κ (:func:`best_members`; it needs the cost model with its reward head); or mix: those members mixed
+    with the ``best_members`` highest-reward members that read above (1 − δ) κ, in the share that keeps the
+    mixture's mean reading within it (:func:`mixed_members`), when that raises the model reward. Every run keeps
+    the tail members and their readings whatever its output, so any output can be chosen afterwards from the same
+    training."""
     best_members: int = 3
-    """How many tail members the ``best`` output mixes (fewer when fewer read safe)."""
+    """How many tail members the ``best`` output mixes (fewer when fewer read safe); the ``mix`` output takes as
+    many above the target."""
+    mix_slots: int = 20
+    """The ``mix`` output's resolution: its members fill this many slots, one drawn per episode (a member in j of
+    them is followed in j of every ``mix_slots`` episodes)."""
     best_pessimism: float = 1.0
     """k of the ``best`` output: a member reads safe when its model cost plus k times the spread of the model's
     members' readings is within (1 − δ) κ. Choosing the highest rewards among members that read safe favours the
@@ -202,14 +209,14 @@ class Player:
     """None: the data's unit (the adaptive player)."""
     cost_estimate: Literal["mean", "max", "model"]
     max_violation: float
-    output: Literal["last", "tail", "best"]
+    output: Literal["last", "tail", "best", "mix"]
     oracle_lambda: Literal["drawn", "mean"]
     hint_decay: float
     hint_violation: float | None = None
     """None: the same as ``max_violation``."""
 
 
-TAILS = {"last": (20, 0.1), "tail": (20, 0.1), "best": (100, 0.5)}
+TAILS = {"last": (20, 0.1), "tail": (20, 0.1), "best": (100, 0.5), "mix": (100, 0.5)}
 """(members, fraction of the rounds) of the tail when ``tail_members`` / ``tail_fraction`` are None, by output."""
 
 
@@ -281,6 +288,37 @@ def best_members(readings: np.ndarray, cost_target: float, count: int, pessimism
     return np.sort(order[: max(1, count)])
 
 
+def mixed_members(
+    readings: np.ndarray, cost_target: float, count: int, pessimism: float = 0.0, slots: int = 20
+) -> np.ndarray:
+    """The slots the ``mix`` output draws from, one per episode (a member listed j times is followed in j of every
+    ``slots`` episodes), from the members' model readings (as :func:`best_members`'s).
+
+    L, the members :func:`best_members` chooses (each once, as the ``best`` output), are the output unless mixing
+    pays: H, the ``count`` members with the highest reward reading among those whose pessimistic cost reading
+    (cost + ``pessimism`` spreads) is above ``cost_target``, take the most of the ``slots`` (n; each group is spread
+    over its members in turn, the best first) with which the slots' mean pessimistic cost reading stays within
+    ``cost_target`` and their mean reward reading rises above L's. A mixture of a cautious and a bolder behaviour
+    is how a constrained optimum between two behaviours is reached (no single λ's best response is there); the
+    pessimistic readings and the whole-slot share keep the mixture's reading on the safe side of the target. When
+    no member reads safe, L (the lowest pessimistic costs) alone. Returns the slot indices, sorted (``slots`` of
+    them when mixed)."""
+    readings = np.asarray(readings, np.float64)
+    low = best_members(readings, cost_target, count, pessimism)
+    missing = (readings[:, 3] == 0) | np.isnan(readings[:, :3]).any(axis=1)
+    reward, cost = readings[:, 0], readings[:, 1] + pessimism * readings[:, 2]
+    above = np.flatnonzero(~missing & (cost > cost_target))
+    if not len(above) or cost[low].max() > cost_target:
+        return low
+    high = above[np.argsort(-reward[above], kind="stable")][: max(1, count)]
+    ordered = low[np.argsort(-reward[low], kind="stable")]
+    for n in range(slots - 1, 0, -1):
+        mixed = np.concatenate([np.resize(high, n), np.resize(ordered, slots - n)])
+        if cost[mixed].mean() <= cost_target and reward[mixed].mean() > reward[low].mean():
+            return np.sort(mixed)
+    return low
+
+
 def make_oracle(name: str, td3bc: TD3BCConfig, iql: IQLConfig, obs_dim: int, act_dim: int) -> TD3BC | IQL:
     if name == "td3bc":
         return TD3BC(td3bc, obs_dim, act_dim)
@@ -345,15 +383,16 @@ class O3SRL:
         self.optimism = player.optimism
         self.tail_fraction = tail_fraction_of(self.config)
         members = tail_members_of(self.config)
-        if members < 1 or not 0.0 < self.tail_fraction <= 1.0 or config.best_members < 1:
+        if members < 1 or not 0.0 < self.tail_fraction <= 1.0 or config.best_members < 1 or config.mix_slots < 2:
             raise ConfigError(
-                f"o3srl.tail_members and o3srl.best_members must be ≥ 1 and o3srl.tail_fraction in (0, 1], got "
-                f"{members}, {config.best_members} and {self.tail_fraction}"
+                f"o3srl.tail_members and o3srl.best_members must be ≥ 1, o3srl.mix_slots ≥ 2 and "
+                f"o3srl.tail_fraction in (0, 1], got {members}, {config.best_members}, {config.mix_slots} and "
+                f"{self.tail_fraction}"
             )
         no_reading = self.cost_model is None or self.cost_model.reward_net is None
-        if player.output == "best" and not self.fixed and no_reading:
+        if player.output in ("best", "mix") and not self.fixed and no_reading:
             raise ConfigError(
-                "o3srl.output 'best' (the adaptive player's) reads the tail members' reward and cost with the "
+                f"o3srl.output {player.output!r} reads the tail members' reward and cost with the "
                 "cost model: it needs o3srl.cost_estimate 'model' and cost_model.reward_head true; otherwise "
                 "choose o3srl.output 'tail' or 'last'"
             )
@@ -473,8 +512,8 @@ class O3SRL:
     # ------------------------------------------------------------------ what the training loop records
     def output(self, state: LearnerState) -> tuple[Any, OutputKind]:
         """The last iterate (``single``); the tail members (``mixture``) with ``o3srl.output tail``; the members
-        :meth:`output_members` chooses (``mixture``) with ``best``. An oracle at a fixed λ (``--algo td3bc`` /
-        ``iql``) always outputs its last iterate."""
+        :meth:`output_members` chooses (``mixture``, a member listed twice is drawn twice as often) with ``best``
+        and ``mix``. An oracle at a fixed λ (``--algo td3bc`` / ``iql``) always outputs its last iterate."""
         if self.fixed or self.player.output == "last":
             return state.oracle.actor, "single"
         if self.player.output == "tail":
@@ -483,10 +522,13 @@ class O3SRL:
         return jax.tree.map(lambda x: x[chosen], state.tail), "mixture"
 
     def output_members(self, state: LearnerState) -> np.ndarray:
-        """The tail slots the ``best`` output mixes (:func:`best_members` against (1 − δ) κ)."""
+        """The tail slots the ``best`` or ``mix`` output draws from (:func:`best_members`, :func:`mixed_members`
+        against (1 − δ) κ)."""
         target = (1.0 - self.player.margin) * self.setting.cost_limit
-        cfg = self.config
-        return best_members(np.asarray(state.tail_readings), target, cfg.best_members, cfg.best_pessimism)
+        cfg, readings = self.config, np.asarray(state.tail_readings)
+        if self.player.output == "mix":
+            return mixed_members(readings, target, cfg.best_members, cfg.best_pessimism, cfg.mix_slots)
+        return best_members(readings, target, cfg.best_members, cfg.best_pessimism)
 
     def output_info(self, state: LearnerState) -> dict[str, Any]:
         """What the run's summary records about its output: the tail members' model readings and, for ``best``,
@@ -500,7 +542,7 @@ class O3SRL:
                 for r, c, sd, read in readings
             ]
         }
-        if self.player.output == "best":
+        if self.player.output in ("best", "mix"):
             info["output_members"] = self.output_members(state).tolist()
         return info
 
