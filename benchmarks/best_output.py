@@ -153,7 +153,7 @@ def main() -> None:
         runs = " ".join(str(r) for r in args.runs)
         pools = " ".join(str(p) for p in args.pools)
         intro = [
-            "# The best output from a run's own tail readings",
+            "# The best" + (" and mix outputs" if args.mix else " output") + " from a run's own tail readings",
             "",
             f"Command: `python benchmarks/best_output.py {runs} --episodes {args.episodes} --pools {pools} "
             f"--pessimism {' '.join(f'{k:g}' for k in args.pessimism)}{' --mix' if args.mix else ''} --md {args.md}`  ",

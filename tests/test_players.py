@@ -36,7 +36,7 @@ def test_each_player_fills_only_the_knobs_left_unset():
         adaptive.oracle_lambda,
         adaptive.hint_decay,
         adaptive.output,
-    ) == ("hedgebox", "lagrangian", 8.0, 0.1, "model", "mean", 0.95, "best")
+    ) == ("hedgebox", "lagrangian", 8.0, 0.1, "model", "mean", 0.95, "mix")
     assert adaptive.lambda_scale is None  # the data's unit
     with pytest.raises(ConfigError, match="o3srl.player"):
         resolve_player(O3SRLConfig(player="bogus"))  # type: ignore[arg-type]
@@ -288,8 +288,10 @@ def test_the_best_output_needs_the_models_reward_reading():
         obs_dim=1, act_dim=1, cost_limit=5.0, episode_length=10, total_steps=60, reward_abs_max=1.0, cost_abs_max=1.0
     )
     oracle = make_oracle("td3bc", TD3BCConfig(hidden=(8,)), IQLConfig(hidden=(8,)), 1, 1)
-    with pytest.raises(ConfigError, match="o3srl.output 'best'.*choose o3srl.output 'tail' or 'last'"):
+    with pytest.raises(ConfigError, match="o3srl.output 'mix'.*choose o3srl.output 'tail' or 'last'"):
         O3SRL(O3SRLConfig(player="adaptive", cost_estimate="mean"), oracle, setting)
+    with pytest.raises(ConfigError, match="o3srl.output 'best'.*choose o3srl.output 'tail' or 'last'"):
+        O3SRL(O3SRLConfig(player="adaptive", cost_estimate="mean", output="best"), oracle, setting)
     from o3srl.algos.cost_model import CostModel, CostModelConfig
 
     no_head = CostModel(CostModelConfig(reward_head=False), 1, 1)
@@ -305,7 +307,7 @@ def test_the_best_output_spreads_its_tail_over_the_last_half_and_the_mixture_ove
     assert tail_members_of(O3SRLConfig(player="adaptive")) == 100
     assert tail_members_of(O3SRLConfig(player="adaptive", output="tail")) == 20
     assert tail_members_of(O3SRLConfig(player="adaptive", tail_members=7)) == 7
-    assert tail_fraction_of(O3SRLConfig(player="adaptive")) == 0.5  # output best
+    assert tail_fraction_of(O3SRLConfig(player="adaptive")) == 0.5  # output mix, as best
     assert tail_fraction_of(O3SRLConfig(player="adaptive", output="tail")) == 0.1
     assert tail_fraction_of(O3SRLConfig()) == 0.1  # the earlier player's last iterate
     assert tail_fraction_of(O3SRLConfig(player="adaptive", tail_fraction=0.3)) == 0.3

@@ -125,11 +125,11 @@ class O3SRLConfig:
     """The policy the run outputs: its last iterate (the paper's; None, earlier player); the tail mixture:
     ``tail_members`` iterates spread evenly over the last ``tail_fraction`` of the rounds (the last one included),
     one drawn per episode, so its expected episode cost is the members' average, the quantity the λ-player's
-    integral balances; best (None, adaptive player): the uniform mixture of the ``best_members`` tail members
-    with the highest episode reward in the cost model's rollouts among those whose model cost is at most
-    (1 − δ) κ (:func:`best_members`; it needs the cost model with its reward head); or mix: those members mixed
-    with the ``best_members`` highest-reward members that read above (1 − δ) κ, in the share that keeps the
-    mixture's mean reading within it (:func:`mixed_members`), when that raises the model reward. Every run keeps
+    integral balances; best: the uniform mixture of the ``best_members`` tail members with the highest episode
+    reward in the cost model's rollouts among those whose model cost is at most (1 − δ) κ (:func:`best_members`;
+    it needs the cost model with its reward head); or mix (None, adaptive player): those members mixed with the
+    ``best_members`` highest-reward members that read above (1 − δ) κ, in the share that keeps the mixture's mean
+    reading within it (:func:`mixed_members`), when that raises the model reward. Every run keeps
     the tail members and their readings whatever its output, so any output can be chosen afterwards from the same
     training."""
     best_members: int = 3
@@ -180,7 +180,7 @@ PLAYERS: dict[str, dict[str, Any]] = {
         "lambda_scale": None,
         "cost_estimate": "model",
         "max_violation": 20.0,
-        "output": "best",
+        "output": "mix",
         "oracle_lambda": "mean",
         "hint_decay": 0.95,
     },
