@@ -483,3 +483,50 @@ def test_identical_finished_cells_of_another_grid_are_adopted(local_run, tmp_pat
     assert again.adopted == 0 and ran == ["toy__lam1__k5__s0"]
     with pytest.raises(ConfigError, match="does not exist"):
         run_grid(grid, workers=1, progress=False, adopt=[tmp_path / "none.jsonl"])
+
+
+def test_a_run_of_the_same_training_with_another_output_is_adopted_with_its_output_chosen_again(local_run, tmp_path):
+    """An adaptive O3SRL cell with the ``mix`` output takes over a finished ``best`` run of the same config (the
+    training is the same, bit for bit): its run directory is copied, the output chosen again from the checkpoint
+    and evaluated; an identical row, where there is one, is taken as it is. Anything else that differs is not
+    adopted."""
+    import numpy as np
+
+    import o3srl
+    from o3srl.algos.o3srl import mixed_members
+    from o3srl.bench import output_choice_only
+    from o3srl.rundir import read_output_info
+    from o3srl.train import load_finished_run
+
+    def grid_of(name: str, output: str, **more: object) -> dict:
+        data = toy_grid(local_run["dataset"], tmp_path / name, name=name)
+        data["defaults"]["cost_model"] = {"members": 2, "hidden": [16], "fit_steps": 50, "rollout_states": 4}
+        o3 = {"player": "adaptive", "feedback_batch": 16, "output": output, "tail_members": 6, **more}
+        data["algorithms"] = {"adaptive": {"algo": "o3srl", "o3srl": o3}}
+        return data
+
+    source = parse_grid(grid_of("best", "best"), name="best")
+    assert run_grid(source, workers=0, progress=False, log=lambda s: None).finished == 1
+    (best,) = read_rows(source.results)
+    logged = []
+    grid = parse_grid(grid_of("mix", "mix", mix_slots=5), name="mix")
+    summary = run_grid(grid, workers=0, progress=False, log=logged.append, adopt=[source.results])
+    assert summary.adopted == 1 and summary.finished == 0 and "its output chosen again" in logged[0]
+    (row,) = read_rows(grid.results)
+    cell = grid.cells[0]
+    assert row["output_rechosen"] is True and row["run_dir"] == str(cell.run_dir) != best["run_dir"]
+    assert row["train_seconds"] == best["train_seconds"] and row["config"]["o3srl"]["output"] == "mix"
+    readings = np.asarray(load_finished_run(cell.run_dir).state.tail_readings)
+    chosen = read_output_info(cell.run_dir)["output_members"]
+    assert chosen == mixed_members(readings, 0.8 * 5, 3, 1.0, 5).tolist()
+    assert o3srl.load_policy(cell.run_dir).num_members == len(chosen)
+    assert (Path(best["run_dir"]) / "policy.msgpack").exists()  # the source is left as it was
+    # Output-choice fields only, and only between the outputs chosen from readings.
+    saved, current = {"algo": "o3srl", "o3srl": {"output": "best"}}, {"algo": "o3srl", "o3srl": {"output": "mix"}}
+    assert output_choice_only(saved, current, ["o3srl.output: 'best' → 'mix'", "o3srl.mix_slots: None → 20"])
+    assert not output_choice_only(saved, current, ["o3srl.output: 'best' → 'mix'", "seed: 0 → 1"])
+    assert not output_choice_only(
+        saved, {"algo": "o3srl", "o3srl": {"output": "tail"}}, ["o3srl.output: 'best' → 'tail'"]
+    )
+    other = parse_grid(grid_of("other", "mix", tail_members=7), name="other")
+    assert run_grid(other, workers=0, progress=False, log=lambda s: None, adopt=[source.results]).adopted == 0

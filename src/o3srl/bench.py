@@ -532,6 +532,24 @@ def check_datasets(cells: Iterable[Cell]) -> None:
         )
 
 
+OUTPUT_CHOICE = ("o3srl.output", "o3srl.best_members", "o3srl.best_pessimism", "o3srl.mix_slots")
+"""Config fields that choose an O3SRL run's output from its tail's readings after training (``best``, ``mix``): runs
+that differ in nothing else train the same, bit for bit."""
+CHOSEN_OUTPUTS = ("best", "mix")
+
+
+def output_choice_only(saved: dict[str, Any], current: dict[str, Any], differences: list[str]) -> bool:
+    """Whether two effective configs that differ in ``differences`` (:func:`o3srl.config.config_differences`) differ
+    only in how the output is chosen from the same training (both O3SRL runs with a ``best`` or ``mix`` output)."""
+    outputs = [c.get("o3srl", {}).get("output") for c in (saved, current)]
+    return (
+        bool(differences)
+        and all(c.get("algo") == "o3srl" for c in (saved, current))
+        and all(o in CHOSEN_OUTPUTS for o in outputs)
+        and all(d.split(":", 1)[0] in OUTPUT_CHOICE for d in differences)
+    )
+
+
 def adoptable_rows(
     grid: Grid, pending: Iterable[Cell], sources: Sequence[str | os.PathLike[str]]
 ) -> list[dict[str, Any]]:
@@ -540,7 +558,9 @@ def adoptable_rows(
     so another grid need not train it again (e.g. the κ = 5 cells of the paper's grid from the κ = 5 grid).
 
     The adopted row gets the cell's id, grid, algorithm name and label, keeps the source's run directory and
-    timings, and records where it came from in ``adopted_from``.
+    timings, and records where it came from in ``adopted_from``. A row whose config differs from the cell's only in
+    how its output is chosen from the same training (:func:`output_choice_only`) is returned marked
+    ``"rechoose": True``, for :func:`rechoose_row` to derive the cell's own run from it.
     """
     from o3srl.config import config_differences, config_json_dict, effective_config, sections_read
     from o3srl.io import file_sha256
@@ -564,22 +584,60 @@ def adoptable_rows(
     adopted = []
     for cell in pending:
         current, read = effective_config(config_json_dict(cell.config)), sections_read(cell.config)
+        found: dict[str, Any] | None = None
         for path, row in candidates:
             if (row.get("task"), row.get("cost_limit"), row.get("seed")) != (cell.task, cell.cost_limit, cell.seed):
                 continue
-            if config_differences(effective_config(row["config"]), current, sections=read):
-                continue
             if row.get("dataset_sha256") != dataset_hash(cell):
                 continue
-            adopted.append(
-                {
-                    **row,
-                    **_base_row(cell, grid.name),
-                    "adopted_from": {"results": str(path), "grid": row.get("grid"), "cell_id": row["cell_id"]},
-                }
-            )
-            break
+            saved = effective_config(row["config"])
+            differences = config_differences(saved, current, sections=read)
+            if differences and not output_choice_only(saved, current, differences):
+                continue
+            taken = {
+                **row,
+                **_base_row(cell, grid.name),
+                "adopted_from": {"results": str(path), "grid": row.get("grid"), "cell_id": row["cell_id"]},
+            }
+            if not differences:
+                found = taken
+                break
+            if found is None:  # the same training, another output: used when no identical row turns up
+                found = {**taken, "rechoose": True}
+        if found is not None:
+            adopted.append(found)
     return adopted
+
+
+def rechoose_row(cell: Cell, grid_name: str, row: dict[str, Any]) -> dict[str, Any]:
+    """The cell's results row derived from ``row``, a finished run of the same training with another output
+    (:func:`adoptable_rows`): its run directory is copied to the cell's, the cell's config written there, the output
+    chosen again from the last checkpoint (:func:`o3srl.train.rechoose_output`) and evaluated as the cell's own
+    evaluation would. The row keeps the source's training timings and records ``adopted_from`` and
+    ``output_rechosen``."""
+    import shutil
+
+    from o3srl.config import dumps
+    from o3srl.io import atomic_write_text
+    from o3srl.train import rechoose_output
+
+    source, target = Path(row["run_dir"]), Path(cell.run_dir)
+    if not source.is_dir():
+        raise O3SRLError(f"cannot derive {cell.cell_id}: the run directory {source} of its source row is missing")
+    if target.exists():
+        raise O3SRLError(
+            f"cannot derive {cell.cell_id} from {source}: {target} already exists (remove it to derive the cell)"
+        )
+    shutil.copytree(source, target)
+    try:
+        atomic_write_text(target / CONFIG_NAME, dumps(cell.train_config().resolved()))  # as its training writes it
+        rechoose_output(target)
+        timing = {k: row.get(k) for k in ("train_seconds", "sitting_seconds", "resumed_from_step", "pack")}
+        derived = _evaluate_cell(cell, grid_name, {**timing, "started_at": _now()})
+    except BaseException:
+        shutil.rmtree(target, ignore_errors=True)  # nothing half-written
+        raise
+    return {**derived, "adopted_from": row["adopted_from"], "output_rechosen": True}
 
 
 def run_grid(
@@ -674,9 +732,15 @@ def _adopt(
 ) -> int:
     """Append the rows that ``pending`` cells can take over from other results files; returns how many."""
     taken = adoptable_rows(grid, pending, sources)
+    cells = {c.cell_id: c for c in pending}
     for row in taken:
+        if row.pop("rechoose", False):
+            row = rechoose_row(cells[row["cell_id"]], grid.name, row)
+            how = "its output chosen again"
+        else:
+            how = "as it is"
         writer.append(row)
-        log(f"adopted {row['cell_id']} from {row['adopted_from']['cell_id']} ({row['adopted_from']['results']})")
+        log(f"adopted {row['cell_id']} from {row['adopted_from']['cell_id']} ({row['adopted_from']['results']}), {how}")
     return len(taken)
 
 

@@ -716,19 +716,12 @@ def _all_finite(state: Any) -> Any:
 
 def _finish(r: _Run) -> dict[str, Any]:
     """Save the run's final policy (and the bandit plot), evaluate it, write ``eval.json``; returns the summary."""
-    from o3srl.checkpoint import save_policy
-
     cfg, run_dir, state, step = r.cfg, r.run_dir, r.state, r.step
     with _file_errors(
         f"cannot write the final policy to {run_dir}",
         f"; the checkpoint of step {step} is intact: finish with --resume {run_dir}",
     ):
-        params, kind = r.learner.output(state)
-        output_info = getattr(r.learner, "output_info", None)  # which members a mixture output holds, and why
-        output = output_info(state) if output_info is not None else {}
-        save_policy(run_dir / POLICY_NAME, actor=params, stats=r.stats, config_json=r.config_json, kind=kind)
-        if output:
-            write_output_info(run_dir, output)
+        output = save_output(run_dir, r.learner, state, r.stats, r.config_json)
         arms = r.learner.bandit_arms()
         if arms is not None:
             from o3srl.plots import plot_bandit_history
@@ -739,6 +732,28 @@ def _finish(r: _Run) -> dict[str, Any]:
     with _file_errors(f"cannot write {run_dir / EVAL_NAME}"):
         write_eval(run_dir, summary)
     return summary
+
+
+def save_output(run_dir: Path, learner: Learner, state: Any, stats: NormStats, config_json: str) -> dict[str, Any]:
+    """Write the learner's output policy in ``state`` (``policy.msgpack``) and, for a mixture chosen by readings,
+    which members it holds and why (``output.json``); returns the latter."""
+    from o3srl.checkpoint import save_policy
+
+    params, kind = learner.output(state)
+    output_info = getattr(learner, "output_info", None)  # which members a mixture output holds, and why
+    output = output_info(state) if output_info is not None else {}
+    save_policy(run_dir / POLICY_NAME, actor=params, stats=stats, config_json=config_json, kind=kind)
+    if output:
+        write_output_info(run_dir, output)
+    return output
+
+
+def rechoose_output(run_dir: str | Path) -> dict[str, Any]:
+    """Choose a finished run's output again, as the config in its ``config.json`` now names it, from its last
+    checkpoint: for the outputs chosen from the tail's readings (``best``, ``mix``), whose training is the same
+    whichever of them a run names. Rewrites ``policy.msgpack`` and ``output.json``; returns the latter."""
+    run = load_finished_run(run_dir)
+    return save_output(Path(run_dir), run.learner, run.state, run.stats, dumps(run.cfg))
 
 
 class TrainingDiverged(O3SRLError):
