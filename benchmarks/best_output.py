@@ -73,7 +73,7 @@ def read_again(run) -> np.ndarray:
 
 
 def rows_of(
-    run_dir: Path, pools: list[str], pessimism: list[float], episodes: int, mix: bool = False
+    run_dir: Path, pools: list[str], pessimism: list[float], episodes: int, mix_shares: list[float] | None = None
 ) -> list[tuple[str, ...]]:
     from o3srl.algos.o3srl import best_members, mixed_members
 
@@ -124,9 +124,9 @@ def rows_of(
         count = learner.config.best_members
         for k in pessimism:
             choices = [(f"best {count}", slots[best_members(readings[slots], target, count, k)])]
-            if mix:
-                mixed = mixed_members(readings[slots], target, count, k, learner.config.mix_slots)
-                choices.append((f"mix {count}", slots[mixed]))
+            for share in mix_shares or []:
+                mixed = mixed_members(readings[slots], target, count, k, learner.config.mix_slots, share)
+                choices.append((f"mix {count}" + (f" ≥ {share:g}" if share else ""), slots[mixed]))
             for output, chosen in choices:
                 key = tuple(chosen.tolist())
                 if key not in scored:  # the same members: the same evaluation
@@ -145,18 +145,25 @@ def main() -> None:
     parser.add_argument(
         "--mix", action="store_true", help="also score the mix output (o3srl.algos.o3srl.mixed_members)"
     )
+    parser.add_argument(
+        "--mix-min-share", type=float, nargs="+", default=[0.0], help="with --mix: the smallest shares to compare"
+    )
     parser.add_argument("--md", type=Path, help="also write the page to this markdown file")
     args = parser.parse_args()
-    rows = [row for run in args.runs for row in rows_of(run, args.pools, args.pessimism, args.episodes, args.mix)]
+    shares = args.mix_min_share if args.mix else []
+    rows = [row for run in args.runs for row in rows_of(run, args.pools, args.pessimism, args.episodes, shares)]
     table = show_markdown_table(HEADER, rows)
     if args.md:
         runs = " ".join(str(r) for r in args.runs)
+        mix_flags = ""
+        if args.mix:
+            mix_flags = " --mix" + (f" --mix-min-share {' '.join(f'{x:g}' for x in shares)}" if shares != [0.0] else "")
         pools = " ".join(str(p) for p in args.pools)
         intro = [
             "# The best" + (" and mix outputs" if args.mix else " output") + " from a run's own tail readings",
             "",
             f"Command: `python benchmarks/best_output.py {runs} --episodes {args.episodes} --pools {pools} "
-            f"--pessimism {' '.join(f'{k:g}' for k in args.pessimism)}{' --mix' if args.mix else ''} --md {args.md}`  ",
+            f"--pessimism {' '.join(f'{k:g}' for k in args.pessimism)}{mix_flags} --md {args.md}`  ",
             f"Machine: {platform.machine()}, {os.cpu_count()} cores; date: {datetime.date.today()}  ",
             "",
             "Pool n: the first n tail slots (slot 0 is the last iterate, one slot every 30 rounds here, so pool 20 is",
@@ -166,7 +173,8 @@ def main() -> None:
             "cost plus k spreads of the model's members is at most (1 − δ) κ; members: slot: model reward / cost ±",
             "spread. mix 3: those members and the 3 with the highest model reward above the target, the latter in the",
             "largest share (of 20 slots; ×j: a member in j of them) that keeps the mean model cost plus k spreads",
-            "within the target and raises the mean model reward. Each output is evaluated as the run evaluates its own",
+            "within the target and raises the mean model reward (mix 3 ≥ s: only a share of at least s). Each output",
+            "is evaluated as the run evaluates its own",
             f"({args.episodes} episodes, one member per episode); the same members are evaluated once.",
             "",
         ]

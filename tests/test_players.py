@@ -267,6 +267,11 @@ def test_mixed_members_by_hand():
     assert mixed_members(readings, 4.0, 1, slots=10).tolist() == [1] * 9 + [2]
     # Target 8: n ≤ 3 (cost 7.4).
     assert mixed_members(readings, 8.0, 1, slots=10).tolist() == [1] * 7 + [2] * 3
+    # A smallest share: 1 of 10 slots is below 0.2, so L alone; 3 of 10 is not.
+    assert mixed_members(readings, 4.0, 1, slots=10, min_share=0.2).tolist() == [1]
+    assert mixed_members(readings, 8.0, 1, slots=10, min_share=0.2).tolist() == [1] * 7 + [2] * 3
+    assert mixed_members(readings, 8.0, 1, slots=10, min_share=0.3).tolist() == [1] * 7 + [2] * 3
+    assert mixed_members(readings, 8.0, 1, slots=10, min_share=0.31).tolist() == [1]
     # Two per group: L = [1, 0], H = [2, 3], each spread in turn from its best. n = 4: H's slots 2, 3, 2, 3 cost 64,
     # L's six 1, 0, 1, 0, 1, 0 cost 6, mean 7.0 ≤ 8 (n = 5: 9.0); reward 215 > 125.
     assert mixed_members(readings, 8.0, 2, slots=10).tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 3, 3]

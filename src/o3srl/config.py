@@ -489,9 +489,9 @@ def effective_config(saved: dict[str, Any]) -> dict[str, Any]:
     o3 = dataclasses.replace(o3, tail_fraction=tail_fraction_of(o3), tail_members=tail_members_of(o3))
     out = config_json_dict(dataclasses.replace(cfg, o3srl=o3))
     unused = {
-        "last": ("tail_members", "tail_fraction", "best_members", "mix_slots"),
-        "tail": ("best_members", "mix_slots"),
-        "best": ("mix_slots",),
+        "last": ("tail_members", "tail_fraction", "best_members", "mix_slots", "mix_min_share"),
+        "tail": ("best_members", "mix_slots", "mix_min_share"),
+        "best": ("mix_slots", "mix_min_share"),
     }
     for knob in unused.get(o3.output or "last", ()):
         out["o3srl"].pop(knob, None)

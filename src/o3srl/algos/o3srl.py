@@ -138,6 +138,9 @@ class O3SRLConfig:
     mix_slots: int = 20
     """The ``mix`` output's resolution: its members fill this many slots, one drawn per episode (a member in j of
     them is followed in j of every ``mix_slots`` episodes)."""
+    mix_min_share: float = 0.0
+    """The smallest share of the ``mix`` output's slots its bolder members may take; a smaller one is not mixed in
+    (the output is then ``best``'s)."""
     best_pessimism: float = 1.0
     """k of the ``best`` output: a member reads safe when its model cost plus k times the spread of the model's
     members' readings is within (1 − δ) κ. Choosing the highest rewards among members that read safe favours the
@@ -289,7 +292,12 @@ def best_members(readings: np.ndarray, cost_target: float, count: int, pessimism
 
 
 def mixed_members(
-    readings: np.ndarray, cost_target: float, count: int, pessimism: float = 0.0, slots: int = 20
+    readings: np.ndarray,
+    cost_target: float,
+    count: int,
+    pessimism: float = 0.0,
+    slots: int = 20,
+    min_share: float = 0.0,
 ) -> np.ndarray:
     """The slots the ``mix`` output draws from, one per episode (a member listed j times is followed in j of every
     ``slots`` episodes), from the members' model readings (as :func:`best_members`'s).
@@ -298,7 +306,8 @@ def mixed_members(
     pays: H, the ``count`` members with the highest reward reading among those whose pessimistic cost reading
     (cost + ``pessimism`` spreads) is above ``cost_target``, take the most of the ``slots`` (n; each group is spread
     over its members in turn, the best first) with which the slots' mean pessimistic cost reading stays within
-    ``cost_target`` and their mean reward reading rises above L's. A mixture of a cautious and a bolder behaviour
+    ``cost_target`` and their mean reward reading rises above L's; a share n / ``slots`` below ``min_share`` is not
+    taken (L alone). A mixture of a cautious and a bolder behaviour
     is how a constrained optimum between two behaviours is reached (no single λ's best response is there); the
     pessimistic readings and the whole-slot share keep the mixture's reading on the safe side of the target. When
     no member reads safe, L (the lowest pessimistic costs) alone. Returns the slot indices, sorted (``slots`` of
@@ -312,7 +321,7 @@ def mixed_members(
         return low
     high = above[np.argsort(-reward[above], kind="stable")][: max(1, count)]
     ordered = low[np.argsort(-reward[low], kind="stable")]
-    for n in range(slots - 1, 0, -1):
+    for n in range(slots - 1, max(0, int(np.ceil(min_share * slots - 1e-9)) - 1), -1):
         mixed = np.concatenate([np.resize(high, n), np.resize(ordered, slots - n)])
         if cost[mixed].mean() <= cost_target and reward[mixed].mean() > reward[low].mean():
             return np.sort(mixed)
@@ -389,6 +398,8 @@ class O3SRL:
                 f"o3srl.tail_fraction in (0, 1], got {members}, {config.best_members}, {config.mix_slots} and "
                 f"{self.tail_fraction}"
             )
+        if not 0.0 <= config.mix_min_share < 1.0:
+            raise ConfigError(f"o3srl.mix_min_share must be in [0, 1), got {config.mix_min_share}")
         no_reading = self.cost_model is None or self.cost_model.reward_net is None
         if player.output in ("best", "mix") and not self.fixed and no_reading:
             raise ConfigError(
@@ -527,7 +538,9 @@ class O3SRL:
         target = (1.0 - self.player.margin) * self.setting.cost_limit
         cfg, readings = self.config, np.asarray(state.tail_readings)
         if self.player.output == "mix":
-            return mixed_members(readings, target, cfg.best_members, cfg.best_pessimism, cfg.mix_slots)
+            return mixed_members(
+                readings, target, cfg.best_members, cfg.best_pessimism, cfg.mix_slots, cfg.mix_min_share
+            )
         return best_members(readings, target, cfg.best_members, cfg.best_pessimism)
 
     def output_info(self, state: LearnerState) -> dict[str, Any]:
