@@ -294,6 +294,8 @@ ADDED_FIELDS: dict[str, Any] = {
     "bc.batch_size": 512,
     # The cost model's reward head (2026-12-01): runs saved before it fit none.
     "cost_model.reward_head": False,
+    # The mix output's smallest share (2026-12-01): runs saved before it took any whole slot.
+    "o3srl.mix_min_share": 0.0,
 }
 
 
