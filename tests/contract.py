@@ -76,3 +76,27 @@ def check_contract(
     for key in saved[0]:
         np.testing.assert_array_equal(saved[0][key], saved[1][key], err_msg=key)
     return read_run(tmp_path / "a")[1]
+
+
+def check_first_step(make: Callable[..., TrainConfig], tmp_path: Path, policy_type: type) -> tuple[Any, Any]:
+    """For a sequence policy that reads the cost received so far (CAPS's, CCAC's), after :func:`check_contract`:
+    ``learner.act`` (the action at an episode's first step, the whole of κ left) agrees with the first call of the
+    policy ``load_policy`` rebuilds from the run directory alone. Returns that policy and the run's last state."""
+    import jax
+    import jax.numpy as jnp
+
+    import o3srl
+    from o3srl.checkpoint import load_checkpoint
+    from o3srl.data.sampler import denormalize_action, normalize_obs
+    from o3srl.train import build_learner, load_problem
+
+    resolved = make(tmp_path / "a").resolved()
+    learner = build_learner(resolved, load_problem(resolved))
+    _, state, stats, _ = load_checkpoint(tmp_path / "a" / "checkpoint.msgpack", learner.init(jax.random.PRNGKey(0)))
+    obs = np.linspace(0, 1, 7, dtype=np.float32)[:, None]
+    params, _ = learner.output(state)
+    first = denormalize_action(np.asarray(learner.act(params, jnp.asarray(normalize_obs(obs, stats)))), stats)
+    policy = o3srl.load_policy(tmp_path / "a")
+    assert isinstance(policy, policy_type) and policy.cost_limit == resolved.cost_limit
+    np.testing.assert_allclose(policy(obs), first, atol=1e-6)
+    return policy, state

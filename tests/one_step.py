@@ -4,6 +4,7 @@ action by the cost limit: half the episodes act −0.5 for reward 0 at no cost, 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,22 +14,29 @@ from tests.test_train import TOY
 from o3srl.config import TrainConfig
 
 
-def two_actions(tmp_path: Path) -> Path:
-    """The dataset (600 one-step episodes, observations uniform in [0, 1]) written under ``tmp_path``."""
+def two_actions(
+    tmp_path: Path,
+    rewards: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None,
+    cost: float = 1.0,
+) -> Path:
+    """The dataset (600 one-step episodes, observations uniform in [0, 1]) written under ``tmp_path``: every other
+    episode is the costly one (action +0.5 at ``cost``); ``rewards(costly, rng)`` gives the rewards (default: 10 for
+    the costly action, 0 for the free one)."""
     from o3srl.data import OfflineDataset
 
     n = 600
     rng = np.random.default_rng(0)
     obs = rng.uniform(0, 1, (n, 1)).astype(np.float32)
     costly = np.arange(n) % 2 == 1
+    reward = 10.0 * costly if rewards is None else rewards(costly, rng)
     path = tmp_path / "two.hdf5"
     OfflineDataset(
         {
             "observations": obs,
             "next_observations": obs,
             "actions": np.where(costly, 0.5, -0.5).astype(np.float32)[:, None],
-            "rewards": (10.0 * costly).astype(np.float32),
-            "costs": costly.astype(np.float32),
+            "rewards": np.asarray(reward, np.float32),
+            "costs": (cost * costly).astype(np.float32),
             "terminals": np.ones(n, bool),
             "timeouts": np.zeros(n, bool),
         }

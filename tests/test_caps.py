@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import dataclasses
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from tests.contract import check_contract
+from tests.contract import check_contract, check_first_step
 from tests.one_step import actions_at, one_step, two_actions
 from tests.test_train import TOY, small_config
 
@@ -117,23 +116,12 @@ def test_contract(toy_file, tmp_path):
     """The learners' contract; ``learner.act`` (the action at an episode's first step) agrees with the saved
     switching policy's first call, which ``load_policy`` rebuilds from the run directory alone."""
     import o3srl
-    from o3srl.checkpoint import load_checkpoint
-    from o3srl.data.sampler import denormalize_action, normalize_obs
-    from o3srl.train import build_learner, load_problem
 
     make = lambda d, **kw: _caps(toy_file, d, cost_limit=5.0, **kw)
     info = check_contract(make, tmp_path, "loss/actor", "sequence")
     assert info["caps_policies"] == 2 and info["caps_cost_limit"] == 5.0 and "arms" not in info
 
-    resolved = make(tmp_path / "a").resolved()
-    learner = build_learner(resolved, load_problem(resolved))
-    _, state, stats, _ = load_checkpoint(tmp_path / "a" / "checkpoint.msgpack", learner.init(jax.random.PRNGKey(0)))
-    obs = np.linspace(0, 1, 7, dtype=np.float32)[:, None]
-    params, _ = learner.output(state)
-    first = denormalize_action(np.asarray(learner.act(params, jnp.asarray(normalize_obs(obs, stats)))), stats)
-    policy = o3srl.load_policy(tmp_path / "a")
-    assert isinstance(policy, SwitchingPolicy) and policy.cost_limit == 5.0
-    np.testing.assert_allclose(policy(obs), first, atol=1e-6)
+    check_first_step(make, tmp_path, SwitchingPolicy)
 
     # evaluate() tells the policy each step's cost: after one episode per environment copy, each copy's C_t is
     # its episode's cost.

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from tests.contract import check_contract
+from tests.contract import check_contract, check_first_step
 from tests.one_step import actions_at, one_step, two_actions
 from tests.test_train import TOY, small_config
 
@@ -126,11 +126,7 @@ def test_contract(toy_file, tmp_path):
     """The learners' contract (the first half of the 400 steps is the VAE's warm-up); ``learner.act`` (the action
     at an episode's first step) agrees with the saved policy's first call, which ``load_policy`` rebuilds from the
     run directory alone."""
-    import o3srl
-    from o3srl.checkpoint import load_checkpoint
-    from o3srl.data.sampler import denormalize_action, normalize_obs
     from o3srl.logger import read_metrics
-    from o3srl.train import build_learner, load_problem
 
     make = lambda d, **kw: _ccac(toy_file, d, cost_limit=5.0, **kw)
     info = check_contract(make, tmp_path, "loss/vae", "sequence")
@@ -138,16 +134,8 @@ def test_contract(toy_file, tmp_path):
     rows = read_metrics(tmp_path / "a" / "metrics.jsonl")
     assert [r["loss/actor"] is None for r in rows] == [True, True, False, False]  # nothing but the VAE yet
 
-    resolved = make(tmp_path / "a").resolved()
-    learner = build_learner(resolved, load_problem(resolved))
-    _, state, stats, _ = load_checkpoint(tmp_path / "a" / "checkpoint.msgpack", learner.init(jax.random.PRNGKey(0)))
+    _, state = check_first_step(make, tmp_path, BudgetPolicy)
     assert np.all(np.asarray(state.sa_high) > np.asarray(state.sa_low))  # the data's box, set before the first step
-    obs = np.linspace(0, 1, 7, dtype=np.float32)[:, None]
-    params, _ = learner.output(state)
-    first = denormalize_action(np.asarray(learner.act(params, jnp.asarray(normalize_obs(obs, stats)))), stats)
-    policy = o3srl.load_policy(tmp_path / "a")
-    assert isinstance(policy, BudgetPolicy) and policy.cost_limit == 5.0
-    np.testing.assert_allclose(policy(obs), first, atol=1e-6)
 
 
 def test_bad_ccac_config_is_one_clear_error(toy_file, tmp_path):

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from tests.contract import check_contract
+from tests.one_step import two_actions
 from tests.test_train import TOY, small_config
 
 from o3srl.algos.cdt import (
@@ -209,25 +210,7 @@ def test_bad_cdt_config_is_one_clear_error(toy_file, tmp_path):
 def _two_behaviours(tmp_path):
     """One-step episodes: half act −0.5 at no cost, half act +0.5 at cost 10; the rewards overlap (uniform in
     [0, 10] and [5, 15]), so only the cost tells the two apart at a reward of 7.5."""
-    from o3srl.data import OfflineDataset
-
-    n = 600
-    rng = np.random.default_rng(0)
-    obs = rng.uniform(0, 1, (n, 1)).astype(np.float32)
-    costly = np.arange(n) % 2 == 1
-    path = tmp_path / "two.hdf5"
-    OfflineDataset(
-        {
-            "observations": obs,
-            "next_observations": obs,
-            "actions": np.where(costly, 0.5, -0.5).astype(np.float32)[:, None],
-            "rewards": (rng.uniform(0, 10, n) + 5 * costly).astype(np.float32),
-            "costs": (10.0 * costly).astype(np.float32),
-            "terminals": np.ones(n, bool),
-            "timeouts": np.zeros(n, bool),
-        }
-    ).save(path)
-    return path
+    return two_actions(tmp_path, rewards=lambda costly, rng: rng.uniform(0, 10, len(costly)) + 5 * costly, cost=10.0)
 
 
 def test_the_target_cost_decides_the_action(tmp_path):
