@@ -81,6 +81,17 @@ ADAPTIVE_DESIGNS: dict[str, dict] = {
         best_members=3,
         best_pessimism=1.0,
     ),
+    "mean λ, averaged hint, probability cost head, mix output": dict(
+        oracle_lambda="mean",
+        hint_decay=0.95,
+        tail_members=100,
+        tail_fraction=0.5,
+        output="mix",
+        best_members=3,
+        best_pessimism=1.0,
+        mix_slots=20,
+        mix_min_share=0.0,
+    ),
 }
 OLD_MODEL = CostModelConfig(cost_head="regression", fit_steps=5000)
 """The cost model these results were measured with (its defaults before the probability head)."""
@@ -89,6 +100,7 @@ DESIGN_MODELS: dict[str, CostModelConfig] = {
     "mean λ, averaged hint, probability cost head, hint violations up to one scale": CostModelConfig(),
     "mean λ, averaged hint, probability cost head, best output": CostModelConfig(reward_head=True),
     "mean λ, averaged hint, probability cost head, best output, pessimistic choice": CostModelConfig(reward_head=True),
+    "mean λ, averaged hint, probability cost head, mix output": CostModelConfig(reward_head=True),
 }
 """Designs measured with another cost model: the defaults since (cost_head auto, 20,000 fit steps)."""
 
@@ -106,6 +118,7 @@ def adaptive_cells(seeds: list[int], kappas: list[float]) -> list[dict]:
         ("hedgebox", "lagrangian", "mean λ, averaged hint, probability cost head, hint violations up to one scale"),
         ("hedgebox", "lagrangian", "mean λ, averaged hint, probability cost head, best output"),
         ("hedgebox", "lagrangian", "mean λ, averaged hint, probability cost head, best output, pessimistic choice"),
+        ("hedgebox", "lagrangian", "mean λ, averaged hint, probability cost head, mix output"),
         ("exp3", "shaped", "earlier"),
     ]
     out = []
@@ -232,8 +245,11 @@ def summarise(rows: list[dict], out: Path, command: str) -> None:
             "the highest model reward",
             "mean λ, averaged hint, probability cost head, best output, pessimistic choice": ", adaptive λ-player, "
             "oracle on the mean λ, averaged hint, cost model's current defaults, 100 tail members over the last half, "
-            "output: the 3 members with the highest model reward whose model cost + 1 spread is within (1 − δ) κ "
-            "(today's adaptive defaults)",
+            "output: the 3 members with the highest model reward whose model cost + 1 spread is within (1 − δ) κ",
+            "mean λ, averaged hint, probability cost head, mix output": ", adaptive λ-player, oracle on the mean λ, "
+            "averaged hint, cost model's current defaults, 100 tail members over the last half, output: those 3 "
+            "members mixed with the 3 highest-reward members above the target where the readings leave room (mix; "
+            "today's adaptive defaults)",
         }.get(r.get("design", ""), "")
         groups.setdefault((r["kappa"], r["algo"], variant, r["bandit"], r["feedback"], r["budget"]), []).append(r)
     lines = [
