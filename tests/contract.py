@@ -79,9 +79,10 @@ def check_contract(
 
 
 def check_first_step(make: Callable[..., TrainConfig], tmp_path: Path, policy_type: type) -> tuple[Any, Any]:
-    """For a sequence policy that reads the cost received so far (CAPS's, CCAC's), after :func:`check_contract`:
-    ``learner.act`` (the action at an episode's first step, the whole of κ left) agrees with the first call of the
-    policy ``load_policy`` rebuilds from the run directory alone. Returns that policy and the run's last state."""
+    """For a sequence policy (CDT's; CAPS's and CCAC's, which read the cost received so far), after
+    :func:`check_contract`: ``learner.act`` (the action at an episode's first step) agrees with the first call of the
+    policy ``load_policy`` rebuilds from the run directory alone, which acts for the run's κ. Returns that policy and
+    the run's last state."""
     import jax
     import jax.numpy as jnp
 
@@ -97,6 +98,7 @@ def check_first_step(make: Callable[..., TrainConfig], tmp_path: Path, policy_ty
     params, _ = learner.output(state)
     first = denormalize_action(np.asarray(learner.act(params, jnp.asarray(normalize_obs(obs, stats)))), stats)
     policy = o3srl.load_policy(tmp_path / "a")
-    assert isinstance(policy, policy_type) and policy.cost_limit == resolved.cost_limit
+    assert isinstance(policy, policy_type)
+    assert getattr(policy, "cost_limit", resolved.cost_limit) == resolved.cost_limit
     np.testing.assert_allclose(policy(obs), first, atol=1e-6)
     return policy, state

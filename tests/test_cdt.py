@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from tests.contract import check_contract
+from tests.contract import check_contract, check_first_step
 from tests.one_step import two_actions
 from tests.test_train import TOY, small_config
 
@@ -178,23 +178,14 @@ def _cdt(data, run_dir, cdt=SMALL, **kw) -> TrainConfig:
 def test_contract(toy_file, tmp_path):
     """The learners' contract; and ``learner.act`` (the action at an episode's first step) agrees with the saved
     sequence policy's first call."""
-    import o3srl
-    from o3srl.checkpoint import load_checkpoint
-    from o3srl.data.sampler import denormalize_action, normalize_obs
-    from o3srl.train import build_learner, load_problem
+    from o3srl.policy import SequencePolicy
 
     make = lambda d, **kw: _cdt(toy_file, d, cost_limit=5.0, **kw)
     info = check_contract(make, tmp_path, "loss/actor", "sequence")
     assert info["cdt_target_reward_source"] == "frontier" and info["cdt_target_cost"] == 5.0
     assert info["cdt_augmented"] > 0 and "arms" not in info
 
-    resolved = make(tmp_path / "a").resolved()
-    learner = build_learner(resolved, load_problem(resolved))
-    _, state, stats, _ = load_checkpoint(tmp_path / "a" / "checkpoint.msgpack", learner.init(jax.random.PRNGKey(0)))
-    obs = np.linspace(0, 1, 7, dtype=np.float32)[:, None]
-    params, _ = learner.output(state)
-    first = denormalize_action(np.asarray(learner.act(params, jnp.asarray(normalize_obs(obs, stats)))), stats)
-    np.testing.assert_allclose(o3srl.load_policy(tmp_path / "a")(obs), first, atol=1e-6)
+    check_first_step(make, tmp_path, SequencePolicy)
 
 
 def test_bad_cdt_config_is_one_clear_error(toy_file, tmp_path):
