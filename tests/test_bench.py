@@ -36,6 +36,8 @@ def toy_grid(dataset: Path, root: Path, name: str = "toy") -> dict:
             "eval_episodes": 2,
             "td3bc": {"hidden": [16, 16], "batch_size": 32},
             "o3srl": {"feedback_batch": 16},
+            # The default (adaptive) λ-player's cost model, small: these grids are about the bench, not the model.
+            "cost_model": {"members": 2, "hidden": [16], "fit_steps": 50, "rollout_states": 4},
         },
         "per_task": {"toy": {"env_id": TOY, "dataset": str(dataset)}},
         "algorithms": {
@@ -225,13 +227,13 @@ def test_config_differences_accept_a_later_added_field_at_its_old_behaviour():
 def test_only_the_sections_a_run_reads_are_compared():
     from o3srl.config import TrainConfig, config_json_dict, sections_read
 
-    earlier = TrainConfig()  # the earlier λ-player: no cost model
-    adaptive = TrainConfig(o3srl=dataclasses.replace(TrainConfig().o3srl, player="adaptive"))
+    earlier = TrainConfig(o3srl=dataclasses.replace(TrainConfig().o3srl, player="earlier"))  # no cost model
+    adaptive = TrainConfig()  # the adaptive λ-player, the default
     fixed = TrainConfig(algo="td3bc", o3srl=adaptive.o3srl)  # a fixed λ takes the earlier player's knobs
     assert sections_read(earlier) == {"o3srl", "td3bc"}
     assert sections_read(adaptive) == {"o3srl", "td3bc", "cost_model"}
     assert sections_read(fixed) == {"o3srl", "td3bc"}
-    assert sections_read(TrainConfig(oracle="iql")) == {"o3srl", "iql"}
+    assert sections_read(TrainConfig(oracle="iql")) == {"o3srl", "iql", "cost_model"}
     assert sections_read(TrainConfig(variant="theory")) == {"o3srl", "theory", "td3bc"}
     assert sections_read(TrainConfig(algo="bc-safe")) == {"bc", "o3srl"}
     assert sections_read(TrainConfig(algo="cpq")) == {"cpq", "o3srl"}
@@ -252,11 +254,12 @@ def test_only_the_sections_a_run_reads_are_compared():
 def test_configs_compare_as_the_run_read_them_whatever_defaults_they_were_written_under():
     from o3srl.config import TrainConfig, config_json_dict, effective_config, sections_read
 
-    now = config_json_dict(TrainConfig())  # the earlier player: its knobs None in the file, filled by the player
+    earlier = TrainConfig(o3srl=dataclasses.replace(TrainConfig().o3srl, player="earlier"))
+    now = config_json_dict(earlier)  # the earlier player: its knobs None in the file, filled by the player
     saved = json.loads(json.dumps(now))
     saved["o3srl"].update(bandit="exp3", feedback="shaped")  # written when the knobs were explicit defaults
     del saved["o3srl"]["tail_members"]  # written before the tail existed (irrelevant: the output is the last iterate)
-    read = sections_read(TrainConfig())
+    read = sections_read(earlier)
     assert config_differences(saved, now, sections=read) != []  # raw: they look different
     assert config_differences(effective_config(saved), effective_config(now), sections=read) == []
     saved["o3srl"]["bandit"] = "hedge"  # a knob that really differs still counts
@@ -500,7 +503,6 @@ def test_a_run_of_the_same_training_with_another_output_is_adopted_with_its_outp
 
     def grid_of(name: str, output: str, **more: object) -> dict:
         data = toy_grid(local_run["dataset"], tmp_path / name, name=name)
-        data["defaults"]["cost_model"] = {"members": 2, "hidden": [16], "fit_steps": 50, "rollout_states": 4}
         o3 = {"player": "adaptive", "feedback_batch": 16, "output": output, "tail_members": 6, **more}
         data["algorithms"] = {"adaptive": {"algo": "o3srl", "o3srl": o3}}
         return data

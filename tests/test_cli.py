@@ -8,6 +8,18 @@ import pytest
 
 from o3srl.cli import main
 
+# The default (adaptive) λ-player's cost model, small: these tests are about the command, not the model.
+SMALL_COST_MODEL_ARGS = [
+    "--cost-model.members",
+    "2",
+    "--cost-model.hidden",
+    "16",
+    "--cost-model.fit-steps",
+    "50",
+    "--cost-model.rollout-states",
+    "4",
+]
+
 TOY_ARGS = [
     "--task",
     "toy",
@@ -20,6 +32,7 @@ TOY_ARGS = [
     "64",
     "--o3srl.feedback-batch",
     "32",
+    *SMALL_COST_MODEL_ARGS,
     "--no-progress",
 ]
 

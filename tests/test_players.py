@@ -13,8 +13,8 @@ from o3srl.errors import ConfigError
 
 
 def test_each_player_fills_only_the_knobs_left_unset():
-    assert O3SRLConfig().player == "earlier"  # the default λ-player, until the adaptive one passes the grids
-    earlier = resolve_player(O3SRLConfig())
+    assert O3SRLConfig().player == "adaptive"  # the default λ-player
+    earlier = resolve_player(O3SRLConfig(player="earlier"))
     assert (
         earlier.bandit,
         earlier.feedback,
@@ -26,7 +26,7 @@ def test_each_player_fills_only_the_knobs_left_unset():
         earlier.hint_decay,
         earlier.output,
     ) == ("exp3", "shaped", 0.0, 0.0, 1.0, "mean", "drawn", 0.0, "last")
-    adaptive = resolve_player(O3SRLConfig(player="adaptive", margin=0.1))
+    adaptive = resolve_player(O3SRLConfig(margin=0.1))
     assert (
         adaptive.bandit,
         adaptive.feedback,
@@ -314,7 +314,7 @@ def test_the_best_output_spreads_its_tail_over_the_last_half_and_the_mixture_ove
     assert tail_members_of(O3SRLConfig(player="adaptive", tail_members=7)) == 7
     assert tail_fraction_of(O3SRLConfig(player="adaptive")) == 0.5  # output mix, as best
     assert tail_fraction_of(O3SRLConfig(player="adaptive", output="tail")) == 0.1
-    assert tail_fraction_of(O3SRLConfig()) == 0.1  # the earlier player's last iterate
+    assert tail_fraction_of(O3SRLConfig(player="earlier")) == 0.1  # the earlier player's last iterate
     assert tail_fraction_of(O3SRLConfig(player="adaptive", tail_fraction=0.3)) == 0.3
     setting = Setting(
         obs_dim=1, act_dim=1, cost_limit=5.0, episode_length=10, total_steps=1000, reward_abs_max=1.0, cost_abs_max=1.0

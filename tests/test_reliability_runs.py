@@ -22,6 +22,7 @@ from o3srl.errors import O3SRLError
 from o3srl.logger import read_metrics
 
 sys.path.insert(0, os.path.dirname(__file__))
+from test_cli import SMALL_COST_MODEL_ARGS
 from test_train import small_config
 
 
@@ -259,6 +260,7 @@ def test_env_id_without_task_is_its_own_task(toy_file, tmp_path, monkeypatch, ca
                 "32",
                 "--td3bc.batch-size",
                 "64",
+                *SMALL_COST_MODEL_ARGS,
             ]
         )
         == 0

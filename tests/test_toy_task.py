@@ -41,6 +41,7 @@ def test_toy_optimum_closed_form():
 
 def test_o3srl_is_safe_where_unconstrained_is_not(toy_file, tmp_path):
     import o3srl
+    from o3srl.algos.cost_model import CostModelConfig
     from o3srl.algos.o3srl import O3SRLConfig
     from o3srl.train import run
 
@@ -53,6 +54,8 @@ def test_o3srl_is_safe_where_unconstrained_is_not(toy_file, tmp_path):
         log_every=1_000,
         checkpoint_every=6_000,
         o3srl=O3SRLConfig(feedback_batch=64),
+        # The default (adaptive) λ-player with a smaller cost model than the default's (5 × 200 × 200, 20k steps).
+        cost_model=CostModelConfig(members=3, hidden=(64, 64), fit_steps=3_000),
     )
     run(dataclasses.replace(cfg, run_dir=str(tmp_path / "o3srl")))
     run(dataclasses.replace(cfg, run_dir=str(tmp_path / "lam0"), algo="td3bc", fixed_lambda=0.0))
@@ -85,7 +88,8 @@ def test_tail_mixture_output_holds_the_last_iterates_and_an_old_checkpoint_resum
         log_every=500,
         checkpoint_every=1_000,
         run_dir=str(tmp_path / "tail"),
-        o3srl=O3SRLConfig(feedback_batch=32, output="tail", tail_members=4, tail_fraction=0.2),
+        # The earlier λ-player (no cost model): the tail and the old layout are about the loop, not the player.
+        o3srl=O3SRLConfig(player="earlier", feedback_batch=32, output="tail", tail_members=4, tail_fraction=0.2),
     )
     run(cfg)
     policy = o3srl.load_policy(tmp_path / "tail")
@@ -99,7 +103,9 @@ def test_tail_mixture_output_holds_the_last_iterates_and_an_old_checkpoint_resum
 
     # An earlier layout: drop the hint and the tail from a step-1000 checkpoint, then resume it.
     old_dir = tmp_path / "old"
-    old_cfg = dataclasses.replace(cfg, run_dir=str(old_dir), steps=1_000, o3srl=O3SRLConfig(feedback_batch=32))
+    old_cfg = dataclasses.replace(
+        cfg, run_dir=str(old_dir), steps=1_000, o3srl=O3SRLConfig(player="earlier", feedback_batch=32)
+    )
     run(old_cfg)
     learner = build_learner(old_cfg.resolved(), load_problem(old_cfg.resolved()))
     _, state, stats, _ = load_checkpoint(old_dir / CHECKPOINT_NAME, learner.init(jax.random.PRNGKey(0)))

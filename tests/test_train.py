@@ -117,7 +117,10 @@ def test_oracle_contract(toy_file, tmp_path, algo):
     """Finite metrics, actions within the environment's bounds, save → load → identical actions."""
     from o3srl.train import build_learner, load_problem, run
 
-    cfg = small_config(toy_file, tmp_path / algo, algo=algo, steps=200)
+    # O3SRL outputs its last iterate here (the default, mix, is a mixture chosen from its tail), so that the saved
+    # policy is the checkpoint's actor.
+    o3 = O3SRLConfig(feedback_batch=32, output="last")
+    cfg = small_config(toy_file, tmp_path / algo, algo=algo, steps=200, o3srl=o3)
     run(cfg)
     rows = read_metrics(tmp_path / algo / "metrics.jsonl")
     assert rows and all(v is None or np.isfinite(v) for r in rows for v in r.values())
