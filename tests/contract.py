@@ -48,8 +48,8 @@ def check_contract(
     policy = Policy(learner.act, actor, stats) if kind == "single" else make_policy(resolved, learner, state, stats)
     np.testing.assert_array_equal(policy(np.linspace(0, 1, 7, dtype=np.float32)[:, None]), actions)
 
-    run(make(tmp_path / "b"))
-    assert _rows(tmp_path / "a") == _rows(tmp_path / "b")
+    # Same seed → same numbers is checked by the killed run below (the same seed, its rows and parameters equal
+    # "a"'s); another seed must give other numbers.
     run(make(tmp_path / "c", seed=1))
     assert _rows(tmp_path / "a") != _rows(tmp_path / "c")
 
