@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+from tests.test_train import cost_model_table
 
 from o3srl.bench import run_grid
 from o3srl.config import config_differences
@@ -36,8 +37,8 @@ def toy_grid(dataset: Path, root: Path, name: str = "toy") -> dict:
             "eval_episodes": 2,
             "td3bc": {"hidden": [16, 16], "batch_size": 32},
             "o3srl": {"feedback_batch": 16},
-            # The default (adaptive) λ-player's cost model, small: these grids are about the bench, not the model.
-            "cost_model": {"members": 2, "hidden": [16], "fit_steps": 50, "rollout_states": 4},
+            # The default (adaptive) λ-player's cost model, small (tests/test_train.py).
+            "cost_model": cost_model_table(),
         },
         "per_task": {"toy": {"env_id": TOY, "dataset": str(dataset)}},
         "algorithms": {

@@ -5,20 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
+from tests.test_train import cost_model_args
 
 from o3srl.cli import main
 
-# The default (adaptive) λ-player's cost model, small: these tests are about the command, not the model.
-SMALL_COST_MODEL_ARGS = [
-    "--cost-model.members",
-    "2",
-    "--cost-model.hidden",
-    "16",
-    "--cost-model.fit-steps",
-    "50",
-    "--cost-model.rollout-states",
-    "4",
-]
+# The default (adaptive) λ-player's cost model, small (tests/test_train.py).
+SMALL_COST_MODEL_ARGS = cost_model_args()
 
 TOY_ARGS = [
     "--task",

@@ -277,6 +277,12 @@ def test_mixed_members_by_hand():
     assert mixed_members(readings, 8.0, 2, slots=10).tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 3, 3]
     # One spread of pessimism: slot 2 reads 25, so one slot of it already costs (25 + 18) / 10 = 4.3 > 4: L alone.
     assert mixed_members(readings, 4.0, 1, pessimism=1.0, slots=10).tolist() == [1]
+    # The same choice of L and H with the share set on the mean readings (share k = 0): as without pessimism, one
+    # slot of 10 (cost (20 + 9 · 2) / 10 = 3.8 ≤ 4). With share k = 0.5 slot 2 reads 22.5: (22.5 + 18) / 10 > 4.
+    assert mixed_members(readings, 4.0, 1, pessimism=1.0, slots=10, share_pessimism=0.0).tolist() == [1] * 9 + [2]
+    assert mixed_members(readings, 4.0, 1, pessimism=1.0, slots=10, share_pessimism=0.5).tolist() == [1]
+    # Target 8, share k = 0.5: n slots cost (22.5 n + 2 (10 − n)) / 10 ≤ 8 for n ≤ 2 (n = 3: 8.15).
+    assert mixed_members(readings, 8.0, 1, pessimism=1.0, slots=10, share_pessimism=0.5).tolist() == [1] * 8 + [2] * 2
     # Mixing that does not raise the reward reading is not taken; nothing safe-reading: best_members's choice.
     cautious = np.array([[100.0, 0.0, 0.0, 1.0], [50.0, 30.0, 0.0, 1.0]])
     assert mixed_members(cautious, 4.0, 1, slots=10).tolist() == [0]

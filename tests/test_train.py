@@ -17,6 +17,29 @@ from o3srl.logger import read_metrics
 
 TOY = "o3srl.envs.toy:ToyRunEnv"
 
+SMALL_COST_MODEL = CostModelConfig(members=2, hidden=(16, 16), fit_steps=50, batch_size=64, rollout_states=4)
+"""The default (adaptive) λ-player's cost model, small: the tests that train O3SRL are about the loop, the command
+or the grid, not the model. The CLI's flags (tests/test_cli.py) and a grid's table (tests/test_bench.py) are made
+from it by :func:`cost_model_args` and :func:`cost_model_table`."""
+
+
+def cost_model_table(config: CostModelConfig = SMALL_COST_MODEL) -> dict:
+    """``config``'s fields that differ from the default, as a grid file's ``cost_model`` table."""
+    default = CostModelConfig()
+    return {
+        f.name: list(v) if isinstance(v, tuple) else v
+        for f in dataclasses.fields(config)
+        if (v := getattr(config, f.name)) != getattr(default, f.name)
+    }
+
+
+def cost_model_args(config: CostModelConfig = SMALL_COST_MODEL) -> list[str]:
+    """``config``'s fields that differ from the default, as ``o3srl train`` flags."""
+    args: list[str] = []
+    for name, value in cost_model_table(config).items():
+        args += [f"--cost-model.{name.replace('_', '-')}", *map(str, value if isinstance(value, list) else [value])]
+    return args
+
 
 def small_config(dataset, run_dir, **kw) -> TrainConfig:
     base = TrainConfig(
@@ -32,8 +55,7 @@ def small_config(dataset, run_dir, **kw) -> TrainConfig:
         td3bc=TD3BCConfig(hidden=(32, 32), batch_size=64),
         iql=IQLConfig(hidden=(32, 32), batch_size=64),
         o3srl=O3SRLConfig(feedback_batch=32),
-        # The default (adaptive) λ-player's cost model, small: the tests here are about the loop, not the model.
-        cost_model=CostModelConfig(members=2, hidden=(16, 16), fit_steps=50, batch_size=64, rollout_states=4),
+        cost_model=SMALL_COST_MODEL,
     )
     return dataclasses.replace(base, **kw)
 

@@ -298,6 +298,7 @@ def mixed_members(
     pessimism: float = 0.0,
     slots: int = 20,
     min_share: float = 0.0,
+    share_pessimism: float | None = None,
 ) -> np.ndarray:
     """The slots the ``mix`` output draws from, one per episode (a member listed j times is followed in j of every
     ``slots`` episodes), from the members' model readings (as :func:`best_members`'s).
@@ -310,8 +311,9 @@ def mixed_members(
     taken (L alone). A mixture of a cautious and a bolder behaviour
     is how a constrained optimum between two behaviours is reached (no single λ's best response is there); the
     pessimistic readings and the whole-slot share keep the mixture's reading on the safe side of the target. When
-    no member reads safe, L (the lowest pessimistic costs) alone. Returns the slot indices, sorted (``slots`` of
-    them when mixed)."""
+    no member reads safe, L (the lowest pessimistic costs) alone. ``share_pessimism`` (None: ``pessimism``) is the k
+    of the cost readings the share is set with, where L and H are chosen with ``pessimism``. Returns the slot
+    indices, sorted (``slots`` of them when mixed)."""
     readings = np.asarray(readings, np.float64)
     low = best_members(readings, cost_target, count, pessimism)
     missing = (readings[:, 3] == 0) | np.isnan(readings[:, :3]).any(axis=1)
@@ -321,9 +323,11 @@ def mixed_members(
         return low
     high = above[np.argsort(-reward[above], kind="stable")][: max(1, count)]
     ordered = low[np.argsort(-reward[low], kind="stable")]
+    k_share = pessimism if share_pessimism is None else share_pessimism
+    share_cost = readings[:, 1] + k_share * readings[:, 2]
     for n in range(slots - 1, max(0, int(np.ceil(min_share * slots - 1e-9)) - 1), -1):
         mixed = np.concatenate([np.resize(high, n), np.resize(ordered, slots - n)])
-        if cost[mixed].mean() <= cost_target and reward[mixed].mean() > reward[low].mean():
+        if share_cost[mixed].mean() <= cost_target and reward[mixed].mean() > reward[low].mean():
             return np.sort(mixed)
     return low
 
