@@ -6,7 +6,8 @@ Every adaptive run keeps its tail members (slot 0 is the last iterate) and each 
 reward, cost and the spread of the cost across the model's members, read in the round the member was kept). An output
 is a multiset of slots, one drawn per episode, so its expected episode reward and cost are the means of its members'
 own. This script evaluates every tail member alone in the simulator (``--member-episodes`` episodes each, with the
-run's evaluation seed; cached in ``RUN/member_evals.json``) and then scores any number of choice rules from those
+run's evaluation seed; cached in ``RUN/member_table.json`` with the readings, and with ``--save-dir`` copied
+there, so that rules can be scored again from the tables alone) and then scores any number of choice rules from those
 evaluations at no further simulation cost: each rule chooses from the readings alone (as the run does), and the
 evaluations only score what it chose. Compare rules on the same runs; the per-member means carry the evaluation's
 noise (a member followed for 5 episodes), the same for every rule.
@@ -21,6 +22,7 @@ import os
 import platform
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import jax
 import numpy as np
@@ -37,6 +39,32 @@ Rule = Callable[[np.ndarray, float, float], np.ndarray]
 of every len(slots) episodes)."""
 
 
+def hull_members(readings: np.ndarray, target: float, pessimism: float, slots: int = 20) -> np.ndarray:
+    """The mixture of at most two members with the highest mean reward reading whose mean pessimistic cost reading
+    (cost + k spreads) is within ``target``, in whole slots: the solution of the linear programme over mixtures of the
+    members (one constraint, so at most two members), on the readings. None within the target: the member with the
+    lowest pessimistic cost."""
+    readings = np.asarray(readings, np.float64)
+    missing = (readings[:, 3] == 0) | np.isnan(readings[:, :3]).any(axis=1)
+    reward = np.where(missing, -np.inf, readings[:, 0])
+    cost = np.where(missing, np.inf, readings[:, 1] + pessimism * readings[:, 2])
+    safe = np.flatnonzero(cost <= target)
+    if not len(safe):
+        return np.array([int(np.argmin(cost))])
+    best_value, best = reward[safe].max(), np.array([int(safe[np.argmax(reward[safe])])])
+    above = np.flatnonzero(np.isfinite(cost) & (cost > target))
+    for i in safe:
+        for j in above:
+            n = int(np.floor(slots * (target - cost[i]) / (cost[j] - cost[i]) + 1e-9))  # slots of j
+            if n < 1:
+                continue
+            n = min(n, slots - 1)
+            value = (n * reward[j] + (slots - n) * reward[i]) / slots
+            if value > best_value:
+                best_value, best = value, np.array([i] * (slots - n) + [j] * n)
+    return np.sort(best)
+
+
 def rules(best: int = 3, slots: int = 20) -> dict[str, Rule]:
     """The rules compared: today's outputs and the variants under study."""
     return {
@@ -47,12 +75,17 @@ def rules(best: int = 3, slots: int = 20) -> dict[str, Rule]:
         "mix, k = 0": lambda r, t, k: mixed_members(r, t, best, 0.0, slots),
         "mix, k = 1, share k = 0": lambda r, t, k: mixed_members(r, t, best, 1.0, slots, share_pessimism=0.0),
         "mix, k = 1, share k = 0.5": lambda r, t, k: mixed_members(r, t, best, 1.0, slots, share_pessimism=0.5),
+        "hull, k = 1": lambda r, t, k: hull_members(r, t, 1.0, slots),
+        "hull, k = 0.5": lambda r, t, k: hull_members(r, t, 0.5, slots),
+        "hull, k = 0": lambda r, t, k: hull_members(r, t, 0.0, slots),
     }
 
 
-def member_evals(run_dir: Path, episodes: int) -> dict[str, list[float]]:
-    """Every tail member evaluated alone (reward and cost per member), cached in ``run_dir/member_evals.json``."""
-    cache = run_dir / "member_evals.json"
+def member_table(run_dir: Path, episodes: int) -> dict[str, Any]:
+    """A run's tail members as the rules need them: their model readings (as the run kept them) and each member
+    evaluated alone (``episodes`` episodes, the run's evaluation seed), with the run's κ, margin and R*_data(κ).
+    Cached in ``run_dir/member_table.json``; the file alone is enough to score rules again."""
+    cache = run_dir / "member_table.json"
     if cache.exists():
         saved = json.loads(cache.read_text())
         if saved.get("episodes") == episodes:
@@ -60,54 +93,81 @@ def member_evals(run_dir: Path, episodes: int) -> dict[str, list[float]]:
     run = load_finished_run(run_dir)
     cfg, learner, state, stats = run.cfg, run.learner, run.state, run.stats
     _, info = read_run(run_dir)
-    out: dict[str, list[float] | int] = {"episodes": episodes, "reward": [], "cost": []}
+    readings = np.asarray(state.tail_readings, np.float64)
+    if not (readings[:, 3] == 1).all():
+        raise SystemExit(f"{run_dir}: its tail members have no model readings (a run without the reward head)")
+    rewards, costs = [], []
     for j in range(learner.tail_members):
         member = Policy(learner.act, jax.tree.map(lambda x, j=j: x[j], state.tail), stats)
         result = evaluate_policy(member, info, cfg, episodes=episodes, seed=cfg.eval_seed, envs=cfg.eval_envs)
-        out["reward"].append(float(result.reward))  # type: ignore[union-attr]
-        out["cost"].append(float(result.cost))  # type: ignore[union-attr]
-    atomic_write_text(cache, json.dumps(out))
-    return out  # type: ignore[return-value]
-
-
-def score_run(run_dir: Path, episodes: int, chosen_rules: dict[str, Rule]) -> list[dict[str, float | str]]:
-    run = load_finished_run(run_dir)
-    _, info = read_run(run_dir)
-    readings = np.asarray(run.state.tail_readings, np.float64)
-    if not (readings[:, 3] == 1).all():
-        raise SystemExit(f"{run_dir}: its tail members have no model readings (a run without the reward head)")
-    evals = member_evals(run_dir, episodes)
-    reward, cost = np.asarray(evals["reward"]), np.asarray(evals["cost"])
-    kappa = float(run.cfg.cost_limit)
-    target = (1.0 - run.learner.player.margin) * kappa
+        rewards.append(float(result.reward))
+        costs.append(float(result.cost))
     frontier = info.get("safe_frontier")
+    table = {
+        "run": f"{run_dir.parent.name}/{run_dir.name}",
+        "task": cfg.task,
+        "seed": cfg.seed,
+        "kappa": float(cfg.cost_limit),
+        "margin": float(learner.player.margin),
+        "frontier": float(frontier) if isinstance(frontier, (int, float)) else None,
+        "tail_stride_rounds": int(learner.tail_stride),
+        "episodes": episodes,
+        "readings": readings.round(4).tolist(),
+        "reward": rewards,
+        "cost": costs,
+    }
+    atomic_write_text(cache, json.dumps(table))
+    return table
+
+
+def score_table(table: dict[str, Any], chosen_rules: dict[str, Rule]) -> list[dict[str, Any]]:
+    """Each rule's choice from ``table``'s readings, scored by the chosen members' evaluations."""
+    readings = np.asarray(table["readings"], np.float64)
+    reward, cost = np.asarray(table["reward"]), np.asarray(table["cost"])
+    kappa = float(table["kappa"])
+    target = (1.0 - float(table["margin"])) * kappa
+    frontier = table["frontier"] if table["frontier"] is not None else float("nan")
     rows = []
     for name, rule in chosen_rules.items():
         slots = np.asarray(rule(readings, target, kappa))
         rows.append(
             {
-                "run": f"{run_dir.parent.name}/{run_dir.name}",
+                "run": table["run"],
                 "kappa": kappa,
                 "rule": name,
                 "reward": float(reward[slots].mean()),
                 "cost": float(cost[slots].mean()),
                 "model_reward": float(readings[slots, 0].mean()),
                 "model_cost": float(readings[slots, 1].mean()),
-                "frontier": float(frontier) if isinstance(frontier, (int, float)) else float("nan"),
+                "frontier": float(frontier),
                 "members": len(set(slots.tolist())),
             }
         )
     return rows
 
 
+def load_table(path: Path, episodes: int, save_dir: Path | None) -> dict[str, Any]:
+    """A member table from a run directory (evaluated and cached there) or from a saved ``.json`` table; with
+    ``save_dir``, a run's table is also written there (one file per run)."""
+    if path.is_file():
+        return json.loads(path.read_text())
+    table = member_table(path, episodes)
+    if save_dir is not None:
+        save_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(save_dir / f"{path.parent.name}__{path.name}.json", json.dumps(table))
+    return table
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("runs", nargs="+", type=Path)
+    parser.add_argument("runs", nargs="+", type=Path, help="run directories or saved member tables (.json)")
     parser.add_argument("--member-episodes", type=int, default=5)
+    parser.add_argument("--save-dir", type=Path, help="also save each run's member table here")
     parser.add_argument("--md", type=Path, help="also write the page to this markdown file")
     args = parser.parse_args()
     chosen = rules()
-    rows = [row for run in args.runs for row in score_run(run, args.member_episodes, chosen)]
+    tables = [load_table(run, args.member_episodes, args.save_dir) for run in args.runs]
+    rows = [row for table in tables for row in score_table(table, chosen)]
     header = ("run", "κ", "rule", "reward / cost (× R*_data(κ))", "model reward / cost", "members")
     table_rows = []
     for r in rows:
