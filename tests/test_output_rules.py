@@ -66,5 +66,12 @@ def test_output_rules_on_a_tiny_run(rules_module, toy_file, tmp_path):
     by_rule = {r["rule"]: r for r in rows}
     assert by_rule["last iterate"]["reward"] == pytest.approx(table["reward"][0])
     assert by_rule["tail (first 20, uniform)"]["cost"] == pytest.approx(np.mean(table["cost"]))
+    ceiling = by_rule[rules_module.CEILING]  # chosen on the evaluations: within κ, and no rule beats it within κ
+    assert ceiling["cost"] <= table["kappa"] + 1e-9 or ceiling["members"] == 1
+    if ceiling["cost"] <= table["kappa"] + 1e-9:
+        assert (
+            ceiling["reward"]
+            >= max(r["reward"] for r in rows if r["cost"] <= table["kappa"] and r["members"] <= 2) - 1e-9
+        )
     saved = rules_module.load_table(tmp_path / "tables" / f"{run_dir.parent.name}__{run_dir.name}.json", 1, None)
     assert rules_module.score_table(saved, chosen) == rows
