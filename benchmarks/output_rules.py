@@ -27,7 +27,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from o3srl.algos.o3srl import best_members, mixed_members
+from o3srl.algos.o3srl import best_members, hull_members, mixed_members
 from o3srl.io import atomic_write_text
 from o3srl.policy import Policy
 from o3srl.report import show_markdown_table
@@ -37,32 +37,6 @@ from o3srl.train import load_finished_run
 Rule = Callable[[np.ndarray, float, float], np.ndarray]
 """(readings (members, 4), cost target (1 − δ) κ, κ) → the slots drawn from (a member listed j times is followed in j
 of every len(slots) episodes)."""
-
-
-def hull_members(readings: np.ndarray, target: float, pessimism: float, slots: int = 20) -> np.ndarray:
-    """The mixture of at most two members with the highest mean reward reading whose mean pessimistic cost reading
-    (cost + k spreads) is within ``target``, in whole slots: the solution of the linear programme over mixtures of the
-    members (one constraint, so at most two members), on the readings. None within the target: the member with the
-    lowest pessimistic cost."""
-    readings = np.asarray(readings, np.float64)
-    missing = (readings[:, 3] == 0) | np.isnan(readings[:, :3]).any(axis=1)
-    reward = np.where(missing, -np.inf, readings[:, 0])
-    cost = np.where(missing, np.inf, readings[:, 1] + pessimism * readings[:, 2])
-    safe = np.flatnonzero(cost <= target)
-    if not len(safe):
-        return np.array([int(np.argmin(cost))])
-    best_value, best = reward[safe].max(), np.array([int(safe[np.argmax(reward[safe])])])
-    above = np.flatnonzero(np.isfinite(cost) & (cost > target))
-    for i in safe:
-        for j in above:
-            n = int(np.floor(slots * (target - cost[i]) / (cost[j] - cost[i]) + 1e-9))  # slots of j
-            if n < 1:
-                continue
-            n = min(n, slots - 1)
-            value = (n * reward[j] + (slots - n) * reward[i]) / slots
-            if value > best_value:
-                best_value, best = value, np.array([i] * (slots - n) + [j] * n)
-    return np.sort(best)
 
 
 def rules(best: int = 3, slots: int = 20) -> dict[str, Rule]:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from o3srl.algos.iql import IQLConfig
-from o3srl.algos.o3srl import O3SRL, O3SRLConfig, Setting, make_oracle, resolve_player
+from o3srl.algos.o3srl import O3SRL, O3SRLConfig, Setting, hull_members, make_oracle, resolve_player
 from o3srl.algos.td3bc import TD3BCConfig
 from o3srl.errors import ConfigError
 
@@ -334,3 +334,32 @@ def test_the_best_output_spreads_its_tail_over_the_last_half_and_the_mixture_ove
     assert (best.tail_stride, best.tail_members) == (2, 20)
     mixture = O3SRL(O3SRLConfig(player="adaptive", output="tail"), oracle, setting)
     assert (mixture.tail_stride, mixture.tail_members) == (1, 20)
+
+
+def test_hull_members_by_hand():
+    hull = hull_members
+    readings = np.array(
+        [
+            [100.0, 0.0, 0.0, 1.0],
+            [150.0, 2.0, 1.0, 1.0],
+            [400.0, 20.0, 5.0, 1.0],
+            [300.0, 12.0, 0.0, 1.0],
+            [900.0, 25.0, 0.0, 0.0],  # never read: never chosen
+        ]
+    )
+    # Target 8, k = 0, 10 slots. Pairs (safe i, above j): (0, 2): n ≤ 10 · 8 / 20 = 4 → (4 · 400 + 6 · 100) / 10 =
+    # 220; (1, 2): n ≤ 10 · 6 / 18 → 3 → (1200 + 1050) / 10 = 225; (0, 3): n ≤ 10 · 8 / 12 → 6 → (1800 + 400) / 10 =
+    # 220; (1, 3): n ≤ 10 · 6 / 10 = 6 → (1800 + 600) / 10 = 240, the best.
+    assert hull(readings, 8.0, 0.0, slots=10).tolist() == [1] * 4 + [3] * 6
+    # k = 1: slot 1 reads 3, slot 2 reads 25. (1, 3): n ≤ 10 · 5 / 9 → 5 → (1500 + 750) / 10 = 225; (0, 3): 220;
+    # (0, 2): n ≤ 10 · 8 / 25 → 3 → 190; (1, 2): n ≤ 10 · 5 / 22 → 2 → 200.
+    assert hull(readings, 8.0, 1.0, slots=10).tolist() == [1] * 5 + [3] * 5
+    # Nothing mixes into a safe single member that is already the best: target 12 with k = 0 takes slot 3 alone
+    # (300 > any mixture with slot 2 read at 20: (1, 2) n ≤ 10 · 10 / 18 → 5 → 275).
+    assert hull(readings, 12.0, 0.0, slots=10).tolist() == [3]
+    # Nothing within the target: the lowest pessimistic cost.
+    assert hull(readings, -1.0, 1.0, slots=10).tolist() == [0]
+    # Whatever the target, the mixture's mean pessimistic reading is within it when any member reads safe.
+    for target in (0.5, 3.0, 8.0, 15.0, 30.0):
+        chosen = hull(readings, target, 1.0, slots=20)
+        assert (readings[chosen, 1] + readings[chosen, 2]).mean() <= target + 1e-9

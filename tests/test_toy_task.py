@@ -141,7 +141,7 @@ def test_best_output_mixes_the_best_safe_reading_members_without_changing_the_ro
 
     import o3srl
     from o3srl.algos.cost_model import CostModelConfig
-    from o3srl.algos.o3srl import O3SRLConfig, best_members, mixed_members
+    from o3srl.algos.o3srl import O3SRLConfig, best_members, hull_members, mixed_members
     from o3srl.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
     from o3srl.data.sampler import sample_init_obs, to_device
     from o3srl.policy import MixturePolicy
@@ -220,6 +220,13 @@ def test_best_output_mixes_the_best_safe_reading_members_without_changing_the_ro
     assert isinstance(policy, MixturePolicy) and policy.num_members == len(mixed)
     for saved, member in zip(jax.tree.leaves(policy.actor_params), jax.tree.leaves(state.tail)):
         np.testing.assert_array_equal(np.asarray(saved), np.asarray(member)[mixed])
+
+    # The hull output reads the same tail: a learner built for it chooses hull_members from the same readings.
+    hull_cfg = dataclasses.replace(cfg, o3srl=dataclasses.replace(cfg.o3srl, output="hull", mix_slots=5)).resolved()
+    hull_learner = build_learner(hull_cfg, load_problem(hull_cfg))
+    hulled = hull_members(readings, 0.8 * kappa, pessimism=1.0, slots=5)
+    assert hull_learner.output_members(state).tolist() == hulled.tolist()
+    assert hull_learner.output_info(state)["output_members"] == hulled.tolist()
 
     # A checkpoint of an adaptive run from before the reward head (no tail readings; its cost model had none)
     # resumes, and its config (saved without the field) reads back without the head.

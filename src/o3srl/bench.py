@@ -533,9 +533,9 @@ def check_datasets(cells: Iterable[Cell]) -> None:
 
 
 OUTPUT_CHOICE = ("o3srl.output", "o3srl.best_members", "o3srl.best_pessimism", "o3srl.mix_slots", "o3srl.mix_min_share")
-"""Config fields that choose an O3SRL run's output from its tail's readings after training (``best``, ``mix``): runs
-that differ in nothing else train the same, bit for bit."""
-CHOSEN_OUTPUTS = ("best", "mix")
+"""Config fields that choose an O3SRL run's output from its tail's readings after training (``best``, ``mix``,
+``hull``): runs that differ in nothing else train the same, bit for bit."""
+CHOSEN_OUTPUTS = ("best", "mix", "hull")
 
 
 def output_choice_only(saved: dict[str, Any], current: dict[str, Any], differences: list[str]) -> bool:

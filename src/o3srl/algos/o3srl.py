@@ -121,7 +121,7 @@ class O3SRLConfig:
     default) or the training batch's states (the policy's cost rate over the data's states, including states the
     policy would not visit: more pessimistic; on the toy task it left the κ = 5 policy at 3 % of its cost limit)."""
     feedback_batch: int = 256
-    output: Literal["last", "tail", "best", "mix"] | None = None
+    output: Literal["last", "tail", "best", "mix", "hull"] | None = None
     """The policy the run outputs: its last iterate (the paper's; None, earlier player); the tail mixture:
     ``tail_members`` iterates spread evenly over the last ``tail_fraction`` of the rounds (the last one included),
     one drawn per episode, so its expected episode cost is the members' average, the quantity the λ-player's
@@ -129,30 +129,33 @@ class O3SRLConfig:
     reward in the cost model's rollouts among those whose model cost is at most (1 − δ) κ (:func:`best_members`;
     it needs the cost model with its reward head); or mix (None, adaptive player): those members mixed with the
     ``best_members`` highest-reward members that read above (1 − δ) κ, in the share that keeps the mixture's mean
-    reading within it (:func:`mixed_members`), when that raises the model reward. Every run keeps
+    reading within it (:func:`mixed_members`), when that raises the model reward; or hull: the mixture of at most
+    two tail members with the highest mean reward reading whose mean pessimistic cost reading is within (1 − δ) κ,
+    in whole slots (:func:`hull_members`, the linear programme over the members' mixtures). Every run keeps
     the tail members and their readings whatever its output, so any output can be chosen afterwards from the same
     training."""
     best_members: int = 3
     """How many tail members the ``best`` output mixes (fewer when fewer read safe); the ``mix`` output takes as
     many above the target."""
     mix_slots: int = 20
-    """The ``mix`` output's resolution: its members fill this many slots, one drawn per episode (a member in j of
-    them is followed in j of every ``mix_slots`` episodes)."""
+    """The ``mix`` and ``hull`` outputs' resolution: their members fill this many slots, one drawn per episode (a
+    member in j of them is followed in j of every ``mix_slots`` episodes)."""
     mix_min_share: float = 0.0
     """The smallest share of the ``mix`` output's slots its bolder members may take; a smaller one is not mixed in
     (the output is then ``best``'s)."""
     best_pessimism: float = 1.0
-    """k of the ``best`` output: a member reads safe when its model cost plus k times the spread of the model's
-    members' readings is within (1 − δ) κ. Choosing the highest rewards among members that read safe favours the
-    ones whose cost the model under-reads; on CarCircle at κ = 40 the members chosen with k = 0 read 27–32 and cost
-    33–48, and their mixture overspent in two of four tail pools, where k = 1 chose members that cost 22 (on
-    BallRun at κ = 5 the choice is the same with k = 0, 1 or 2). The λ-player itself reads the mean (k of
-    --cost-model.pessimism)."""
+    """k of the ``best``, ``mix`` and ``hull`` outputs: a member reads safe when its model cost plus k times the
+    spread of the model's members' readings is within (1 − δ) κ. Choosing the highest rewards among members that
+    read safe favours the ones whose cost the model under-reads; on CarCircle at κ = 40 the members chosen with
+    k = 0 read 27–32 and cost 33–48, and their mixture overspent in two of four tail pools, where k = 1 chose
+    members that cost 22 (on BallRun at κ = 5 the choice is the same with k = 0, 1 or 2). The λ-player itself reads
+    the mean (k of --cost-model.pessimism)."""
     tail_members: int | None = None
     """None: 20 for the ``tail`` and ``last`` outputs (one member per episode of the default 20-episode evaluation,
     whose stratified draws then follow each member once, o3srl.policy.MixturePolicy), 100 for ``best``, which
     chooses among them: on BallRun at κ = 5, 20 members spread over the last half missed the good stretch of one
-    seed in three (310 against 364 for 100 over the same half; docs/algorithms/o3srl.md, "Output")."""
+    seed in three (310 against 364 for 100 over the same half; docs/algorithms/o3srl.md, "Output"); 100 for
+    ``mix`` and ``hull`` too."""
     tail_fraction: float | None = None
     """The stretch of the run the tail members are spread over (the last rounds). None: 0.1 for the ``tail`` and
     ``last`` outputs, 0.5 for ``best``, which chooses its members by their own readings and so does not need the
@@ -212,14 +215,14 @@ class Player:
     """None: the data's unit (the adaptive player)."""
     cost_estimate: Literal["mean", "max", "model"]
     max_violation: float
-    output: Literal["last", "tail", "best", "mix"]
+    output: Literal["last", "tail", "best", "mix", "hull"]
     oracle_lambda: Literal["drawn", "mean"]
     hint_decay: float
     hint_violation: float | None = None
     """None: the same as ``max_violation``."""
 
 
-TAILS = {"last": (20, 0.1), "tail": (20, 0.1), "best": (100, 0.5), "mix": (100, 0.5)}
+TAILS = {"last": (20, 0.1), "tail": (20, 0.1), "best": (100, 0.5), "mix": (100, 0.5), "hull": (100, 0.5)}
 """(members, fraction of the rounds) of the tail when ``tail_members`` / ``tail_fraction`` are None, by output."""
 
 
@@ -332,6 +335,34 @@ def mixed_members(
     return low
 
 
+def hull_members(readings: np.ndarray, cost_target: float, pessimism: float = 0.0, slots: int = 20) -> np.ndarray:
+    """The slots the ``hull`` output draws from (as :func:`mixed_members`'s): the mixture of at most two members
+    with the highest mean reward reading whose mean pessimistic cost reading (cost + ``pessimism`` spreads) is within
+    ``cost_target``, in whole slots. With one constraint the linear programme over the members' mixtures has an
+    optimum on at most two members, so this is that programme on the readings, up to the slots' resolution: the
+    best member that reads within the target alone, or a pair of one within it (i) and one above it (j) with j in
+    the most slots n that keep the mean within it, n = ⌊slots (target − c_i) / (c_j − c_i)⌋ ≤ slots − 1. When no
+    member reads within the target, the one with the lowest pessimistic cost reading. A member without a reading is
+    never chosen while another has one. Returns the slot indices, sorted."""
+    readings = np.asarray(readings, np.float64)
+    missing = (readings[:, 3] == 0) | np.isnan(readings[:, :3]).any(axis=1)
+    reward = np.where(missing, -np.inf, readings[:, 0])
+    cost = np.where(missing, np.inf, readings[:, 1] + pessimism * readings[:, 2])
+    safe = np.flatnonzero(cost <= cost_target)
+    if not len(safe):
+        return np.array([int(np.argmin(cost))])
+    best_value, best = reward[safe].max(), np.array([int(safe[np.argmax(reward[safe])])])
+    above = np.flatnonzero(np.isfinite(cost) & (cost > cost_target) & (reward > best_value))
+    if len(above):
+        ci, cj = cost[safe][:, None], cost[above][None, :]
+        n = np.minimum(np.floor(slots * (cost_target - ci) / (cj - ci) + 1e-9), slots - 1)  # slots of j, per pair
+        value = np.where(n >= 1, (n * reward[above][None, :] + (slots - n) * reward[safe][:, None]) / slots, -np.inf)
+        i, j = np.unravel_index(int(np.argmax(value)), value.shape)  # the first of equal values: row-major order
+        if value[i, j] > best_value:
+            best = np.array([safe[i]] * int(slots - n[i, j]) + [above[j]] * int(n[i, j]))
+    return np.sort(best)
+
+
 def make_oracle(name: str, td3bc: TD3BCConfig, iql: IQLConfig, obs_dim: int, act_dim: int) -> TD3BC | IQL:
     if name == "td3bc":
         return TD3BC(td3bc, obs_dim, act_dim)
@@ -405,7 +436,7 @@ class O3SRL:
         if not 0.0 <= config.mix_min_share < 1.0:
             raise ConfigError(f"o3srl.mix_min_share must be in [0, 1), got {config.mix_min_share}")
         no_reading = self.cost_model is None or self.cost_model.reward_net is None
-        if player.output in ("best", "mix") and not self.fixed and no_reading:
+        if player.output in ("best", "mix", "hull") and not self.fixed and no_reading:
             raise ConfigError(
                 f"o3srl.output {player.output!r} reads the tail members' reward and cost with the "
                 "cost model: it needs o3srl.cost_estimate 'model' and cost_model.reward_head true; otherwise "
@@ -527,8 +558,8 @@ class O3SRL:
     # ------------------------------------------------------------------ what the training loop records
     def output(self, state: LearnerState) -> tuple[Any, OutputKind]:
         """The last iterate (``single``); the tail members (``mixture``) with ``o3srl.output tail``; the members
-        :meth:`output_members` chooses (``mixture``, a member listed twice is drawn twice as often) with ``best``
-        and ``mix``. An oracle at a fixed λ (``--algo td3bc`` / ``iql``) always outputs its last iterate."""
+        :meth:`output_members` chooses (``mixture``, a member listed twice is drawn twice as often) with ``best``,
+        ``mix`` and ``hull``. An oracle at a fixed λ (``--algo td3bc`` / ``iql``) always outputs its last iterate."""
         if self.fixed or self.player.output == "last":
             return state.oracle.actor, "single"
         if self.player.output == "tail":
@@ -537,14 +568,16 @@ class O3SRL:
         return jax.tree.map(lambda x: x[chosen], state.tail), "mixture"
 
     def output_members(self, state: LearnerState) -> np.ndarray:
-        """The tail slots the ``best`` or ``mix`` output draws from (:func:`best_members`, :func:`mixed_members`
-        against (1 − δ) κ)."""
+        """The tail slots the ``best``, ``mix`` or ``hull`` output draws from (:func:`best_members`,
+        :func:`mixed_members`, :func:`hull_members` against (1 − δ) κ)."""
         target = (1.0 - self.player.margin) * self.setting.cost_limit
         cfg, readings = self.config, np.asarray(state.tail_readings)
         if self.player.output == "mix":
             return mixed_members(
                 readings, target, cfg.best_members, cfg.best_pessimism, cfg.mix_slots, cfg.mix_min_share
             )
+        if self.player.output == "hull":
+            return hull_members(readings, target, cfg.best_pessimism, cfg.mix_slots)
         return best_members(readings, target, cfg.best_members, cfg.best_pessimism)
 
     def output_info(self, state: LearnerState) -> dict[str, Any]:
@@ -559,7 +592,7 @@ class O3SRL:
                 for r, c, sd, read in readings
             ]
         }
-        if self.player.output in ("best", "mix"):
+        if self.player.output in ("best", "mix", "hull"):
             info["output_members"] = self.output_members(state).tolist()
         return info
 
