@@ -1,11 +1,34 @@
-"""Shared fixtures: small DSRL-format datasets made in memory (no simulator needed)."""
+"""Shared fixtures: small DSRL-format datasets made in memory (no simulator needed).
+
+The suite compiles the same small programs many times (every run builds its learner afresh, and a contract test
+alone trains four runs of one config), so it keeps JAX's persistent compilation cache in the system's temporary
+directory: a program compiled once is loaded, not compiled again, by later runs in this process, in the other test
+workers and in the processes the tests start (the settings travel as environment variables). A loaded program is the
+same executable, so results are bit for bit those of a fresh compile. ``O3SRL_TEST_COMPILATION_CACHE`` moves it;
+``O3SRL_TEST_COMPILATION_CACHE=off`` turns it off."""
 
 from __future__ import annotations
 
+import os
+import tempfile
+from pathlib import Path
+
+import jax
 import numpy as np
 import pytest
 
 from o3srl.envs.toy import toy_dataset
+
+_CACHE = os.environ.get("O3SRL_TEST_COMPILATION_CACHE", str(Path(tempfile.gettempdir()) / "o3srl-tests-jax-cache"))
+if _CACHE != "off":
+    _SETTINGS = {
+        "jax_compilation_cache_dir": _CACHE,
+        "jax_persistent_cache_min_compile_time_secs": 0.0,  # the suite's programs compile in well under a second
+        "jax_persistent_cache_min_entry_size_bytes": 0,
+    }
+    for _name, _value in _SETTINGS.items():
+        os.environ.setdefault(_name.upper(), str(_value))
+        jax.config.update(_name, _value)
 
 
 @pytest.fixture

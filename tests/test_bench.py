@@ -417,6 +417,7 @@ def test_a_failing_cell_is_recorded_and_the_grid_goes_on(local_run, tmp_path):
     assert list(finished_rows(rows)) == ["toy__td3bc-lambda0__k5__s0"]
 
 
+@pytest.mark.slow  # starting Ray takes longer than the rest of this file (Ray is an optional extra)
 @pytest.mark.filterwarnings("ignore:os.fork")  # Ray starts its processes after JAX is loaded here; they do not use it
 def test_ray_executor_writes_the_same_rows_as_the_local_one(local_run, tmp_path):
     ray = pytest.importorskip("ray")

@@ -31,7 +31,6 @@ def test_speed_benchmark_runs_at_a_tiny_size(tmp_path, monkeypatch):
             "--repeats",
             "1",
             "--packs",
-            "1",
             "2",
             "--e2e-steps",
             "0",
