@@ -27,7 +27,7 @@ if _CACHE != "off":
         "jax_persistent_cache_min_entry_size_bytes": 0,
     }
     for _name, _value in _SETTINGS.items():
-        os.environ.setdefault(_name.upper(), str(_value))
+        os.environ[_name.upper()] = str(_value)  # the same settings here and in the processes the tests start
         jax.config.update(_name, _value)
 
 

@@ -498,7 +498,8 @@ def test_a_run_of_the_same_training_with_another_output_is_adopted_with_its_outp
     import numpy as np
 
     import o3srl
-    from o3srl.algos.o3srl import mixed_members
+    from o3srl.algos.o3srl import CHOSEN_OUTPUTS, mixed_members
+    from o3srl.bench import CHOSEN_OUTPUTS as BENCH_CHOSEN_OUTPUTS
     from o3srl.bench import output_choice_only
     from o3srl.rundir import read_output_info
     from o3srl.train import load_finished_run
@@ -527,6 +528,7 @@ def test_a_run_of_the_same_training_with_another_output_is_adopted_with_its_outp
     assert (Path(best["run_dir"]) / "policy.msgpack").exists()  # the source is left as it was
     # Output-choice fields only, and only between the outputs chosen from readings.
     saved, current = {"algo": "o3srl", "o3srl": {"output": "best"}}, {"algo": "o3srl", "o3srl": {"output": "mix"}}
+    assert BENCH_CHOSEN_OUTPUTS == CHOSEN_OUTPUTS  # bench's copy (it loads without JAX) is the algorithm's list
     assert output_choice_only(saved, current, ["o3srl.output: 'best' → 'mix'", "o3srl.mix_slots: None → 20"])
     assert not output_choice_only(saved, current, ["o3srl.output: 'best' → 'mix'", "seed: 0 → 1"])
     assert not output_choice_only(

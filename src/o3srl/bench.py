@@ -535,7 +535,7 @@ def check_datasets(cells: Iterable[Cell]) -> None:
 OUTPUT_CHOICE = ("o3srl.output", "o3srl.best_members", "o3srl.best_pessimism", "o3srl.mix_slots", "o3srl.mix_min_share")
 """Config fields that choose an O3SRL run's output from its tail's readings after training (``best``, ``mix``,
 ``hull``): runs that differ in nothing else train the same, bit for bit."""
-CHOSEN_OUTPUTS = ("best", "mix", "hull")
+CHOSEN_OUTPUTS = ("best", "mix", "hull")  # o3srl.algos.o3srl.CHOSEN_OUTPUTS, here so that bench loads without JAX
 
 
 def output_choice_only(saved: dict[str, Any], current: dict[str, Any], differences: list[str]) -> bool:

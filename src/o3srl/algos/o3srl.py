@@ -222,6 +222,9 @@ class Player:
     """None: the same as ``max_violation``."""
 
 
+CHOSEN_OUTPUTS = ("best", "mix", "hull")
+"""The outputs chosen after training from the tail members' model readings (:meth:`O3SRL.output_members`)."""
+
 TAILS = {"last": (20, 0.1), "tail": (20, 0.1), "best": (100, 0.5), "mix": (100, 0.5), "hull": (100, 0.5)}
 """(members, fraction of the rounds) of the tail when ``tail_members`` / ``tail_fraction`` are None, by output."""
 
@@ -276,16 +279,22 @@ class LearnerState(flax.struct.PyTreeNode):
     (0: no reading, as without the reward head)."""
 
 
+def _ranked_readings(readings: np.ndarray, pessimism: float) -> tuple[np.ndarray, np.ndarray]:
+    """(reward reading, pessimistic cost reading: cost + ``pessimism`` spreads) per member, with a member that has
+    no reading (read 0, or NaN) at −∞ reward and +∞ cost, so that it ranks last by either."""
+    readings = np.asarray(readings, np.float64)
+    missing = (readings[:, 3] == 0) | np.isnan(readings[:, :3]).any(axis=1)
+    reward = np.where(missing, -np.inf, readings[:, 0])
+    return reward, np.where(missing, np.inf, readings[:, 1] + pessimism * readings[:, 2])
+
+
 def best_members(readings: np.ndarray, cost_target: float, count: int, pessimism: float = 0.0) -> np.ndarray:
     """The members the ``best`` output mixes, from their model readings (members, 4) = (episode reward, episode
     cost, the cost's spread across the model's members, read): among those whose cost reading plus ``pessimism``
     spreads is at most ``cost_target``, the ``count`` with the highest reward reading (fewer when fewer read safe;
     of equal readings the more recent, lower index, first); when none reads safe, the ``count`` with the lowest
     pessimistic cost reading. A member without a reading (read 0, or NaN) counts as the worst."""
-    readings = np.asarray(readings, np.float64)
-    missing = (readings[:, 3] == 0) | np.isnan(readings[:, :3]).any(axis=1)
-    reward = np.where(missing, -np.inf, readings[:, 0])
-    cost = np.where(missing, np.inf, readings[:, 1] + pessimism * readings[:, 2])
+    reward, cost = _ranked_readings(readings, pessimism)
     safe = np.flatnonzero(cost <= cost_target)
     if len(safe):
         order = safe[np.argsort(-reward[safe], kind="stable")]
@@ -344,10 +353,7 @@ def hull_members(readings: np.ndarray, cost_target: float, pessimism: float = 0.
     the most slots n that keep the mean within it, n = ⌊slots (target − c_i) / (c_j − c_i)⌋ ≤ slots − 1. When no
     member reads within the target, the one with the lowest pessimistic cost reading. A member without a reading is
     never chosen while another has one. Returns the slot indices, sorted."""
-    readings = np.asarray(readings, np.float64)
-    missing = (readings[:, 3] == 0) | np.isnan(readings[:, :3]).any(axis=1)
-    reward = np.where(missing, -np.inf, readings[:, 0])
-    cost = np.where(missing, np.inf, readings[:, 1] + pessimism * readings[:, 2])
+    reward, cost = _ranked_readings(readings, pessimism)
     safe = np.flatnonzero(cost <= cost_target)
     if not len(safe):
         return np.array([int(np.argmin(cost))])
@@ -436,7 +442,7 @@ class O3SRL:
         if not 0.0 <= config.mix_min_share < 1.0:
             raise ConfigError(f"o3srl.mix_min_share must be in [0, 1), got {config.mix_min_share}")
         no_reading = self.cost_model is None or self.cost_model.reward_net is None
-        if player.output in ("best", "mix", "hull") and not self.fixed and no_reading:
+        if player.output in CHOSEN_OUTPUTS and not self.fixed and no_reading:
             raise ConfigError(
                 f"o3srl.output {player.output!r} reads the tail members' reward and cost with the "
                 "cost model: it needs o3srl.cost_estimate 'model' and cost_model.reward_head true; otherwise "
@@ -592,7 +598,7 @@ class O3SRL:
                 for r, c, sd, read in readings
             ]
         }
-        if self.player.output in ("best", "mix", "hull"):
+        if self.player.output in CHOSEN_OUTPUTS:
             info["output_members"] = self.output_members(state).tolist()
         return info
 
