@@ -92,6 +92,16 @@ ADAPTIVE_DESIGNS: dict[str, dict] = {
         mix_slots=20,
         mix_min_share=0.0,
     ),
+    "mean λ, averaged hint, probability cost head, hull output": dict(
+        oracle_lambda="mean",
+        hint_decay=0.95,
+        tail_members=100,
+        tail_fraction=0.5,
+        output="hull",
+        best_members=3,
+        best_pessimism=1.0,
+        mix_slots=20,
+    ),
 }
 OLD_MODEL = CostModelConfig(cost_head="regression", fit_steps=5000)
 """The cost model these results were measured with (its defaults before the probability head)."""
@@ -101,6 +111,7 @@ DESIGN_MODELS: dict[str, CostModelConfig] = {
     "mean λ, averaged hint, probability cost head, best output": CostModelConfig(reward_head=True),
     "mean λ, averaged hint, probability cost head, best output, pessimistic choice": CostModelConfig(reward_head=True),
     "mean λ, averaged hint, probability cost head, mix output": CostModelConfig(reward_head=True),
+    "mean λ, averaged hint, probability cost head, hull output": CostModelConfig(reward_head=True),
 }
 """Designs measured with another cost model: the defaults since (cost_head auto, 20,000 fit steps)."""
 
@@ -119,6 +130,7 @@ def adaptive_cells(seeds: list[int], kappas: list[float]) -> list[dict]:
         ("hedgebox", "lagrangian", "mean λ, averaged hint, probability cost head, best output"),
         ("hedgebox", "lagrangian", "mean λ, averaged hint, probability cost head, best output, pessimistic choice"),
         ("hedgebox", "lagrangian", "mean λ, averaged hint, probability cost head, mix output"),
+        ("hedgebox", "lagrangian", "mean λ, averaged hint, probability cost head, hull output"),
         ("exp3", "shaped", "earlier"),
     ]
     out = []
@@ -250,6 +262,9 @@ def summarise(rows: list[dict], out: Path, command: str) -> None:
             "averaged hint, cost model's current defaults, 100 tail members over the last half, output: those 3 "
             "members mixed with the 3 highest-reward members above the target where the readings leave room (mix; "
             "today's adaptive defaults)",
+            "mean λ, averaged hint, probability cost head, hull output": ", adaptive λ-player, oracle on the mean λ, "
+            "averaged hint, cost model's current defaults, 100 tail members over the last half, output: the best "
+            "mixture of at most two members whose mean model cost + 1 spread is within (1 − δ) κ (hull)",
         }.get(r.get("design", ""), "")
         groups.setdefault((r["kappa"], r["algo"], variant, r["bandit"], r["feedback"], r["budget"]), []).append(r)
     lines = [
